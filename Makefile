@@ -1,0 +1,32 @@
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.requirements: requirements.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.requirements-dev: requirements.txt requirements-dev.txt $(VENV)/.requirements
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+## Serve on http://127.0.0.1:8000 (waitress, foreground)
+run: $(VENV)/.requirements
+	$(BIN)/python wsgi.py
+
+## Install the dev requirements and run the whole suite
+test: $(VENV)/.requirements-dev
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+lint: $(VENV)/.requirements-dev
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,109 @@
+"""A self-hosted OAuth 2.1 authorization server (and optional gateway) for MCP servers.
+
+`create_app` is the application factory: it wires the store, the repositories, the
+Authlib server and the identity provider together, then registers the endpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from datetime import timedelta
+
+from flask import Flask, current_app
+
+from .config import Config, ConfigError
+from .keys import KeyManager
+from .oauth2 import OAuthServer
+from .pending import PendingAuthorizations
+from .providers import IdentityProvider, load_provider
+from .repositories import ClientRepository, GrantRepository, UserRepository, open_store
+from .storage import PersistentStore
+from .tokens import AccessTokenVerifier
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    """Everything the endpoints use, created once per app."""
+
+    config: Config
+    store: PersistentStore
+    keys: KeyManager
+    clients: ClientRepository
+    grants: GrantRepository
+    users: UserRepository
+    server: OAuthServer
+    verifier: AccessTokenVerifier
+    pending: PendingAuthorizations
+    provider: IdentityProvider
+
+
+def services() -> Services:
+    return current_app.extensions["oauth"]
+
+
+def create_app(config: Config | None = None, *, for_cli: bool = False) -> Flask:
+    """Build the app. With `for_cli`, touch no file yet: the CLI commands open the
+    store themselves and report a broken one in a single line."""
+    config = config or Config.from_env()
+    app = Flask(__name__, static_url_path=f"{config.issuer_path}/static")
+    app.config.update(
+        SESSION_COOKIE_NAME="mcp_oauth_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=config.issuer_is_https,
+        SESSION_COOKIE_PATH=config.issuer_path or "/",
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+        MAX_CONTENT_LENGTH=1024 * 1024,
+        JSON_SORT_KEYS=False,
+    )
+
+    store = open_store(config)
+    keys = KeyManager(store)
+    clients = ClientRepository(store, config)
+    grants = GrantRepository(store, config)
+    users = UserRepository(store)
+    server = OAuthServer(config, clients, grants, keys)
+    provider = load_provider(config, users)
+    app.extensions["oauth"] = Services(
+        config=config,
+        store=store,
+        keys=keys,
+        clients=clients,
+        grants=grants,
+        users=users,
+        server=server,
+        verifier=AccessTokenVerifier(config, keys, clients, grants),
+        pending=PendingAuthorizations(ttl=config.auth_code_ttl),
+        provider=provider,
+    )
+
+    from . import cli, errors
+    from .endpoints import authorize, metadata, registration, token, verify
+    from .security import csrf_token
+
+    app.jinja_env.globals["csrf_token"] = csrf_token
+    errors.init_app(app)
+    for module in (metadata, registration, authorize, token, verify):
+        module.init_app(app, config)
+    provider.init_app(app)
+    cli.init_app(app)
+
+    if not for_cli:
+        store.check()
+        keys.ensure()
+        app.secret_key = keys.session_secret()
+        provider.on_startup()
+    return app
+
+
+def create_cli_app() -> Flask:
+    """The app for `flask oauth …` (named in .flaskenv)."""
+    try:
+        return create_app(for_cli=True)
+    except ConfigError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,627 @@
+"""The operator CLI: `flask oauth …`, safe to run while the server is serving.
+
+Every command goes through the store, which takes the file lock and re-reads the file
+before each write, so neither the CLI nor the server loses the other's change; a
+deletion takes effect in the running server at once. Listings take `--json`;
+destructive commands take `--dry-run`; failures print one line and exit 1.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from flask import Flask
+from flask.cli import AppGroup
+
+from .storage import COLLECTIONS, StoreError
+
+oauth = AppGroup("oauth", help="Manage clients, grants, users, signing keys and backups.")
+
+BACKUP_FORMAT = "mcp-oauth-backup"
+BACKUP_PATTERN = re.compile(r"^oauth-backup-\d{8}-\d{6}(-\d+)?\.json$")
+MIN_PASSWORD = 8
+REDACTED = "<redacted>"
+
+
+class CommandError(Exception):
+    """A failure to report in one line."""
+
+
+def _svc():
+    from . import services
+
+    return services()
+
+
+def command(name: str, **kwargs: Any) -> Callable:
+    """An `oauth` subcommand whose failures print one line and exit 1."""
+
+    def decorate(func: Callable) -> Callable:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kw: Any) -> Any:
+            try:
+                return func(*args, **kw)
+            except (CommandError, StoreError) as exc:
+                click.echo(f"Error: {exc}", err=True)
+                sys.exit(1)
+            except OSError as exc:
+                click.echo(f"Error: {exc.strerror or exc}: {getattr(exc, 'filename', '') or ''}".rstrip(": "), err=True)
+                sys.exit(1)
+
+        return oauth.command(name, **kwargs)(wrapper)
+
+    return decorate
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+dry_run_option = click.option("--dry-run", is_flag=True, help="Show what would happen; change nothing.")
+yes_option = click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+
+
+def _when(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str], empty: str) -> None:
+    if not rows:
+        click.echo(empty)
+        return
+    cells = [[str(row.get(c, "")) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    for r in cells:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _emit(data: Any, as_json: bool, human: Callable[[], None]) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        human()
+
+
+def _confirm(question: str, yes: bool) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise CommandError(f"{question} Refusing without a terminal to confirm; add --yes.")
+    if not click.confirm(question, default=False):
+        raise CommandError("aborted, nothing changed")
+
+
+# -- views of the data -------------------------------------------------------------
+
+
+def _client_row(record: dict[str, Any]) -> dict[str, Any]:
+    meta = record.get("metadata", {})
+    return {
+        "client_id": record["client_id"],
+        "name": meta.get("client_name", ""),
+        "redirect_uris": meta.get("redirect_uris", []),
+        "auth_method": meta.get("token_endpoint_auth_method", ""),
+        "created_at": record.get("created_at"),
+        "last_used_at": record.get("last_used_at"),
+    }
+
+
+def _grant_row(record: dict[str, Any], client_names: dict[str, str]) -> dict[str, Any]:
+    return {
+        "grant_id": record["grant_id"],
+        "client_id": record["client_id"],
+        "client_name": client_names.get(record["client_id"], ""),
+        "subject": record.get("subject"),
+        "provider": record.get("provider", ""),
+        "scope": record.get("scope", ""),
+        "resource": record.get("resource", []),
+        "issued_at": record.get("issued_at"),
+        "expires_at": record.get("expires_at"),
+    }
+
+
+def _clients() -> list[dict[str, Any]]:
+    records = _svc().store.scan("clients").values()
+    return sorted((_client_row(r) for r in records), key=lambda r: r["created_at"] or 0)
+
+
+def _grants() -> list[dict[str, Any]]:
+    names = {c["client_id"]: c["name"] for c in _clients()}
+    records = _svc().store.scan("grants").values()
+    return sorted((_grant_row(r, names) for r in records), key=lambda r: r["issued_at"] or 0)
+
+
+def _stats() -> dict[str, Any]:
+    store = _svc().store
+    grants = store.scan("grants").values()
+    return {
+        "clients": len(store.scan("clients")),
+        "grants_active": len(grants),
+        "grants_expired": store.count_expired("grants"),
+        "users_seen": len({(g.get("provider"), g.get("subject")) for g in grants}),
+        "grants_per_provider": dict(Counter(g.get("provider") or "unknown" for g in grants)),
+        "local_users": len(store.scan("users")),
+        "provider": _svc().config.provider,
+    }
+
+
+def _print_clients(rows: list[dict[str, Any]]) -> None:
+    _table(
+        [
+            {
+                "client id": r["client_id"],
+                "name": r["name"],
+                "redirect uris": " ".join(r["redirect_uris"]),
+                "auth": r["auth_method"],
+                "created": _when(r["created_at"]),
+                "last used": _when(r["last_used_at"]),
+            }
+            for r in rows
+        ],
+        ["client id", "name", "redirect uris", "auth", "created", "last used"],
+        "No clients.",
+    )
+
+
+def _print_grants(rows: list[dict[str, Any]]) -> None:
+    _table(
+        [
+            {
+                "id": r["grant_id"][:12],
+                "client": r["client_name"] or r["client_id"],
+                "subject": r["subject"],
+                "scope": r["scope"],
+                "expires": _when(r["expires_at"]),
+            }
+            for r in rows
+        ],
+        ["id", "client", "subject", "scope", "expires"],
+        "No grants.",
+    )
+
+
+def _print_stats(stats: dict[str, Any]) -> None:
+    click.echo(f"clients:         {stats['clients']}")
+    click.echo(f"grants active:   {stats['grants_active']}")
+    click.echo(f"grants expired:  {stats['grants_expired']} (removed by purge-expired)")
+    click.echo(f"users seen:      {stats['users_seen']}")
+    click.echo(f"local users:     {stats['local_users']}")
+    click.echo(f"provider:        {stats['provider']}")
+    for provider, count in sorted(stats["grants_per_provider"].items()):
+        click.echo(f"  grants via {provider}: {count}")
+
+
+# -- listing -------------------------------------------------------------------------
+
+
+@command("stats")
+@json_option
+def stats_command(as_json: bool) -> None:
+    """Counts: clients, active and expired grants, users seen, per provider."""
+    data = _stats()
+    _emit(data, as_json, lambda: _print_stats(data))
+
+
+@command("list-clients")
+@json_option
+def list_clients(as_json: bool) -> None:
+    """Registered clients: id, name, redirect URIs, auth method, created, last used."""
+    rows = _clients()
+    _emit(rows, as_json, lambda: _print_clients(rows))
+
+
+@command("list-tokens")
+@json_option
+def list_tokens(as_json: bool) -> None:
+    """Grants (refresh tokens): id prefix, client, subject, scope, expiry."""
+    rows = _grants()
+    _emit(rows, as_json, lambda: _print_grants(rows))
+
+
+@command("show-all")
+@json_option
+def show_all(as_json: bool) -> None:
+    """Stats, clients and grants together."""
+    data = {"stats": _stats(), "clients": _clients(), "grants": _grants()}
+
+    def human() -> None:
+        _print_stats(data["stats"])
+        click.echo("\nClients:")
+        _print_clients(data["clients"])
+        click.echo("\nGrants:")
+        _print_grants(data["grants"])
+
+    _emit(data, as_json, human)
+
+
+# -- deleting -------------------------------------------------------------------------
+
+
+@command("delete-client")
+@click.argument("client_id")
+@dry_run_option
+def delete_client(client_id: str, dry_run: bool) -> None:
+    """Delete a client registration and every grant of it."""
+    svc = _svc()
+    record = svc.store.get("clients", client_id)
+    if record is None:
+        raise CommandError(f"no client with id {client_id!r}")
+    grants = [g for g in svc.store.scan("grants").values() if g["client_id"] == client_id]
+    name = record.get("metadata", {}).get("client_name") or client_id
+    if dry_run:
+        click.echo(f"Would delete client {client_id} ({name}) and {len(grants)} grant(s).")
+        return
+    _, removed = svc.clients.delete(client_id)
+    click.echo(f"Deleted client {client_id} ({name}) and {removed} grant(s).")
+
+
+@command("delete-token")
+@click.argument("prefix")
+@dry_run_option
+def delete_token(prefix: str, dry_run: bool) -> None:
+    """Delete one grant by (a prefix of) its id."""
+    matches = [g for g in _grants() if g["grant_id"].startswith(prefix)]
+    if not prefix or not matches:
+        raise CommandError(f"no grant id starts with {prefix!r}")
+    if len(matches) > 1:
+        click.echo(f"{len(matches)} grants start with {prefix!r}; give more characters:", err=True)
+        for g in matches:
+            click.echo(f"  {g['grant_id']}  {g['client_name'] or g['client_id']}  {g['subject']}", err=True)
+        raise CommandError("ambiguous prefix, nothing deleted")
+    grant = matches[0]
+    if dry_run:
+        click.echo(f"Would delete grant {grant['grant_id']} ({grant['subject']} via {grant['client_id']}).")
+        return
+    _svc().grants.revoke(grant["grant_id"])
+    click.echo(f"Deleted grant {grant['grant_id']} ({grant['subject']} via {grant['client_id']}).")
+
+
+def _delete_all(collection: str, label: str, dry_run: bool, yes: bool) -> None:
+    store = _svc().store
+    count = len(store.scan(collection))
+    grants = len(store.scan("grants")) if collection == "clients" else 0
+    extra = f" and {grants} grant(s)" if collection == "clients" else ""
+    if dry_run:
+        click.echo(f"Would delete {count} {label}{extra}.")
+        return
+    _confirm(f"Delete all {count} {label}{extra}?", yes)
+    store.update(collection, lambda items: items.clear())
+    if collection == "clients":
+        store.update("grants", lambda items: items.clear())
+    click.echo(f"Deleted {count} {label}{extra}.")
+
+
+@command("delete-all-clients")
+@dry_run_option
+@yes_option
+def delete_all_clients(dry_run: bool, yes: bool) -> None:
+    """Delete every client and every grant."""
+    _delete_all("clients", "client(s)", dry_run, yes)
+
+
+@command("delete-all-tokens")
+@dry_run_option
+@yes_option
+def delete_all_tokens(dry_run: bool, yes: bool) -> None:
+    """Delete every grant (refresh token); clients stay registered."""
+    _delete_all("grants", "grant(s)", dry_run, yes)
+
+
+@command("purge-expired")
+@dry_run_option
+@json_option
+@click.option("-v", "--verbose", is_flag=True, help="Print a summary even when all went well.")
+def purge_expired(dry_run: bool, as_json: bool, verbose: bool) -> None:
+    """Remove expired grants and idle-expired clients (for a nightly cron job)."""
+    store = _svc().store
+    clients = store.purge("clients", dry_run=dry_run)
+    live_clients = set(store.scan("clients"))
+    if dry_run:
+        live_clients -= {c["client_id"] for c in clients}
+    grants = store.purge("grants", extra=lambda g: g.get("client_id") not in live_clients, dry_run=dry_run)
+    summary = {
+        "dry_run": dry_run,
+        "clients_removed": [c["client_id"] for c in clients],
+        "grants_removed": [g["grant_id"] for g in grants],
+    }
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    elif verbose or dry_run:
+        verb = "Would remove" if dry_run else "Removed"
+        click.echo(f"{verb} {len(clients)} expired client(s) and {len(grants)} expired or orphaned grant(s).")
+
+
+@command("test-cleanup")
+@dry_run_option
+def test_cleanup(dry_run: bool) -> None:
+    """Delete clients whose name starts with 'TEST ' and their grants."""
+    svc = _svc()
+    doomed = [c for c in _clients() if (c["name"] or "").startswith("TEST ")]
+    total = 0
+    for client in doomed:
+        if dry_run:
+            total += sum(1 for g in svc.store.scan("grants").values() if g["client_id"] == client["client_id"])
+        else:
+            total += svc.clients.delete(client["client_id"])[1]
+    verb = "Would delete" if dry_run else "Deleted"
+    click.echo(f"{verb} {len(doomed)} test client(s) and {total} grant(s).")
+
+
+# -- backups --------------------------------------------------------------------------
+
+
+def _backup_dir(output: str | None) -> Path:
+    return Path(output) if output else Path("backups")
+
+
+def _backup_files(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        return []
+    files = [p for p in directory.iterdir() if BACKUP_PATTERN.match(p.name)]
+    return sorted(files, key=lambda p: p.name, reverse=True)
+
+
+@command("backup")
+@click.option("--output", "-o", type=click.Path(file_okay=False), help="Folder for the backup (default backups/).")
+def backup(output: str | None) -> None:
+    """Write a consistent snapshot of clients, grants, users and keys (mode 0600)."""
+    directory = _backup_dir(output)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    snapshot = _svc().store.snapshot()
+    document = {"format": BACKUP_FORMAT, "version": 1, "created_at": time.time(), **snapshot}
+    stamp = datetime.now(tz=UTC).strftime("%Y%m%d-%H%M%S")
+    path = directory / f"oauth-backup-{stamp}.json"
+    n = 1
+    while path.exists():
+        n += 1
+        path = directory / f"oauth-backup-{stamp}-{n}.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(document, handle, indent=1, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+    counts = ", ".join(f"{len(snapshot[name])} {name}" for name in COLLECTIONS)
+    click.echo(f"Wrote {path} ({counts}).")
+
+
+@command("backups")
+@click.option("--dir", "directory", type=click.Path(file_okay=False), help="Folder to look in (default backups/).")
+@json_option
+def list_backups(directory: str | None, as_json: bool) -> None:
+    """List the backups, newest first."""
+    files = _backup_files(_backup_dir(directory))
+    rows = [{"file": str(p), "size": p.stat().st_size} for p in files]
+    _emit(rows, as_json, lambda: _table(rows, ["file", "size"], "No backups."))
+
+
+def _load_backup(file: str | None, directory: str | None = None) -> tuple[Path, dict[str, Any]]:
+    """Read and validate a backup; raise CommandError naming what is wrong."""
+    if file:
+        path = Path(file)
+    else:
+        files = _backup_files(_backup_dir(directory))
+        if not files:
+            raise CommandError("no backups found in backups/")
+        path = files[0]
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CommandError(f"backup file {path} does not exist") from None
+    except (OSError, ValueError) as exc:
+        raise CommandError(f"{path} is not a readable JSON backup ({exc})") from None
+    _validate_backup(path, document)
+    return path, document
+
+
+REQUIRED_FIELDS = {
+    "clients": ("client_id", "metadata", "created_at"),
+    "grants": ("grant_id", "client_id", "subject", "expires_at"),
+    "users": ("username", "password_hash"),
+    "signing_keys": ("kid", "use"),
+}
+
+
+def _validate_backup(path: Path, document: Any) -> None:
+    if not isinstance(document, dict) or document.get("format") != BACKUP_FORMAT:
+        raise CommandError(f"{path} is not an mcp-oauth backup")
+    if document.get("version") != 1:
+        raise CommandError(f"{path} has unsupported backup version {document.get('version')!r}")
+    for name, fields in REQUIRED_FIELDS.items():
+        items = document.get(name)
+        if not isinstance(items, dict):
+            raise CommandError(f"{path} has no {name!r} object")
+        for key, record in items.items():
+            if not isinstance(record, dict) or any(f not in record for f in fields):
+                raise CommandError(f"{path}: entry {key!r} of {name!r} lacks {', '.join(fields)}")
+            id_field = fields[0]
+            if record[id_field] != key:
+                raise CommandError(f"{path}: entry {key!r} of {name!r} has {id_field} {record[id_field]!r}")
+    for key, record in document["signing_keys"].items():
+        if record["use"] == "sig" and not isinstance(record.get("jwk"), dict):
+            raise CommandError(f"{path}: signing key {key!r} has no jwk")
+        if record["use"] == "session" and not isinstance(record.get("secret"), str):
+            raise CommandError(f"{path}: session entry has no secret")
+
+
+def _redact(value: Any, key: str = "") -> Any:
+    if isinstance(value, dict):
+        return {k: _redact(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(v) for v in value]
+    if key.endswith("_hash") or key in ("jwk", "secret", "refresh_token_hashes"):
+        return REDACTED
+    return value
+
+
+@command("backup-show")
+@click.argument("file", required=False)
+@json_option
+def backup_show(file: str | None, as_json: bool) -> None:
+    """Show the newest (or the named) backup, secrets redacted."""
+    path, document = _load_backup(file)
+    redacted = _redact(document)
+    if as_json:
+        click.echo(json.dumps(redacted, indent=2, sort_keys=True))
+        return
+    click.echo(f"Backup {path}, taken {_when(document.get('created_at'))}")
+    for name in COLLECTIONS:
+        click.echo(f"  {name}: {len(document[name])}")
+    click.echo("\nClients:")
+    _print_clients([_client_row(r) for r in document["clients"].values()])
+
+
+@command("restore")
+@click.argument("file", required=False)
+@click.option("--clear", is_flag=True, help="Replace the store's contents instead of merging.")
+@dry_run_option
+@yes_option
+def restore(file: str | None, clear: bool, dry_run: bool, yes: bool) -> None:
+    """Merge a backup into the store (--clear replaces instead)."""
+    path, document = _load_backup(file)
+    store = _svc().store
+    plan: dict[str, tuple[int, int]] = {}
+    for name in COLLECTIONS:
+        current = store.scan(name)
+        incoming = document[name]
+        added = len(incoming) if clear else sum(1 for k in incoming if k not in current)
+        plan[name] = (added, len(current) if clear else 0)
+    summary = ", ".join(
+        f"{name}: {added} restored" + (f", {dropped} replaced" if clear else "")
+        for name, (added, dropped) in plan.items()
+    )
+    if dry_run:
+        click.echo(f"Would restore {path} ({'replace' if clear else 'merge'}): {summary}.")
+        return
+    if clear:
+        _confirm(f"Replace everything in {store.data_dir} with {path}?", yes)
+        with store.lock():
+            for name in COLLECTIONS:
+                store.replace_all(name, document[name])
+    else:
+        for name in COLLECTIONS:
+            incoming = document[name]
+            store.update(name, lambda items, incoming=incoming: _merge(items, incoming))
+    click.echo(f"Restored {path} ({'replaced' if clear else 'merged'}): {summary}.")
+
+
+def _merge(items: dict[str, Any], incoming: dict[str, Any]) -> None:
+    """Add what the store lacks; what it has is newer than the backup and stays."""
+    for key, record in incoming.items():
+        items.setdefault(key, record)
+
+
+# -- users and keys ----------------------------------------------------------------------
+
+
+def _read_password(password_stdin: bool) -> str:
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if len(password) < MIN_PASSWORD:
+        raise CommandError(f"the password must have at least {MIN_PASSWORD} characters")
+    return password
+
+
+def _require_username(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9._@+-]{1,64}", name):
+        raise CommandError("a user name is 1-64 letters, digits or . _ @ + -")
+    return name
+
+
+password_stdin_option = click.option(
+    "--password-stdin", is_flag=True, help="Read the password from the first line of standard input."
+)
+
+
+@command("add-user")
+@click.argument("name")
+@password_stdin_option
+def add_user(name: str, password_stdin: bool) -> None:
+    """Add a local user (Custom provider)."""
+    users = _svc().users
+    if users.get(_require_username(name)):
+        raise CommandError(f"user {name!r} already exists")
+    if not users.set_password(name, _read_password(password_stdin), create=True):
+        raise CommandError(f"user {name!r} already exists")
+    click.echo(f"Added user {name}.")
+
+
+@command("list-users")
+@json_option
+def list_users(as_json: bool) -> None:
+    """List local users (Custom provider)."""
+    rows = [
+        {
+            "username": u["username"],
+            "created_at": u.get("created_at"),
+            "password_changed_at": u.get("password_changed_at"),
+        }
+        for u in _svc().users.all()
+    ]
+    _emit(
+        rows,
+        as_json,
+        lambda: _table(
+            [{"user": r["username"], "created": _when(r["created_at"])} for r in rows], ["user", "created"], "No users."
+        ),
+    )
+
+
+@command("delete-user")
+@click.argument("name")
+@dry_run_option
+def delete_user(name: str, dry_run: bool) -> None:
+    """Delete a local user and revoke the grants they approved."""
+    svc = _svc()
+    if svc.users.get(name) is None:
+        raise CommandError(f"no user {name!r}")
+    mine = [
+        g["grant_id"]
+        for g in svc.store.scan("grants").values()
+        if g.get("subject") == name and g.get("provider") == "custom"
+    ]
+    if dry_run:
+        click.echo(f"Would delete user {name} and {len(mine)} grant(s).")
+        return
+    svc.users.delete(name)
+    for grant_id in mine:
+        svc.grants.revoke(grant_id)
+    click.echo(f"Deleted user {name} and {len(mine)} grant(s).")
+
+
+@command("set-password")
+@click.argument("name")
+@password_stdin_option
+def set_password(name: str, password_stdin: bool) -> None:
+    """Set a local user's password."""
+    users = _svc().users
+    if users.get(name) is None:
+        raise CommandError(f"no user {name!r}")
+    users.set_password(name, _read_password(password_stdin), create=False)
+    click.echo(f"Password of {name} changed.")
+
+
+@command("rotate-keys")
+@json_option
+def rotate_keys(as_json: bool) -> None:
+    """Make a new signing key; the previous one verifies until its tokens expire."""
+    keys = _svc().keys
+    keys.ensure()
+    kid = keys.rotate()
+    _emit({"kid": kid, "keys": keys.summary()}, as_json, lambda: click.echo(f"New signing key {kid}."))
+
+
+def init_app(app: Flask) -> None:
+    app.cli.add_command(oauth)

@@ -1,0 +1,206 @@
+"""Configuration from environment variables (and `.env`), validated once at start-up.
+
+Every setting of the contract lives here with its default. A bad value raises
+`ConfigError`, whose message is one line naming the variable, so the operator sees
+exactly what to fix instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+
+PROVIDERS = ("custom", "google", "azure")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or invalid; the message names the variable."""
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """True for `localhost` and loopback IP literals (RFC 8252 §7.3 / §8.3)."""
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class Config:
+    issuer: str = "http://127.0.0.1:8000"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    threads: int = 16
+    data_dir: Path = Path(".oauth_data")
+    provider: str = "custom"
+    access_token_ttl: int = 3600
+    refresh_token_ttl: int = 2592000
+    auth_code_ttl: int = 600
+    client_idle_ttl: int = 7776000
+    refresh_grace: int = 30
+    code_retry_window: int = 10
+    unused_client_ttl: int = 86400
+    scopes: tuple[str, ...] = ("mcp",)
+    resources: tuple[str, ...] = ()
+    redirect_hosts: tuple[str, ...] = ()
+    allowed_emails: tuple[str, ...] = ()
+    allowed_domains: tuple[str, ...] = ()
+    upstream_url: str | None = None
+    resource_path: str = "/mcp"
+    google: dict[str, str] = field(default_factory=dict)
+    azure: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def issuer_is_https(self) -> bool:
+        return self.issuer.startswith("https://")
+
+    @property
+    def issuer_origin(self) -> str:
+        parts = urlsplit(self.issuer)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    @property
+    def issuer_path(self) -> str:
+        """The issuer's path without a trailing slash ('' when the issuer has none)."""
+        return urlsplit(self.issuer).path.rstrip("/")
+
+    @property
+    def default_resource(self) -> str:
+        return self.resources[0]
+
+    def url(self, path: str) -> str:
+        """An absolute URL of one of our endpoints, derived from the issuer."""
+        return self.issuer + path
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, env_file: str | os.PathLike | None = ".env") -> Config:
+        """Read the settings; values in the real environment win over `.env`."""
+        merged: dict[str, str] = {}
+        if env_file is not None and Path(env_file).is_file():
+            merged.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+        merged.update(os.environ if environ is None else environ)
+        return _parse(merged)
+
+
+def _get(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name)
+    return default if value is None or value.strip() == "" else value.strip()
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = _get(env, name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _list(env: Mapping[str, str], name: str, sep: str = ",") -> tuple[str, ...]:
+    raw = env.get(name) or ""
+    items = raw.split(sep) if sep != " " else raw.split()
+    return tuple(item.strip() for item in items if item.strip())
+
+
+def _absolute_url(name: str, value: str, *, allow_query: bool = False) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{name} must be an absolute http(s) URL, got {value!r}")
+    if parts.fragment or (parts.query and not allow_query):
+        raise ConfigError(f"{name} must not carry a query or fragment, got {value!r}")
+    return value
+
+
+def _parse(env: Mapping[str, str]) -> Config:
+    port = _int(env, "PORT", 8000, minimum=1)
+    if port > 65535:
+        raise ConfigError(f"PORT must be at most 65535, got {port}")
+    # Unset, the issuer follows PORT, so `PORT=9000 make run` just works locally.
+    issuer = _absolute_url("OAUTH_ISSUER", _get(env, "OAUTH_ISSUER", f"http://127.0.0.1:{port}")).rstrip("/")
+    issuer_host = urlsplit(issuer).hostname
+    if issuer.startswith("http://") and not is_loopback_host(issuer_host):
+        # OAuth 2.1 §1.5: everything but loopback must be TLS. Behind a TLS proxy,
+        # set the public https URL here.
+        raise ConfigError(f"OAUTH_ISSUER must use https unless it is a loopback address, got {issuer!r}")
+
+    provider = _get(env, "OAUTH_PROVIDER", "custom").lower()
+    if provider not in PROVIDERS:
+        raise ConfigError(f"OAUTH_PROVIDER must be one of {', '.join(PROVIDERS)}, got {provider!r}")
+
+    resource_path = _get(env, "OAUTH_RESOURCE_PATH", "/mcp")
+    if not resource_path.startswith("/") or resource_path == "/" or "?" in resource_path:
+        raise ConfigError(f"OAUTH_RESOURCE_PATH must be a path like /mcp, got {resource_path!r}")
+    resource_path = resource_path.rstrip("/")
+
+    resources = tuple(_absolute_url("OAUTH_RESOURCES", r) for r in _list(env, "OAUTH_RESOURCES")) or (
+        issuer + resource_path,
+    )
+
+    scopes = tuple(s for s in _list(env, "OAUTH_SCOPES", " ") if s != "offline_access") or ("mcp",)
+
+    upstream = env.get("OAUTH_UPSTREAM_URL", "").strip() or None
+    if upstream:
+        upstream = _absolute_url("OAUTH_UPSTREAM_URL", upstream).rstrip("/")
+
+    google = {
+        "client_id": _get(env, "GOOGLE_CLIENT_ID", ""),
+        "client_secret": _get(env, "GOOGLE_CLIENT_SECRET", ""),
+        "discovery_url": _get(
+            env, "GOOGLE_DISCOVERY_URL", "https://accounts.google.com/.well-known/openid-configuration"
+        ),
+    }
+    azure = {
+        "client_id": _get(env, "AZURE_CLIENT_ID", ""),
+        "client_secret": _get(env, "AZURE_CLIENT_SECRET", ""),
+        "tenant_id": _get(env, "AZURE_TENANT_ID", ""),
+        "authority": _get(env, "AZURE_AUTHORITY", "https://login.microsoftonline.com").rstrip("/"),
+    }
+    if provider == "google":
+        _require(env, "GOOGLE_CLIENT_ID", "GOOGLE_CLIENT_SECRET")
+        _absolute_url("GOOGLE_DISCOVERY_URL", google["discovery_url"])
+    if provider == "azure":
+        _require(env, "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "AZURE_TENANT_ID")
+        _absolute_url("AZURE_AUTHORITY", azure["authority"])
+
+    return Config(
+        issuer=issuer,
+        host=_get(env, "HOST", "127.0.0.1"),
+        port=port,
+        threads=_int(env, "OAUTH_THREADS", 16, minimum=1),
+        data_dir=Path(_get(env, "OAUTH_DATA_DIR", ".oauth_data")),
+        provider=provider,
+        access_token_ttl=_int(env, "OAUTH_ACCESS_TOKEN_TTL", 3600, minimum=1),
+        refresh_token_ttl=_int(env, "OAUTH_REFRESH_TOKEN_TTL", 2592000, minimum=1),
+        auth_code_ttl=_int(env, "OAUTH_AUTH_CODE_TTL", 600, minimum=1),
+        client_idle_ttl=_int(env, "OAUTH_CLIENT_IDLE_TTL", 7776000),
+        refresh_grace=_int(env, "OAUTH_REFRESH_GRACE", 30),
+        code_retry_window=_int(env, "OAUTH_CODE_RETRY_WINDOW", 10),
+        unused_client_ttl=_int(env, "OAUTH_UNUSED_CLIENT_TTL", 86400, minimum=1),
+        scopes=scopes,
+        resources=resources,
+        redirect_hosts=tuple(h.lower() for h in _list(env, "OAUTH_REDIRECT_HOSTS")),
+        allowed_emails=tuple(e.lower() for e in _list(env, "OAUTH_ALLOWED_EMAILS")),
+        allowed_domains=tuple(d.lower() for d in _list(env, "OAUTH_ALLOWED_DOMAINS")),
+        upstream_url=upstream,
+        resource_path=resource_path,
+        google=google,
+        azure=azure,
+    )
+
+
+def _require(env: Mapping[str, str], *names: str) -> None:
+    for name in names:
+        if not (env.get(name) or "").strip():
+            raise ConfigError(f"{name} is required when OAUTH_PROVIDER is set to this provider")

@@ -1,0 +1,1 @@
+"""The HTTP endpoints ("actions"), one module per job."""

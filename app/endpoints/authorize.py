@@ -1,0 +1,137 @@
+"""The authorization endpoint (RFC 6749 §4.1, RFC 7636, RFC 8707, RFC 9207) and the
+consent page.
+
+GET /authorize validates the request with Authlib before anything else happens. An
+unknown client or a redirect URI that does not match is shown to the person, never
+redirected to; any other error goes back to the client's redirect URI with `state`
+and `iss`. A valid request is kept as a pending authorization while the provider logs
+the person in, then /consent asks (or remembers) the approval and issues the code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from authlib.oauth2.rfc6749 import OAuth2Error
+from flask import Blueprint, Flask, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+
+from ..config import Config
+from ..models import User
+from ..pending import PendingAuthorization
+from ..providers.base import browser_id, current_identity
+from ..security import check_csrf
+
+
+def _services():
+    from .. import services
+
+    return services()
+
+
+def _error_page(error: OAuth2Error) -> ResponseReturnValue:
+    description = error.description or error.error
+    return (
+        render_template(
+            "error.html",
+            title="This authorization request cannot be completed",
+            error=error.error,
+            message=description,
+        ),
+        400,
+    )
+
+
+def _error_response(error: OAuth2Error) -> ResponseReturnValue:
+    """Redirect the error to the client only when its redirect URI was validated."""
+    if not error.redirect_uri:
+        return _error_page(error)
+    svc = _services()
+    response = svc.server.handle_error_response(None, error)
+    # RFC 9207: iss on error responses too.
+    svc.server.execute_hook("after_create_authorization_response", response)
+    return response
+
+
+def _validate(params: dict[str, list[str]], user: User | None = None) -> Any:
+    """Authlib's validation of a (stored or live) authorization request."""
+    return _services().server.get_consent_grant(request=params, end_user=user)
+
+
+def _user(identity: Any) -> User:
+    return User(subject=identity.subject, provider=identity.provider, name=identity.name, email=identity.email)
+
+
+def init_app(app: Flask, config: Config) -> None:
+    bp = Blueprint("authorize", __name__, url_prefix=config.issuer_path)
+
+    @bp.get("/authorize")
+    def authorize() -> ResponseReturnValue:
+        svc = _services()
+        params = request.args.to_dict(flat=False)
+        try:
+            _validate(params)
+        except OAuth2Error as error:
+            return _error_response(error)
+        pending = svc.pending.create(params, browser_id())
+        if current_identity(svc.provider):
+            return redirect(url_for("authorize.consent", request_id=pending.id))
+        return svc.provider.start_login(pending)
+
+    @bp.route("/consent", methods=["GET", "POST"])
+    def consent() -> ResponseReturnValue:
+        svc = _services()
+        if request.method == "POST":
+            check_csrf()
+        pending = svc.pending.get(request.values.get("request_id"), browser_id())
+        if pending is None:
+            return (
+                render_template(
+                    "error.html",
+                    title="This sign-in link has expired",
+                    error="expired",
+                    message="The authorization request is unknown or has expired. "
+                    "Go back to your application and connect again.",
+                ),
+                400,
+            )
+        identity = current_identity(svc.provider)
+        if identity is None:
+            return svc.provider.start_login(pending)
+        user = _user(identity)
+        try:
+            grant = _validate(pending.params, user)
+        except OAuth2Error as error:
+            svc.pending.finish(pending.id)
+            return _error_response(error)
+
+        scope: str = grant.request.scope
+        resource: list[str] = grant.request.resource
+        client = grant.client
+        if request.method == "POST":
+            decision = request.form.get("decision")
+            if decision not in ("approve", "deny"):
+                return _error_page(OAuth2Error("Choose Allow or Deny.", error="invalid_request"))
+            return _finish(pending, grant, user if decision == "approve" else None)
+        if svc.grants.approved(user.subject, client.client_id, scope, resource):
+            return _finish(pending, grant, user)
+        return render_template(
+            "consent.html",
+            pending=pending,
+            client=client,
+            identity=identity,
+            redirect_host=urlsplit(grant.redirect_uri).netloc,
+            redirect_uri=grant.redirect_uri,
+            scopes=scope.split(),
+            resources=resource,
+        )
+
+    app.register_blueprint(bp)
+
+
+def _finish(pending: PendingAuthorization, grant: Any, user: User | None) -> ResponseReturnValue:
+    """Issue the code (or access_denied) to the client's redirect URI, with iss."""
+    svc = _services()
+    svc.pending.finish(pending.id)
+    return svc.server.create_authorization_response(request=pending.params, grant_user=user, grant=grant)

@@ -1,0 +1,251 @@
+"""Dynamic client registration: RFC 7591 (POST /register) and RFC 7592 (GET, PUT,
+DELETE /register/<client_id>), on Authlib's endpoint classes.
+
+Registration is open, as MCP clients expect; a client that never completes an
+authorization is dropped after OAUTH_UNUSED_CLIENT_TTL. The registration access token
+is bound to its client: the token of client A never reads, changes or deletes B.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from authlib.consts import default_json_headers
+from authlib.oauth2.rfc6749 import OAuth2Error
+from authlib.oauth2.rfc7591 import ClientMetadataClaims, ClientRegistrationEndpoint, InvalidClientMetadataError
+from authlib.oauth2.rfc7591.errors import InvalidRedirectURIError
+from authlib.oauth2.rfc7592 import ClientConfigurationEndpoint
+from flask import Blueprint, Flask
+from joserfc.errors import InvalidClaimError
+
+from ..config import Config, is_loopback_host
+from ..models import Client
+from ..security import secret_matches
+from .metadata import AUTH_METHODS
+
+DEFAULT_GRANT_TYPES = ["authorization_code", "refresh_token"]
+MAX_REDIRECT_URIS = 20
+MAX_TEXT = 300
+
+
+class InvalidTokenError(OAuth2Error):
+    """RFC 6750 §3.1, as RFC 7592 §2 asks for a bad registration access token."""
+
+    error = "invalid_token"
+    status_code = 401
+
+    def get_headers(self) -> list[tuple[str, str]]:
+        return [*super().get_headers(), ("WWW-Authenticate", 'Bearer error="invalid_token"')]
+
+
+def check_redirect_uri(uri: Any, allowed_hosts: tuple[str, ...]) -> str | None:
+    """Why a redirect URI is refused, or None when it is acceptable: https, or http on
+    a loopback host (RFC 8252 §7.3); absolute, no fragment, no user info; a host in
+    OAUTH_REDIRECT_HOSTS when that is set (loopback always allowed)."""
+    if not isinstance(uri, str) or not uri or len(uri) > 2000:
+        return "each redirect URI must be a non-empty string"
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        return f"{uri!r} is not a valid URI"
+    host = (parts.hostname or "").lower()
+    if parts.scheme not in ("https", "http") or not host:
+        return f"{uri!r} must be an absolute https URI (or http on a loopback host)"
+    if parts.fragment or "#" in uri:
+        return f"{uri!r} must not contain a fragment"
+    if parts.username is not None or parts.password is not None:
+        return f"{uri!r} must not contain user information"
+    loopback = is_loopback_host(host)
+    if parts.scheme == "http" and not loopback:
+        return f"{uri!r} uses http on a host that is not loopback; use https"
+    if allowed_hosts and not loopback and host not in allowed_hosts:
+        return f"the host of {uri!r} is not allowed on this server"
+    return None
+
+
+class MCPClientMetadataClaims(ClientMetadataClaims):
+    """RFC 7591 metadata with this server's rules for redirect URIs and types."""
+
+    allowed_hosts: tuple[str, ...] = ()
+
+    def validate_redirect_uris(self) -> None:
+        uris = self.get("redirect_uris")
+        if not isinstance(uris, list) or not uris:
+            raise InvalidRedirectURIError("redirect_uris must be a non-empty array of URIs.")
+        if len(uris) > MAX_REDIRECT_URIS:
+            raise InvalidRedirectURIError(f"At most {MAX_REDIRECT_URIS} redirect URIs may be registered.")
+        for uri in uris:
+            problem = check_redirect_uri(uri, self.allowed_hosts)
+            if problem:
+                raise InvalidRedirectURIError(f"Invalid redirect URI: {_ascii(problem)}.")
+
+    def validate_grant_types(self) -> None:
+        value = self.get("grant_types")
+        if value is None:
+            self["grant_types"] = list(DEFAULT_GRANT_TYPES)
+        elif not isinstance(value, list) or "authorization_code" not in value:
+            raise InvalidClaimError("grant_types")
+
+    def validate_response_types(self) -> None:
+        value = self.get("response_types")
+        if value is None:
+            self["response_types"] = ["code"]
+        elif not isinstance(value, list) or value != ["code"]:
+            raise InvalidClaimError("response_types")
+
+    def validate_client_name(self) -> None:
+        name = self.get("client_name")
+        if name is not None and (not isinstance(name, str) or len(name) > MAX_TEXT):
+            raise InvalidClaimError("client_name")
+
+    def validate_scope(self) -> None:
+        scope = self.get("scope")
+        if scope is not None and not isinstance(scope, str):
+            raise InvalidClaimError("scope")
+
+
+def _ascii(text: str) -> str:
+    """error_description allows only printable ASCII without quote or backslash."""
+    return "".join(c if 0x20 <= ord(c) <= 0x7E and c not in '"\\' else "?" for c in text)
+
+
+def _claims_class(config: Config) -> type[MCPClientMetadataClaims]:
+    return type("ConfiguredClaims", (MCPClientMetadataClaims,), {"allowed_hosts": config.redirect_hosts})
+
+
+def _server_metadata() -> dict[str, Any]:
+    # What registration checks metadata against (scope is not checked: unknown
+    # scopes are simply never granted).
+    return {
+        "response_types_supported": ["code"],
+        "grant_types_supported": DEFAULT_GRANT_TYPES,
+        "token_endpoint_auth_methods_supported": AUTH_METHODS,
+    }
+
+
+def _clean(metadata: dict[str, Any]) -> dict[str, Any]:
+    """No nulls in what we store and return (Claude rejects a response with them)."""
+    return {k: v for k, v in metadata.items() if v is not None}
+
+
+class _RegistrationMixin:
+    def get_server_metadata(self) -> dict[str, Any]:
+        return _server_metadata()
+
+    def extract_client_metadata(self, request: Any) -> dict[str, Any]:
+        if not request.payload.data:
+            raise InvalidClientMetadataError("The body must be a JSON object of client metadata.")
+        return _clean(super().extract_client_metadata(request))  # type: ignore[misc]
+
+
+class RegistrationEndpoint(_RegistrationMixin, ClientRegistrationEndpoint):
+    def authenticate_token(self, request: Any) -> bool:
+        return True  # open registration, as MCP clients expect
+
+    def create_registration_response(self, request: Any) -> tuple[int, dict, list]:
+        from .. import services
+
+        metadata = self.extract_client_metadata(request)
+        client, secret, registration_token = services().clients.create(metadata)
+        body: dict[str, Any] = {**metadata, **client.client_info}
+        if secret:
+            body["client_secret"] = secret
+        body["registration_access_token"] = registration_token
+        body["registration_client_uri"] = services().config.url(f"/register/{client.client_id}")
+        return 201, body, [*default_json_headers]
+
+
+class _RegistrationToken:
+    """The registration access token of one client (RFC 7592)."""
+
+    def __init__(self, client_id: str):
+        self.client_id = client_id
+
+    def check_client(self, client: Client) -> bool:
+        return client.client_id == self.client_id
+
+
+class ConfigurationEndpoint(_RegistrationMixin, ClientConfigurationEndpoint):
+    @staticmethod
+    def _client_id(request: Any) -> str:
+        return urlsplit(request.uri).path.rstrip("/").rsplit("/", 1)[-1]
+
+    @staticmethod
+    def _bearer(request: Any) -> str:
+        scheme, _, value = (request.headers.get("Authorization") or "").partition(" ")
+        return value.strip() if scheme.lower() == "bearer" else ""
+
+    def authenticate_token(self, request: Any) -> _RegistrationToken:
+        # The token is checked against the client named in the URL only, so a token
+        # of another client can never match.
+        from .. import services
+
+        client_id = self._client_id(request)
+        client = services().clients.get(client_id)
+        presented = self._bearer(request)
+        if client is None or not secret_matches(presented, client.record.get("registration_access_token_hash")):
+            raise InvalidTokenError("The registration access token is missing or invalid for this client.")
+        return _RegistrationToken(client.client_id)
+
+    def authenticate_client(self, request: Any) -> Client | None:
+        from .. import services
+
+        return services().clients.get(self._client_id(request))
+
+    def check_permission(self, client: Client, request: Any) -> bool:
+        return True
+
+    def revoke_access_token(self, request: Any, token: Any) -> None:
+        """The client is gone, and its token with it."""
+
+    def generate_client_registration_info(self, client: Client, request: Any) -> dict[str, str]:
+        from .. import services
+
+        return {
+            "registration_client_uri": services().config.url(f"/register/{client.client_id}"),
+            "registration_access_token": self._bearer(request),
+        }
+
+    def introspect_client(self, client: Client) -> dict[str, Any]:
+        return {**client.client_metadata, **client.client_info}
+
+    def update_client(self, client: Client, client_metadata: dict[str, Any], request: Any) -> Client:
+        from .. import services
+
+        if client_metadata.get("token_endpoint_auth_method") != client.auth_method:
+            raise InvalidClientMetadataError("token_endpoint_auth_method cannot be changed; register a new client.")
+        updated = services().clients.update_metadata(client.client_id, client_metadata)
+        if updated is None:
+            raise InvalidTokenError("The client no longer exists.")
+        return updated
+
+    def delete_client(self, client: Client, request: Any) -> None:
+        from .. import services
+
+        services().clients.delete(client.client_id)
+        services().server.codes.discard_for_client(client.client_id)
+
+
+def init_app(app: Flask, config: Config) -> None:
+    from .. import services
+
+    bp = Blueprint("registration", __name__, url_prefix=config.issuer_path)
+
+    @bp.post("/register")
+    def register():
+        return services().server.create_endpoint_response("client_registration")
+
+    @bp.route("/register/<client_id>", methods=["GET", "PUT", "DELETE"])
+    def configure(client_id: str):
+        response = services().server.create_endpoint_response("client_configuration")
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    app.register_blueprint(bp)
+
+    claims = [_claims_class(config)]
+    server = app.extensions["oauth"].server
+    server.register_endpoint(RegistrationEndpoint(server, claims_classes=claims))
+    server.register_endpoint(ConfigurationEndpoint(server, claims_classes=claims))

@@ -1,0 +1,65 @@
+"""Error responses and security headers.
+
+API endpoints answer errors in RFC 6749 §5.2 JSON (`error`, `error_description`);
+pages a person sees answer with a plain HTML page. Never a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+log = logging.getLogger(__name__)
+
+PAGES = ("/authorize", "/consent", "/login", "/oauth/")
+
+CSP = "default-src 'none'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'"
+
+
+def _is_page() -> bool:
+    return any(part in request.path for part in PAGES)
+
+
+def _error_code(status: int) -> str:
+    return {
+        400: "invalid_request",
+        401: "invalid_token",
+        403: "access_denied",
+        404: "not_found",
+        405: "invalid_request",
+        413: "invalid_request",
+        415: "invalid_request",
+        429: "temporarily_unavailable",
+    }.get(status, "server_error")
+
+
+def init_app(app: Flask) -> None:
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        status = exc.code or 500
+        if _is_page():
+            return (
+                render_template("error.html", title=exc.name, error=_error_code(status), message=exc.description),
+                status,
+            )
+        response = jsonify(error=_error_code(status), error_description=exc.description or exc.name)
+        response.status_code = status
+        return response
+
+    @app.errorhandler(Exception)
+    def unexpected_error(exc: Exception):
+        # The type only: a message could carry request data.
+        log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.path, exc_info=exc)
+        return http_error(InternalServerError(description="The server hit an unexpected error."))
+
+    @app.after_request
+    def security_headers(response: Response) -> Response:
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        if response.mimetype == "text/html":
+            response.headers.setdefault("Content-Security-Policy", CSP)
+            response.headers.setdefault("X-Frame-Options", "DENY")
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response

@@ -1,0 +1,121 @@
+"""Signing keys (signing_keys.json): the current RS256 key, the previous ones until the
+tokens they signed have expired, and the secret that signs the login session cookie.
+
+Keys are created on first use and rotated by `flask oauth rotate-keys`. A retired key
+keeps verifying for one access-token lifetime, then the store's expiry rule drops it.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+from joserfc.jwk import KeySet, RSAKey
+
+from .storage import PersistentStore
+
+ALGORITHM = "RS256"
+SESSION_ENTRY = "session"
+
+
+def key_expired(record: dict[str, Any], now: float, access_token_ttl: int) -> bool:
+    retired_at = record.get("retired_at")
+    return retired_at is not None and retired_at + access_token_ttl <= now
+
+
+class KeyManager:
+    def __init__(self, store: PersistentStore):
+        self.store = store
+        self._cached_from: object = None
+        self._current: RSAKey | None = None
+        self._verifiers: KeySet | None = None
+
+    def ensure(self) -> None:
+        """Create the signing key and the session secret if the file has none."""
+        if self._find_current(self.store.scan("signing_keys")) and self.store.get("signing_keys", SESSION_ENTRY):
+            return
+
+        def add_missing(items: dict[str, dict[str, Any]]) -> None:
+            if not self._find_current(items):
+                record = _new_key_record()
+                items[record["kid"]] = record
+            if SESSION_ENTRY not in items:
+                items[SESSION_ENTRY] = {"kid": SESSION_ENTRY, "use": "session", "secret": secrets.token_hex(32)}
+
+        self.store.update("signing_keys", add_missing)
+
+    def rotate(self) -> str:
+        """Make a new current key; the old one only verifies from now on. Returns the new kid."""
+        new = _new_key_record()
+
+        def change(items: dict[str, dict[str, Any]]) -> None:
+            now = time.time()
+            for record in items.values():
+                if record.get("use") == "sig" and record.get("retired_at") is None:
+                    record["retired_at"] = now
+            items[new["kid"]] = new
+
+        self.store.update("signing_keys", change)
+        return new["kid"]
+
+    @staticmethod
+    def _find_current(items: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+        live = [r for r in items.values() if r.get("use") == "sig" and r.get("retired_at") is None]
+        return max(live, key=lambda r: r["created_at"]) if live else None
+
+    def _refresh(self) -> None:
+        items = self.store.raw_items("signing_keys")
+        if items is self._cached_from:
+            return
+        current = self._find_current(dict(items))
+        if current is None:
+            self.ensure()
+            items = self.store.raw_items("signing_keys")
+            current = self._find_current(dict(items))
+        assert current is not None
+        self._current = RSAKey.import_key(current["jwk"])
+        live = self.store.scan("signing_keys")
+        self._verifiers = KeySet([RSAKey.import_key(r["jwk"]) for r in live.values() if r.get("use") == "sig"])
+        self._cached_from = items
+
+    @property
+    def current(self) -> RSAKey:
+        self._refresh()
+        assert self._current is not None
+        return self._current
+
+    @property
+    def verifiers(self) -> KeySet:
+        """Every key that may still have signed a valid token."""
+        self._refresh()
+        assert self._verifiers is not None
+        return self._verifiers
+
+    def public_jwks(self) -> dict[str, Any]:
+        return self.verifiers.as_dict(private=False)
+
+    def session_secret(self) -> str:
+        self.ensure()
+        record = self.store.get("signing_keys", SESSION_ENTRY)
+        assert record is not None
+        return record["secret"]
+
+    def summary(self) -> list[dict[str, Any]]:
+        return [
+            {"kid": r["kid"], "created_at": r["created_at"], "retired_at": r.get("retired_at")}
+            for r in self.store.scan("signing_keys").values()
+            if r.get("use") == "sig"
+        ]
+
+
+def _new_key_record() -> dict[str, Any]:
+    kid = secrets.token_urlsafe(12)
+    key = RSAKey.generate_key(2048, parameters={"kid": kid, "use": "sig", "alg": ALGORITHM}, private=True)
+    return {
+        "kid": kid,
+        "use": "sig",
+        "jwk": key.as_dict(private=True),
+        "created_at": time.time(),
+        "retired_at": None,
+    }

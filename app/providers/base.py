@@ -1,0 +1,88 @@
+"""The boundary between "who is this person" and the OAuth machinery.
+
+A provider logs a person in (locally or upstream) and reports an `Identity`; it never
+touches tokens, codes or the store's internals. Everything after that (consent, the
+code, tokens) is the same whichever provider is configured.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+from flask import Flask, session
+from flask.typing import ResponseReturnValue
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..pending import PendingAuthorization
+
+IDENTITY_KEY = "identity"
+BROWSER_KEY = "browser_id"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A logged-in person: `subject` becomes the `sub` of our tokens."""
+
+    subject: str
+    provider: str
+    name: str
+    email: str | None = None
+
+
+class IdentityProvider(ABC):
+    name: ClassVar[str]
+
+    def __init__(self, config: Config):
+        self.config = config
+
+    def init_app(self, app: Flask) -> None:
+        """Register the provider's own routes (login page, upstream callback)."""
+
+    def on_startup(self) -> None:
+        """Called once when the server (not the CLI) starts."""
+
+    @abstractmethod
+    def start_login(self, pending: PendingAuthorization) -> ResponseReturnValue:
+        """Send the person to log in; afterwards they must land on the consent page
+        for `pending` with `remember_login` called."""
+
+    def identity_still_valid(self, identity: Identity) -> bool:
+        """Whether a remembered login may still be used (e.g. the user still exists)."""
+        return True
+
+
+def browser_id() -> str:
+    """A random id of this browser session, to bind pending requests to it."""
+    value = session.get(BROWSER_KEY)
+    if not value:
+        value = session[BROWSER_KEY] = secrets.token_urlsafe(18)
+    return value
+
+
+def remember_login(identity: Identity) -> None:
+    session.permanent = True
+    session[IDENTITY_KEY] = {**asdict(identity), "login_at": time.time()}
+    # A fresh CSRF token after login (the pre-login one may have been seen by others).
+    session.pop("csrf_token", None)
+
+
+def current_identity(provider: IdentityProvider) -> Identity | None:
+    data = session.get(IDENTITY_KEY)
+    if not isinstance(data, dict) or data.get("provider") != provider.name:
+        return None
+    identity = Identity(
+        subject=data["subject"], provider=data["provider"], name=data.get("name", ""), email=data.get("email")
+    )
+    if not provider.identity_still_valid(identity):
+        session.pop(IDENTITY_KEY, None)
+        return None
+    return identity
+
+
+def forget_login() -> None:
+    session.pop(IDENTITY_KEY, None)

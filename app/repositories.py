@@ -1,0 +1,318 @@
+"""Repositories: clients, grants and users on top of `PersistentStore`.
+
+This is where records get their shape and their expiry rules; the protocol code asks
+for models and never touches the store's files.
+"""
+
+from __future__ import annotations
+
+import functools
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from .config import Config
+from .keys import key_expired
+from .models import Client, Grant
+from .security import hash_secret, new_secret
+from .storage import PersistentStore
+
+#: Rotated refresh-token hashes kept per grant, to recognise a replay (RFC 9700 §4.14.2).
+ROTATED_HASHES_KEPT = 20
+#: last_used_at is written at most this often per client, not on every request.
+TOUCH_INTERVAL = 300
+
+
+def expiry_rules(config: Config) -> dict[str, Any]:
+    """The store's per-collection expiry predicates, from the configured lifetimes."""
+
+    def client_expired(record: Mapping[str, Any], now: float) -> bool:
+        last_used = record.get("last_used_at")
+        if last_used is None:
+            return record.get("created_at", now) + config.unused_client_ttl <= now
+        return config.client_idle_ttl > 0 and last_used + config.client_idle_ttl <= now
+
+    def grant_expired(record: Mapping[str, Any], now: float) -> bool:
+        return record.get("expires_at", 0) <= now
+
+    def signing_key_expired(record: Mapping[str, Any], now: float) -> bool:
+        return key_expired(dict(record), now, config.access_token_ttl)
+
+    return {"clients": client_expired, "grants": grant_expired, "signing_keys": signing_key_expired}
+
+
+def open_store(config: Config) -> PersistentStore:
+    return PersistentStore(config.data_dir, expiry_rules(config))
+
+
+class ClientRepository:
+    def __init__(self, store: PersistentStore, config: Config):
+        self.store = store
+        self.config = config
+
+    def _wrap(self, record: dict[str, Any] | None) -> Client | None:
+        return Client(record, self.config.scopes) if record else None
+
+    def get(self, client_id: str | None) -> Client | None:
+        if not client_id or not isinstance(client_id, str):
+            return None
+        return self._wrap(self.store.get("clients", client_id))
+
+    def all(self) -> list[Client]:
+        return [Client(r, self.config.scopes) for r in self.store.scan("clients").values()]
+
+    def create(self, metadata: dict[str, Any]) -> tuple[Client, str | None, str]:
+        """Register a client. Returns it with its client secret (None for a public
+        client) and registration access token, the only time both exist in clear."""
+        client_id = secrets.token_urlsafe(24)
+        client_secret = None if metadata.get("token_endpoint_auth_method") == "none" else new_secret()
+        registration_token = new_secret()
+        now = time.time()
+        record = {
+            "client_id": client_id,
+            "client_id_issued_at": int(now),
+            "client_secret_hash": hash_secret(client_secret) if client_secret else None,
+            "registration_access_token_hash": hash_secret(registration_token),
+            "created_at": now,
+            "last_used_at": None,
+            "metadata": metadata,
+        }
+        self.store.put("clients", client_id, record)
+        return Client(record, self.config.scopes), client_secret, registration_token
+
+    def update_metadata(self, client_id: str, metadata: dict[str, Any]) -> Client | None:
+        def change(items: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+            record = items.get(client_id)
+            if record is None:
+                return None
+            if metadata.get("token_endpoint_auth_method") == "none":
+                record["client_secret_hash"] = None
+            record["metadata"] = metadata
+            return record
+
+        return self._wrap(self.store.update("clients", change))
+
+    def issue_secret(self, client_id: str) -> str:
+        """A new client secret for a client that became confidential on update."""
+        secret = new_secret()
+
+        def change(items: dict[str, dict[str, Any]]) -> None:
+            if client_id in items:
+                items[client_id]["client_secret_hash"] = hash_secret(secret)
+
+        self.store.update("clients", change)
+        return secret
+
+    def touch(self, client: Client) -> None:
+        """Record use (for the idle expiry), at most every TOUCH_INTERVAL seconds."""
+        last = client.record.get("last_used_at")
+        now = time.time()
+        if last is not None and now - last < TOUCH_INTERVAL:
+            return
+
+        def change(items: dict[str, dict[str, Any]]) -> None:
+            if client.client_id in items:
+                items[client.client_id]["last_used_at"] = now
+
+        self.store.update("clients", change)
+
+    def delete(self, client_id: str) -> tuple[dict[str, Any] | None, int]:
+        """Delete a client and every grant of it. Returns (record, grants removed)."""
+        record = self.store.delete("clients", client_id)
+        removed = GrantRepository(self.store, self.config).delete_for_client(client_id)
+        return record, removed
+
+
+@dataclass
+class RefreshResult:
+    """What presenting a refresh token led to."""
+
+    grant: Grant | None
+    replayed: bool = False
+
+
+class GrantRepository:
+    def __init__(self, store: PersistentStore, config: Config):
+        self.store = store
+        self.config = config
+        self._index_source: object = None
+        self._index: dict[str, str] = {}
+
+    def get(self, grant_id: str) -> Grant | None:
+        record = self.store.get("grants", grant_id)
+        return Grant(record) if record else None
+
+    def exists(self, grant_id: str | None) -> bool:
+        return bool(grant_id) and self.store.get("grants", grant_id) is not None
+
+    def all(self) -> list[Grant]:
+        return [Grant(r) for r in self.store.scan("grants").values()]
+
+    def create(
+        self,
+        grant_id: str,
+        client_id: str,
+        subject: str,
+        scope: str,
+        resource: list[str],
+        refresh_token: str | None,
+        provider: str,
+    ) -> Grant:
+        now = time.time()
+        record = {
+            "grant_id": grant_id,
+            "client_id": client_id,
+            "subject": subject,
+            "provider": provider,
+            "scope": scope,
+            "resource": resource,
+            "issued_at": now,
+            "refreshed_at": None,
+            "expires_at": now + self.config.refresh_token_ttl,
+            "refresh_token_hashes": {hash_secret(refresh_token): None} if refresh_token else {},
+        }
+        self.store.put("grants", grant_id, record)
+        return Grant(record)
+
+    def _lookup(self, token_hash: str) -> str | None:
+        """grant id by refresh-token hash, via an index rebuilt when the file changes."""
+        items = self.store.raw_items("grants")
+        if items is not self._index_source:
+            self._index = {h: gid for gid, rec in items.items() for h in rec.get("refresh_token_hashes", {})}
+            self._index_source = items
+        return self._index.get(token_hash)
+
+    def find_by_refresh_token(self, refresh_token: str) -> RefreshResult:
+        """The grant a presented refresh token belongs to, if it may still be used.
+
+        A token rotated more than OAUTH_REFRESH_GRACE seconds ago is a replay: the
+        whole grant is revoked (RFC 9700 §4.14.2), and the caller refuses."""
+        grant = self.peek_refresh_token(refresh_token)
+        if grant is not None:
+            return RefreshResult(grant)
+        grant_id = self._lookup(hash_secret(refresh_token))
+        if grant_id and self.revoke(grant_id):
+            return RefreshResult(None, replayed=True)
+        return RefreshResult(None)
+
+    def peek_refresh_token(self, refresh_token: str) -> Grant | None:
+        """The grant of a refresh token that may still be used, without side effects."""
+        token_hash = hash_secret(refresh_token)
+        grant_id = self._lookup(token_hash)
+        record = self.store.get("grants", grant_id) if grant_id else None
+        if record is None:
+            return None
+        rotated_at = record.get("refresh_token_hashes", {}).get(token_hash)
+        if rotated_at is not None and time.time() - rotated_at > self.config.refresh_grace:
+            return None
+        return Grant(record, token_hash)
+
+    def rotate(self, grant: Grant, new_refresh_token: str) -> bool:
+        """Replace the presented token by a new one, atomically. False when, under the
+        lock, the presented token turned out no longer usable (a concurrent replay)."""
+        presented = grant.presented_hash
+        now = time.time()
+
+        def change(items: dict[str, dict[str, Any]]) -> bool:
+            record = items.get(grant.grant_id)
+            if record is None or presented is None:
+                return False
+            hashes: dict[str, float | None] = record.setdefault("refresh_token_hashes", {})
+            if presented not in hashes:
+                return False
+            rotated_at = hashes[presented]
+            if rotated_at is not None and now - rotated_at > self.config.refresh_grace:
+                del items[grant.grant_id]
+                return False
+            # Every token live until now becomes "rotated"; each stays usable for the
+            # grace window (concurrent refreshes, lost responses), then is a replay.
+            for h, at in hashes.items():
+                if at is None:
+                    hashes[h] = now
+            hashes[hash_secret(new_refresh_token)] = None
+            rotated = sorted((h for h, at in hashes.items() if at is not None), key=lambda h: hashes[h])
+            for h in rotated[:-ROTATED_HASHES_KEPT]:
+                del hashes[h]
+            record["refreshed_at"] = now
+            record["expires_at"] = now + self.config.refresh_token_ttl
+            return True
+
+        return self.store.update("grants", change)
+
+    def revoke(self, grant_id: str | None) -> bool:
+        if not grant_id:
+            return False
+        return self.store.delete("grants", grant_id) is not None
+
+    def delete_for_client(self, client_id: str) -> int:
+        def change(items: dict[str, dict[str, Any]]) -> int:
+            doomed = [gid for gid, rec in items.items() if rec.get("client_id") == client_id]
+            for gid in doomed:
+                del items[gid]
+            return len(doomed)
+
+        return self.store.update("grants", change)
+
+    def approved(self, subject: str, client_id: str, scope: str, resource: list[str]) -> bool:
+        """Whether this person already approved this client for this scope and
+        resource, and the grant is still live (the remembered consent)."""
+        wanted = set(scope.split())
+        for record in self.store.scan("grants").values():
+            if (
+                record.get("subject") == subject
+                and record.get("client_id") == client_id
+                and wanted <= set(record.get("scope", "").split())
+                and set(resource) <= set(record.get("resource", []))
+            ):
+                return True
+        return False
+
+
+class UserRepository:
+    """Local users of the Custom provider (users.json), passwords as scrypt hashes."""
+
+    def __init__(self, store: PersistentStore):
+        self.store = store
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        return self.store.get("users", name) if name else None
+
+    def all(self) -> list[dict[str, Any]]:
+        return sorted(self.store.scan("users").values(), key=lambda u: u["username"])
+
+    def set_password(self, name: str, password: str, *, create: bool) -> bool:
+        """Create or update a user. Returns False if `create` and the user exists,
+        or if not `create` and it does not."""
+        password_hash = generate_password_hash(password, method="scrypt")
+
+        def change(items: dict[str, dict[str, Any]]) -> bool:
+            if create == (name in items):
+                return False
+            record = items.get(name) or {"username": name, "created_at": time.time()}
+            record["password_hash"] = password_hash
+            record["password_changed_at"] = time.time()
+            items[name] = record
+            return True
+
+        return self.store.update("users", change)
+
+    def delete(self, name: str) -> bool:
+        return self.store.delete("users", name) is not None
+
+    def authenticate(self, name: str, password: str) -> bool:
+        record = self.get(name)
+        if record is None:
+            # Spend the same time as a real check so the response does not reveal
+            # which user names exist.
+            check_password_hash(_dummy_hash(), password)
+            return False
+        return check_password_hash(record["password_hash"], password)
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    return generate_password_hash(secrets.token_hex(8), method="scrypt")

@@ -1,0 +1,49 @@
+"""Small security helpers: random secrets, hashes of high-entropy secrets, CSRF.
+
+Client secrets, registration access tokens and refresh tokens carry 256 bits of
+randomness, so a fast SHA-256 is the right hash for them (a slow password hash would
+cap every confidential-client request at a few per second). Only user passwords get
+a slow hash (werkzeug's scrypt, in `app.users`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from flask import abort, request, session
+
+CSRF_FIELD = "csrf_token"
+
+
+def new_secret() -> str:
+    """A URL-safe random string with 256 bits of entropy."""
+    return secrets.token_urlsafe(32)
+
+
+def hash_secret(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+def secret_matches(value: str | None, expected_hash: str | None) -> bool:
+    """Constant-time check of a presented secret against a stored SHA-256 hash."""
+    if not value or not expected_hash:
+        return False
+    return hmac.compare_digest(hash_secret(value), expected_hash)
+
+
+def csrf_token() -> str:
+    """The CSRF token of this browser session (synchronizer token pattern)."""
+    token = session.get(CSRF_FIELD)
+    if not token:
+        token = session[CSRF_FIELD] = secrets.token_urlsafe(32)
+    return token
+
+
+def check_csrf() -> None:
+    """Abort with 400 unless the submitted form carries this session's CSRF token."""
+    expected = session.get(CSRF_FIELD)
+    submitted = request.form.get(CSRF_FIELD, "")
+    if not expected or not hmac.compare_digest(expected.encode(), submitted.encode()):
+        abort(400, description="The form expired or was not sent from this site. Go back and try again.")

@@ -1,0 +1,247 @@
+"""`PersistentStore`: collections of JSON records kept in plain files.
+
+Each collection is one file, ``{"version": 1, "<collection>": {key: record}}``. The
+server and the operator CLI are separate processes writing the same files, so every
+write takes a file lock, re-reads the file under it, applies the change, and replaces
+the file atomically (temporary file, fsync, rename, fsync of the folder). Readers never
+lock: a rename is atomic, so they see the old file or the new one.
+
+Reads go through an in-process cache keyed on the file's (inode, size, mtime): a
+request costs one ``stat``, and the file is parsed again only when another process
+changed it. That is what lets a deletion by the CLI take effect in the running server
+at once without a file read per request.
+
+Expired records (the predicate per collection comes from the caller) are invisible
+on load and are not written back on save. A file that cannot be parsed raises
+`CorruptStoreError` naming it, and is never overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from filelock import FileLock
+
+FORMAT_VERSION = 1
+
+#: collection name -> file name (the contract's file names)
+COLLECTIONS: dict[str, str] = {
+    "clients": "clients.json",
+    "grants": "refresh_tokens.json",
+    "users": "users.json",
+    "signing_keys": "signing_keys.json",
+}
+
+Record = dict[str, Any]
+ExpiryRule = Callable[[Record, float], bool]
+T = TypeVar("T")
+
+
+class StoreError(Exception):
+    """The store cannot be used; the message says which file and why."""
+
+
+class CorruptStoreError(StoreError):
+    """A store file exists but is not a valid store document."""
+
+
+@dataclass
+class _Cached:
+    signature: tuple[int, int, int] | None  # (inode, size, mtime_ns); None = no file
+    items: dict[str, Record]
+
+
+class PersistentStore:
+    """The file store. Interface per collection: `get`, `put`, `delete`, `scan`, and
+    `update` for a read-modify-write that must be atomic (token rotation)."""
+
+    def __init__(self, data_dir: str | os.PathLike, expiry: Mapping[str, ExpiryRule] | None = None):
+        self.data_dir = Path(data_dir)
+        self._expiry = dict(expiry or {})
+        self._cache: dict[str, _Cached] = {}
+        self._thread_locks = {name: threading.RLock() for name in COLLECTIONS}
+        self._ensure_dir()
+
+    # -- paths and locks ---------------------------------------------------------
+
+    def path(self, collection: str) -> Path:
+        try:
+            return self.data_dir / COLLECTIONS[collection]
+        except KeyError:
+            raise StoreError(f"unknown collection {collection!r}") from None
+
+    def _ensure_dir(self) -> None:
+        try:
+            self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if (self.data_dir.stat().st_mode & 0o777) != 0o700:
+                os.chmod(self.data_dir, 0o700)
+        except OSError as exc:
+            raise StoreError(f"cannot use data folder {self.data_dir}: {exc.strerror}") from None
+
+    @contextmanager
+    def lock(self, *collections: str) -> Iterator[None]:
+        """Hold the locks of the named collections (all when none are named), in a fixed
+        order so two holders never deadlock. Used by writes and by consistent backups."""
+        names = sorted(collections or COLLECTIONS)
+        with ExitStack() as stack:
+            for name in names:
+                stack.enter_context(self._thread_locks[name])
+                file_lock = FileLock(str(self.data_dir / f".{COLLECTIONS[name]}.lock"), mode=0o600)
+                stack.enter_context(file_lock)
+            yield
+
+    # -- reading -----------------------------------------------------------------
+
+    def _signature(self, path: Path) -> tuple[int, int, int] | None:
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def _load(self, collection: str) -> dict[str, Record]:
+        """The collection's items, parsed again only when the file changed on disk."""
+        path = self.path(collection)
+        signature = self._signature(path)
+        cached = self._cache.get(collection)
+        if cached is not None and cached.signature == signature:
+            return cached.items
+        items = self._read(collection, path) if signature is not None else {}
+        self._cache[collection] = _Cached(signature, items)
+        return items
+
+    def _read(self, collection: str, path: Path, drop_expired: bool = True) -> dict[str, Record]:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise StoreError(f"cannot read {path}: {exc.strerror}") from None
+        try:
+            document = json.loads(text)
+        except ValueError as exc:
+            raise CorruptStoreError(f"{path} is not valid JSON ({exc}); fix or move it away") from None
+        if not isinstance(document, dict) or not isinstance(document.get(collection), dict):
+            raise CorruptStoreError(f"{path} has no {collection!r} object; fix or move it away")
+        version = document.get("version")
+        if version != FORMAT_VERSION:
+            raise CorruptStoreError(f"{path} has unsupported version {version!r} (expected {FORMAT_VERSION})")
+        items = document[collection]
+        if not all(isinstance(v, dict) for v in items.values()):
+            raise CorruptStoreError(f"{path} holds entries that are not objects; fix or move it away")
+        if not drop_expired:
+            return items
+        now = time.time()
+        return {k: v for k, v in items.items() if not self._is_expired(collection, v, now)}
+
+    def _is_expired(self, collection: str, record: Record, now: float) -> bool:
+        rule = self._expiry.get(collection)
+        return bool(rule and rule(record, now))
+
+    def get(self, collection: str, key: str) -> Record | None:
+        record = self._load(collection).get(key)
+        if record is None or self._is_expired(collection, record, time.time()):
+            return None
+        return record
+
+    def scan(self, collection: str) -> dict[str, Record]:
+        """The live records of a collection. Treat them as read-only: change them
+        through `put`, `delete` or `update`."""
+        now = time.time()
+        return {k: v for k, v in self._load(collection).items() if not self._is_expired(collection, v, now)}
+
+    def raw_items(self, collection: str) -> Mapping[str, Record]:
+        """The cached mapping itself (same object until the file changes), for callers
+        that keep a derived index keyed on its identity. Expiry is not re-checked."""
+        return self._load(collection)
+
+    def check(self) -> None:
+        """Raise `StoreError` unless every file is readable and parses."""
+        for name in COLLECTIONS:
+            self._load(name)
+
+    # -- writing -----------------------------------------------------------------
+
+    def update(self, collection: str, change: Callable[[dict[str, Record]], T]) -> T:
+        """Apply `change` to a fresh copy of the items under the lock, then save it.
+
+        `change` mutates the dict it is given and may return a value, which `update`
+        returns. If it raises, nothing is written."""
+        with self.lock(collection):
+            path = self.path(collection)
+            current = self._read(collection, path) if path.exists() else {}
+            items = {k: dict(v) for k, v in current.items()}
+            result = change(items)
+            self._write(collection, items)
+            return result
+
+    def purge(
+        self, collection: str, extra: Callable[[Record], bool] | None = None, dry_run: bool = False
+    ) -> list[Record]:
+        """Remove expired records (and those `extra` selects) from the file itself.
+        Returns the records removed (or that would be, with `dry_run`)."""
+        with self.lock(collection):
+            path = self.path(collection)
+            items = self._read(collection, path, drop_expired=False) if path.exists() else {}
+            now = time.time()
+            doomed = {
+                k for k, v in items.items() if self._is_expired(collection, v, now) or (extra is not None and extra(v))
+            }
+            if doomed and not dry_run:
+                self._write(collection, {k: v for k, v in items.items() if k not in doomed})
+            return [items[k] for k in sorted(doomed)]
+
+    def count_expired(self, collection: str) -> int:
+        path = self.path(collection)
+        if not path.exists():
+            return 0
+        now = time.time()
+        items = self._read(collection, path, drop_expired=False)
+        return sum(1 for v in items.values() if self._is_expired(collection, v, now))
+
+    def snapshot(self) -> dict[str, dict[str, Record]]:
+        """Every collection as of one instant: read under all the locks."""
+        with self.lock():
+            return {
+                name: (self._read(name, self.path(name)) if self.path(name).exists() else {}) for name in COLLECTIONS
+            }
+
+    def put(self, collection: str, key: str, record: Record) -> None:
+        self.update(collection, lambda items: items.__setitem__(key, record))
+
+    def delete(self, collection: str, key: str) -> Record | None:
+        return self.update(collection, lambda items: items.pop(key, None))
+
+    def replace_all(self, collection: str, items: dict[str, Record]) -> None:
+        """Write the collection as given (used by restore --clear). Holds the lock."""
+        with self.lock(collection):
+            self._write(collection, dict(items))
+
+    def _write(self, collection: str, items: dict[str, Record]) -> None:
+        now = time.time()
+        kept = {k: v for k, v in items.items() if not self._is_expired(collection, v, now)}
+        path = self.path(collection)
+        payload = json.dumps({"version": FORMAT_VERSION, collection: kept}, indent=1, sort_keys=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(payload)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        dir_fd = os.open(self.data_dir, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        self._cache[collection] = _Cached(self._signature(path), kept)
