@@ -120,6 +120,32 @@ class ClientRepository:
 
         self.store.update("clients", change)
 
+    def remember_approval(self, client: Client, subject: str, scope: str, resource: list[str]) -> None:
+        """Remember that this person approved this client for this scope and resource
+        (kept with the client, so it goes when the client goes)."""
+
+        def change(items: dict[str, dict[str, Any]]) -> None:
+            record = items.get(client.client_id)
+            if record is None:
+                return
+            approvals = record.setdefault("approvals", {})
+            previous = approvals.get(subject, {})
+            approvals[subject] = {
+                "scope": " ".join(sorted(set(previous.get("scope", "").split()) | set(scope.split()))),
+                "resource": sorted(set(previous.get("resource", [])) | set(resource)),
+                "approved_at": time.time(),
+            }
+
+        self.store.update("clients", change)
+
+    @staticmethod
+    def approved(client: Client, subject: str, scope: str, resource: list[str]) -> bool:
+        """Whether this person already approved this client for this scope and resource."""
+        approval = client.record.get("approvals", {}).get(subject)
+        if not approval:
+            return False
+        return set(scope.split()) <= set(approval["scope"].split()) and set(resource) <= set(approval["resource"])
+
     def delete(self, client_id: str) -> tuple[dict[str, Any] | None, int]:
         """Delete a client and every grant of it. Returns (record, grants removed)."""
         record = self.store.delete("clients", client_id)
@@ -256,20 +282,6 @@ class GrantRepository:
             return len(doomed)
 
         return self.store.update("grants", change)
-
-    def approved(self, subject: str, client_id: str, scope: str, resource: list[str]) -> bool:
-        """Whether this person already approved this client for this scope and
-        resource, and the grant is still live (the remembered consent)."""
-        wanted = set(scope.split())
-        for record in self.store.scan("grants").values():
-            if (
-                record.get("subject") == subject
-                and record.get("client_id") == client_id
-                and wanted <= set(record.get("scope", "").split())
-                and set(resource) <= set(record.get("resource", []))
-            ):
-                return True
-        return False
 
 
 class UserRepository:

@@ -113,8 +113,10 @@ def init_app(app: Flask, config: Config) -> None:
             decision = request.form.get("decision")
             if decision not in ("approve", "deny"):
                 return _error_page(OAuth2Error("Choose Allow or Deny.", error="invalid_request"))
+            if decision == "approve":
+                svc.clients.remember_approval(client, user.subject, scope, resource)
             return _finish(pending, grant, user if decision == "approve" else None)
-        if svc.grants.approved(user.subject, client.client_id, scope, resource):
+        if svc.clients.approved(client, user.subject, scope, resource):
             return _finish(pending, grant, user)
         return render_template(
             "consent.html",

@@ -1,0 +1,192 @@
+"""/authorize: PKCE, redirect URI matching, errors shown or redirected, RFC 9207 iss,
+RFC 8707 resource, scopes, consent, CSRF, login session."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+import requests
+from conftest import (
+    CHATGPT_CALLBACK,
+    Browser,
+    auth_params,
+    csrf_of,
+    exchange,
+    get_code,
+    pkce_pair,
+    redirect_params,
+    register,
+    request_id_of,
+)
+
+
+def start(server, params):
+    return requests.get(server.url("/authorize?" + urlencode(params, doseq=True)), allow_redirects=False, timeout=10)
+
+
+def test_unknown_client_is_shown_not_redirected(server):
+    _, challenge = pkce_pair()
+    params = auth_params({"client_id": "nope", "redirect_uris": ["https://attacker.example/cb"]}, challenge)
+    response = start(server, params)
+    assert response.status_code == 400
+    assert "Location" not in response.headers
+    assert "text/html" in response.headers["Content-Type"]
+    assert "invalid_client" in response.text
+
+
+def test_unregistered_redirect_uri_is_shown_not_redirected(server):
+    client = register(server)
+    _, challenge = pkce_pair()
+    response = start(server, auth_params(client, challenge, redirect_uri="https://attacker.example/cb"))
+    assert response.status_code == 400
+    assert "Location" not in response.headers
+    assert "attacker.example" not in response.headers.get("Location", "")
+
+
+def test_loopback_redirect_may_change_port_but_not_host_or_path(server):
+    client = register(server, redirect_uris=["http://localhost:33418/callback"])
+    code, verifier, _ = get_code(server, client, redirect_uri="http://localhost:51234/callback")
+    assert exchange(server, client, code, verifier, redirect_uri="http://localhost:51234/callback").status_code == 200
+    _, challenge = pkce_pair()
+    for bad in ("http://127.0.0.1:51234/callback", "http://localhost:51234/other"):
+        response = start(server, auth_params(client, challenge, redirect_uri=bad))
+        assert response.status_code == 400 and "Location" not in response.headers
+
+
+def test_pkce_is_required_and_plain_refused(server):
+    client = register(server)
+    _, challenge = pkce_pair()
+    for extra in ({"code_challenge": None, "code_challenge_method": None}, {"code_challenge_method": "plain"},
+                  {"code_challenge_method": None}):
+        params = auth_params(client, challenge, **extra)
+        result = redirect_params(start(server, params))
+        assert result["error"] == "invalid_request", extra
+        assert result["state"] == params["state"]
+        assert result["iss"] == server.issuer
+
+
+def test_wrong_verifier_is_invalid_grant(server):
+    client = register(server)
+    code, _, _ = get_code(server, client)
+    other_verifier, _ = pkce_pair()
+    response = exchange(server, client, code, other_verifier)
+    assert response.status_code == 400 and response.json()["error"] == "invalid_grant"
+
+
+def test_unknown_scope_and_resource_are_redirected_errors_with_iss(server):
+    client = register(server)
+    _, challenge = pkce_pair()
+    scope = redirect_params(start(server, auth_params(client, challenge, scope="admin")))
+    assert scope["error"] == "invalid_scope" and scope["iss"] == server.issuer
+    target = redirect_params(start(server, auth_params(client, challenge, resource="https://other.example/mcp")))
+    assert target["error"] == "invalid_target" and target["iss"] == server.issuer
+
+
+def test_empty_scope_and_offline_access_mean_all_scopes(make_server):
+    server = make_server(OAUTH_SCOPES="mcp tools")
+    client = register(server, redirect_uris=[CHATGPT_CALLBACK])
+    for scope in ("", None, "offline_access"):
+        code, verifier, _ = get_code(server, client, scope=scope)
+        tokens = exchange(server, client, code, verifier).json()
+        assert tokens["scope"] == "mcp tools", scope
+
+
+def test_resource_binds_audience_and_defaults_to_first(make_server):
+    port = __import__("conftest").free_port()
+    issuer = f"http://127.0.0.1:{port}"
+    server = make_server(PORT=str(port), OAUTH_RESOURCES=f"{issuer}/mcp,{issuer}/other")
+    client = register(server)
+    from test_flow import jwt_parts
+
+    code, verifier, _ = get_code(server, client, resource=f"{issuer}/other")
+    tokens = exchange(server, client, code, verifier).json()
+    assert jwt_parts(tokens["access_token"])[1]["aud"] == f"{issuer}/other"
+    # kept across refreshes
+    refreshed = requests.post(server.url("/token"), data={"grant_type": "refresh_token", "client_id": client["client_id"],
+                                                          "refresh_token": tokens["refresh_token"]}).json()
+    assert jwt_parts(refreshed["access_token"])[1]["aud"] == f"{issuer}/other"
+    code, verifier, _ = get_code(server, client)
+    assert jwt_parts(exchange(server, client, code, verifier).json()["access_token"])[1]["aud"] == f"{issuer}/mcp"
+
+
+def test_deny_returns_access_denied_with_state_and_iss(server):
+    client = register(server)
+    _, challenge = pkce_pair()
+    params = auth_params(client, challenge)
+    result = redirect_params(Browser(server).authorize(params, decision="deny"))
+    assert result["error"] == "access_denied"
+    assert result["state"] == params["state"] and result["iss"] == server.issuer
+
+
+def test_consent_page_shows_client_host_scope_and_resource(server):
+    client = register(server, client_name="ChatGPT", redirect_uris=[CHATGPT_CALLBACK])
+    browser = Browser(server)
+    _, challenge = pkce_pair()
+    response = browser.get(server.url("/authorize?" + urlencode(auth_params(client, challenge))))
+    login = browser.get(browser.absolute(response.headers["Location"]))
+    assert 'name="username"' in login.text and 'name="password"' in login.text
+    assert login.headers["Content-Security-Policy"].find("frame-ancestors 'none'") >= 0
+    after = browser.post(server.url("/login"), data={"csrf_token": csrf_of(login.text), "username": "alice",
+                                                    "password": __import__("conftest").PASSWORD,
+                                                    "request_id": request_id_of(response.headers["Location"])})
+    cookie = after.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    page = browser.get(browser.absolute(after.headers["Location"]))
+    assert page.status_code == 200
+    for text in ("ChatGPT", client["client_id"], "chatgpt.com", "mcp", server.issuer + "/mcp",
+                 'name="decision" value="approve"', 'name="decision" value="deny"', 'name="csrf_token"'):
+        assert text in page.text, text
+
+
+def test_forms_refuse_a_missing_or_wrong_csrf_token(server):
+    client = register(server)
+    browser = Browser(server)
+    _, challenge = pkce_pair()
+    response = browser.get(server.url("/authorize?" + urlencode(auth_params(client, challenge))))
+    request_id = request_id_of(response.headers["Location"])
+    browser.get(browser.absolute(response.headers["Location"]))
+    bad_login = browser.post(server.url("/login"), data={"username": "alice", "password": "x", "request_id": request_id,
+                                                        "csrf_token": "forged"})
+    assert bad_login.status_code == 400
+    # Logged in properly, the consent form still needs the token.
+    browser.authorize  # noqa: B018
+    login = browser.get(server.url(f"/login?request_id={request_id}"))
+    ok = browser.post(server.url("/login"), data={"username": "alice", "password": __import__("conftest").PASSWORD,
+                                                 "request_id": request_id, "csrf_token": csrf_of(login.text)})
+    assert ok.status_code == 302
+    forged = browser.post(server.url("/consent"), data={"request_id": request_id, "decision": "approve"})
+    assert forged.status_code == 400
+    assert "Location" not in forged.headers
+
+
+def test_wrong_password_is_refused(server):
+    client = register(server)
+    browser = Browser(server, password="wrong password")
+    _, challenge = pkce_pair()
+    response = browser.authorize(auth_params(client, challenge))
+    assert response.status_code == 401
+    assert "Wrong user name or password" in response.text
+
+
+def test_pending_request_is_bound_to_the_browser(server):
+    client = register(server)
+    victim = Browser(server)
+    _, challenge = pkce_pair()
+    response = victim.get(server.url("/authorize?" + urlencode(auth_params(client, challenge))))
+    request_id = request_id_of(response.headers["Location"])
+    attacker = Browser(server)
+    page = attacker.get(server.url(f"/consent?request_id={request_id}"))
+    assert page.status_code == 400
+
+
+def test_remembered_consent_skips_the_page(server):
+    client = register(server)
+    browser = Browser(server)
+    get_code(server, client, browser=browser)
+    _, challenge = pkce_pair()
+    first = browser.get(server.url("/authorize?" + urlencode(auth_params(client, challenge))))
+    assert "/consent" in first.headers["Location"]  # logged in: no login page
+    second = browser.get(browser.absolute(first.headers["Location"]))
+    assert second.status_code == 302
+    assert second.headers["Location"].startswith(client["redirect_uris"][0])
+    assert "code=" in second.headers["Location"]

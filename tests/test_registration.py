@@ -1,0 +1,125 @@
+"""RFC 7591 registration and RFC 7592 management, with this server's rules."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+from conftest import CHATGPT_CALLBACK, CLAUDE_CALLBACK, register
+
+
+def post_register(server, body, **kw):
+    return requests.post(server.url("/register"), json=body, timeout=10, **kw)
+
+
+def test_public_client_response_has_no_nulls_and_integer_expiry(server):
+    client = register(server, redirect_uris=[CLAUDE_CALLBACK, "https://claude.com/api/mcp/auth_callback"])
+    assert all(v is not None for v in client.values())
+    assert client["client_secret_expires_at"] == 0 and isinstance(client["client_secret_expires_at"], int)
+    assert isinstance(client["client_id_issued_at"], int)
+    assert client["token_endpoint_auth_method"] == "none"
+    assert client["grant_types"] == ["authorization_code", "refresh_token"]
+    assert client["registration_client_uri"] == server.url(f"/register/{client['client_id']}")
+    assert client["registration_access_token"]
+    assert "client_secret" not in client
+
+
+def test_confidential_client_gets_a_secret_that_is_stored_only_as_hash(server):
+    client = register(server, token_endpoint_auth_method="client_secret_basic", redirect_uris=[CHATGPT_CALLBACK])
+    assert len(client["client_secret"]) >= 43
+    stored = (server.data_dir / "clients.json").read_text()
+    assert client["client_secret"] not in stored
+    assert client["registration_access_token"] not in stored
+    assert "client_secret_hash" in stored
+
+
+@pytest.mark.parametrize(
+    ("uris", "reason"),
+    [
+        (["http://evil.example.com/cb"], "http on a non-loopback host"),
+        (["https://app.example.com/cb#frag"], "fragment"),
+        (["javascript:alert(1)"], "javascript"),
+        (["data:text/html,hi"], "data"),
+        (["/relative/cb"], "relative"),
+        (["https://user:pw@app.example.com/cb"], "userinfo"),
+        ([], "empty"),
+        ("https://app.example.com/cb", "not a list"),
+    ],
+)
+def test_bad_redirect_uris_are_refused(server, uris, reason):
+    response = post_register(server, {"client_name": "x", "redirect_uris": uris, "token_endpoint_auth_method": "none"})
+    assert response.status_code == 400, reason
+    assert response.json()["error"] == "invalid_redirect_uri"
+    assert response.json()["error_description"]
+
+
+def test_loopback_http_redirects_are_allowed(server):
+    for uri in ("http://localhost:33418/callback", "http://127.0.0.1/cb", "http://[::1]:8080/cb"):
+        assert post_register(server, {"redirect_uris": [uri], "token_endpoint_auth_method": "none"}).status_code == 201
+
+
+def test_redirect_hosts_allow_list(make_server):
+    server = make_server(OAUTH_REDIRECT_HOSTS="claude.ai,chatgpt.com")
+    assert post_register(server, {"redirect_uris": [CLAUDE_CALLBACK]}).status_code == 201
+    refused = post_register(server, {"redirect_uris": ["https://elsewhere.example/cb"]})
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_redirect_uri"
+    assert post_register(server, {"redirect_uris": ["http://localhost:5000/cb"]}).status_code == 201
+
+
+def test_malformed_bodies_get_rfc7591_errors(server):
+    not_json = requests.post(server.url("/register"), data="{nope", headers={"Content-Type": "application/json"})
+    assert not_json.status_code == 400
+    assert not_json.json()["error"] == "invalid_client_metadata"
+    array = post_register(server, ["x"])
+    assert array.status_code == 400 and array.json()["error"] == "invalid_client_metadata"
+    bad_method = post_register(server, {"redirect_uris": [CLAUDE_CALLBACK], "token_endpoint_auth_method": "magic"})
+    assert bad_method.status_code == 400 and bad_method.json()["error"] == "invalid_client_metadata"
+    bad_grant = post_register(server, {"redirect_uris": [CLAUDE_CALLBACK], "grant_types": ["implicit"]})
+    assert bad_grant.status_code == 400 and bad_grant.json()["error"] == "invalid_client_metadata"
+
+
+def _manage(server, client, method, token=None, **kw):
+    token = client["registration_access_token"] if token is None else token
+    return requests.request(
+        method, client["registration_client_uri"], headers={"Authorization": f"Bearer {token}"}, timeout=10, **kw
+    )
+
+
+def test_rfc7592_read_update_delete(server):
+    client = register(server)
+    read = _manage(server, client, "GET")
+    assert read.status_code == 200
+    assert read.json()["client_id"] == client["client_id"]
+    assert read.json()["redirect_uris"] == [CLAUDE_CALLBACK]
+
+    body = {
+        "client_id": client["client_id"],
+        "client_name": "Renamed",
+        "redirect_uris": ["http://localhost:9999/cb"],
+        "token_endpoint_auth_method": "none",
+    }
+    updated = _manage(server, client, "PUT", json=body)
+    assert updated.status_code == 200, updated.text
+    assert updated.json()["client_name"] == "Renamed"
+    assert _manage(server, client, "GET").json()["redirect_uris"] == ["http://localhost:9999/cb"]
+
+    assert _manage(server, client, "DELETE").status_code == 204
+    gone = _manage(server, client, "GET")
+    assert gone.status_code == 401
+
+
+def test_registration_token_is_bound_to_its_client(server):
+    a = register(server, client_name="A")
+    b = register(server, client_name="B")
+    a_token = a["registration_access_token"]
+    for method, kw in (("GET", {}), ("PUT", {"json": {"client_id": b["client_id"], "redirect_uris": [CLAUDE_CALLBACK],
+                                                     "token_endpoint_auth_method": "none"}}), ("DELETE", {})):
+        response = _manage(server, b, method, token=a_token, **kw)
+        assert response.status_code == 401, (method, response.text)
+        assert response.json()["error"] == "invalid_token"
+    assert _manage(server, b, "GET").json()["client_name"] == "B"  # untouched
+
+
+def test_rfc7592_without_or_with_wrong_token(server):
+    client = register(server)
+    assert requests.get(client["registration_client_uri"], timeout=5).status_code == 401
+    assert _manage(server, client, "GET", token="wrong").status_code == 401
