@@ -32,7 +32,8 @@ def main() -> int:
         port=config.port,
         threads=config.threads,
         ident="mcp-oauth",
-        clear_untrusted_proxy_headers=True,
+        # /verify reads X-Forwarded-Host/-Uri (ForwardAuth); they only pick the resource to check.
+        clear_untrusted_proxy_headers=False,
         channel_timeout=300,
     )
     return 0

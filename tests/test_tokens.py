@@ -1,0 +1,221 @@
+"""/token, /revoke, /introspect and /verify: code retry window and replay, refresh
+rotation with its grace window, invalid_client, revocation, introspection."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import requests
+from conftest import (
+    CHATGPT_CALLBACK,
+    exchange,
+    get_code,
+    refresh,
+    register,
+    tokens_for,
+    verify,
+)
+
+
+def test_same_code_twice_within_window_gets_same_response(server):
+    client = register(server, redirect_uris=[CHATGPT_CALLBACK])
+    code, verifier, _ = get_code(server, client)
+    first = exchange(server, client, code, verifier)
+    second = exchange(server, client, code, verifier)
+    assert first.status_code == second.status_code == 200
+    assert first.json() == second.json()
+    assert verify(server, first.json()["access_token"]).status_code == 200
+
+
+def test_concurrent_redemptions_get_one_grant(server):
+    client = register(server)
+    code, verifier, _ = get_code(server, client)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(exchange(server, client, code, verifier)))
+               for _ in range(4)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    bodies = {r.json()["access_token"] for r in results if r.status_code == 200}
+    assert len(bodies) == 1 and all(r.status_code == 200 for r in results)
+
+
+def test_code_replay_with_other_verifier_revokes_what_it_issued(server):
+    client = register(server)
+    code, verifier, _ = get_code(server, client)
+    tokens = exchange(server, client, code, verifier).json()
+    replay = exchange(server, client, code, "x" * 50)
+    assert replay.status_code == 400 and replay.json()["error"] == "invalid_grant"
+    assert verify(server, tokens["access_token"]).status_code == 401
+    assert refresh(server, client, tokens["refresh_token"]).json()["error"] == "invalid_grant"
+
+
+def test_code_replay_after_window_revokes(make_server):
+    server = make_server(OAUTH_CODE_RETRY_WINDOW="1")
+    client = register(server)
+    code, verifier, _ = get_code(server, client)
+    tokens = exchange(server, client, code, verifier).json()
+    time.sleep(1.5)
+    replay = exchange(server, client, code, verifier)
+    assert replay.status_code == 400 and replay.json()["error"] == "invalid_grant"
+    assert verify(server, tokens["access_token"]).status_code == 401
+
+
+def test_code_of_another_client_is_refused(server):
+    a, b = register(server), register(server)
+    code, verifier, _ = get_code(server, a)
+    response = exchange(server, b, code, verifier, redirect_uri=a["redirect_uris"][0])
+    assert response.status_code == 400 and response.json()["error"] == "invalid_grant"
+
+
+def test_unknown_or_deleted_client_gets_401_invalid_client(server):
+    client, tokens = tokens_for(server)
+    requests.delete(client["registration_client_uri"],
+                    headers={"Authorization": f"Bearer {client['registration_access_token']}"})
+    response = refresh(server, client, tokens["refresh_token"])
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_client"
+    unknown = requests.post(server.url("/token"), data={"grant_type": "authorization_code", "code": "x",
+                                                         "client_id": "never-registered", "code_verifier": "y" * 43})
+    assert unknown.status_code == 401 and unknown.json()["error"] == "invalid_client"
+    assert verify(server, tokens["access_token"]).status_code == 401
+
+
+def test_confidential_client_must_authenticate(server):
+    client = register(server, token_endpoint_auth_method="client_secret_basic")
+    code, verifier, _ = get_code(server, client)
+    no_secret = exchange(server, client, code, verifier)
+    assert no_secret.status_code == 401 and no_secret.json()["error"] == "invalid_client"
+    wrong = requests.post(server.url("/token"), auth=(client["client_id"], "wrong"), data={
+        "grant_type": "authorization_code", "code": code, "code_verifier": verifier,
+        "redirect_uri": client["redirect_uris"][0]})
+    assert wrong.status_code == 401
+    ok = requests.post(server.url("/token"), auth=(client["client_id"], client["client_secret"]), data={
+        "grant_type": "authorization_code", "code": code, "code_verifier": verifier,
+        "redirect_uri": client["redirect_uris"][0]})
+    assert ok.status_code == 200, ok.text
+
+
+def test_bad_token_requests_get_json_errors(server):
+    for data, error in (({"grant_type": "password"}, "unsupported_grant_type"),
+                        ({}, "unsupported_grant_type")):
+        response = requests.post(server.url("/token"), data=data)
+        assert response.status_code == 400 and response.json()["error"] == error
+    client = register(server)
+    missing = requests.post(server.url("/token"), data={"grant_type": "refresh_token", "client_id": client["client_id"]})
+    assert missing.status_code == 400 and missing.json()["error"] == "invalid_request"
+    unknown = refresh(server, client, "not-a-token")
+    assert unknown.status_code == 400 and unknown.json()["error"] == "invalid_grant"
+    get = requests.get(server.url("/token"))
+    assert get.status_code == 405 and get.json()["error"] == "invalid_request"
+
+
+def test_refresh_rotation_and_grace_for_concurrent_refreshes(server):
+    client, tokens = tokens_for(server)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(refresh(server, client, tokens["refresh_token"])))
+               for _ in range(2)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert [r.status_code for r in results] == [200, 200], [r.text for r in results]
+    # Both new refresh tokens work (the client keeps whichever response it stored).
+    for r in results:
+        assert refresh(server, client, r.json()["refresh_token"]).status_code == 200
+
+
+def test_rotated_token_after_grace_revokes_the_grant(make_server):
+    server = make_server(OAUTH_REFRESH_GRACE="1")
+    client, tokens = tokens_for(server)
+    new = refresh(server, client, tokens["refresh_token"]).json()
+    time.sleep(1.5)
+    replay = refresh(server, client, tokens["refresh_token"])
+    assert replay.status_code == 400 and replay.json()["error"] == "invalid_grant"
+    # the whole grant is gone: the newest refresh and access tokens too
+    assert refresh(server, client, new["refresh_token"]).status_code == 400
+    assert verify(server, new["access_token"]).status_code == 401
+
+
+def test_refresh_token_of_another_client_is_refused(server):
+    a, tokens = tokens_for(server)
+    b = register(server)
+    response = refresh(server, b, tokens["refresh_token"])
+    assert response.status_code == 400 and response.json()["error"] == "invalid_grant"
+
+
+def test_refresh_cannot_widen_scope(make_server):
+    server = make_server(OAUTH_SCOPES="mcp tools")
+    client, tokens = tokens_for(server, scope="mcp")
+    assert tokens["scope"] == "mcp"
+    wider = refresh(server, client, tokens["refresh_token"], scope="mcp tools")
+    assert wider.status_code == 400 and wider.json()["error"] == "invalid_scope"
+
+
+def test_revoke_refresh_token_revokes_grant(server):
+    client, tokens = tokens_for(server)
+    response = requests.post(server.url("/revoke"), data={"token": tokens["refresh_token"],
+                                                           "client_id": client["client_id"]})
+    assert response.status_code == 200
+    assert verify(server, tokens["access_token"]).status_code == 401
+    assert refresh(server, client, tokens["refresh_token"]).status_code == 400
+    again = requests.post(server.url("/revoke"), data={"token": tokens["refresh_token"], "client_id": client["client_id"]})
+    assert again.status_code == 200  # RFC 7009: unknown tokens are not an error
+
+
+def test_revoke_access_token(server):
+    client, tokens = tokens_for(server)
+    response = requests.post(server.url("/revoke"), data={"token": tokens["access_token"],
+                                                           "token_type_hint": "access_token",
+                                                           "client_id": client["client_id"]})
+    assert response.status_code == 200
+    assert verify(server, tokens["access_token"]).status_code == 401
+
+
+def test_introspection_requires_confidential_client(server):
+    _, tokens = tokens_for(server)
+    caller = register(server, token_endpoint_auth_method="client_secret_basic")
+    active = requests.post(server.url("/introspect"), auth=(caller["client_id"], caller["client_secret"]),
+                           data={"token": tokens["access_token"]}).json()
+    assert active["active"] is True and active["sub"] == "alice" and active["scope"] == "mcp"
+    refresh_info = requests.post(server.url("/introspect"), auth=(caller["client_id"], caller["client_secret"]),
+                                 data={"token": tokens["refresh_token"], "token_type_hint": "refresh_token"}).json()
+    assert refresh_info["active"] is True
+    junk = requests.post(server.url("/introspect"), auth=(caller["client_id"], caller["client_secret"]),
+                         data={"token": "junk"}).json()
+    assert junk == {"active": False}
+    public = register(server)
+    anonymous = requests.post(server.url("/introspect"), data={"token": tokens["access_token"],
+                                                                "client_id": public["client_id"]})
+    assert anonymous.status_code == 401 and anonymous.json()["error"] == "invalid_client"
+
+
+def test_verify_refusals(make_server):
+    server = make_server(OAUTH_ACCESS_TOKEN_TTL="1")
+    _, tokens = tokens_for(server)
+    missing = verify(server, None)
+    assert missing.status_code == 401
+    challenge = missing.headers["WWW-Authenticate"]
+    assert challenge.startswith("Bearer ") and 'error="invalid_token"' in challenge
+    assert f'resource_metadata="{server.issuer}/.well-known/oauth-protected-resource/mcp"' in challenge
+    assert verify(server, "abc.def.ghi").status_code == 401
+    header, payload, signature = tokens["access_token"].split(".")
+    tampered = f"{header}.{payload[:-2]}AA.{signature}"
+    assert verify(server, tampered).status_code == 401
+    short = verify(server, tokens["access_token"], scope="admin")
+    assert short.status_code == 403
+    assert 'error="insufficient_scope"' in short.headers["WWW-Authenticate"]
+    time.sleep(2.1)
+    expired = verify(server, tokens["access_token"])
+    assert expired.status_code == 401 and "expired" in expired.json()["error_description"]
+
+
+def test_verify_refuses_a_token_for_another_resource(make_server):
+    port = __import__("conftest").free_port()
+    issuer = f"http://127.0.0.1:{port}"
+    server = make_server(PORT=str(port), OAUTH_RESOURCES=f"{issuer}/mcp,{issuer}/other")
+    _, tokens = tokens_for(server, resource=f"{issuer}/other")
+    headers = {"Authorization": f"Bearer {tokens['access_token']}", "X-Forwarded-Proto": "http",
+               "X-Forwarded-Host": f"127.0.0.1:{port}"}
+    wrong = requests.get(server.url("/verify"), headers={**headers, "X-Forwarded-Uri": "/mcp/x"})
+    assert wrong.status_code == 401
+    right = requests.get(server.url("/verify"), headers={**headers, "X-Forwarded-Uri": "/other"})
+    assert right.status_code == 200
