@@ -1,0 +1,162 @@
+"""PersistentStore on real files: modes, atomic writes, no lost update between
+processes, expiry on load and save, a corrupt file stops start-up untouched."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+from conftest import ROOT, Server, base_env, register, tokens_for, verify
+
+from app.storage import CorruptStoreError, PersistentStore
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_folder_and_files_are_private_and_versioned(server):
+    client, _ = tokens_for(server)
+    assert mode(server.data_dir) == 0o700
+    for name in ("clients.json", "refresh_tokens.json", "users.json", "signing_keys.json"):
+        path = server.data_dir / name
+        assert mode(path) == 0o600, name
+        assert json.loads(path.read_text())["version"] == 1
+
+
+def test_refresh_tokens_and_passwords_stored_only_as_hashes(server):
+    client, tokens = tokens_for(server)
+    grants = (server.data_dir / "refresh_tokens.json").read_text()
+    assert tokens["refresh_token"] not in grants
+    assert tokens["access_token"] not in grants
+    record = next(iter(json.loads(grants)["grants"].values()))
+    assert {"grant_id", "client_id", "subject", "scope", "resource", "issued_at", "expires_at"} <= set(record)
+    users = (server.data_dir / "users.json").read_text()
+    assert "correct horse" not in users and "scrypt" in users
+    assert not any(tokens["access_token"] in p.read_text() for p in server.data_dir.glob("*.json"))
+
+
+WRITER = """
+import sys
+from app.storage import PersistentStore
+store = PersistentStore(sys.argv[1])
+for i in range(int(sys.argv[3])):
+    store.put("clients", f"{sys.argv[2]}-{i}", {"client_id": f"{sys.argv[2]}-{i}", "n": i})
+"""
+
+
+def test_two_processes_writing_at_once_lose_nothing(tmp_path):
+    data = tmp_path / "data"
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(data), name, "60"], cwd=ROOT,
+                              env=base_env(data)) for name in ("a", "b")]
+    assert [p.wait(60) for p in procs] == [0, 0]
+    items = json.loads((data / "clients.json").read_text())["clients"]
+    assert len(items) == 120
+    assert not list(data.glob("*.tmp"))
+
+
+def test_cache_sees_changes_made_by_another_process(tmp_path):
+    store = PersistentStore(tmp_path)
+    store.put("clients", "x", {"client_id": "x"})
+    assert store.get("clients", "x") is not None
+    other = PersistentStore(tmp_path)
+    other.delete("clients", "x")
+    assert store.get("clients", "x") is None
+
+
+def test_expired_entries_dropped_on_load_and_save(tmp_path):
+    rules = {"grants": lambda record, now: record["expires_at"] <= now}
+    store = PersistentStore(tmp_path, rules)
+    store.put("grants", "old", {"grant_id": "old", "expires_at": time.time() + 0.5})
+    store.put("grants", "new", {"grant_id": "new", "expires_at": time.time() + 100})
+    time.sleep(0.6)
+    assert store.get("grants", "old") is None
+    assert set(PersistentStore(tmp_path, rules).scan("grants")) == {"new"}
+    store.put("grants", "another", {"grant_id": "another", "expires_at": time.time() + 100})
+    on_disk = json.loads((tmp_path / "refresh_tokens.json").read_text())["grants"]
+    assert set(on_disk) == {"new", "another"}
+
+
+def test_corrupt_file_is_refused_and_never_overwritten(tmp_path):
+    (tmp_path / "clients.json").write_text("{broken")
+    store = PersistentStore(tmp_path)
+    with pytest.raises(CorruptStoreError, match="clients.json"):
+        store.get("clients", "x")
+    with pytest.raises(CorruptStoreError):
+        store.put("clients", "x", {"client_id": "x"})
+    assert (tmp_path / "clients.json").read_text() == "{broken"
+
+
+def test_corrupt_file_stops_startup_with_its_name(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "refresh_tokens.json").write_text('{"version": 1, "grants": [1, 2]}')
+    result = subprocess.run([sys.executable, str(ROOT / "wsgi.py")], cwd=tmp_path, env=base_env(data, PORT="1"),
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "refresh_tokens.json" in lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+    assert (data / "refresh_tokens.json").read_text() == '{"version": 1, "grants": [1, 2]}'
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("PORT", "eighty"), ("OAUTH_ACCESS_TOKEN_TTL", "-5"), ("OAUTH_PROVIDER", "github"),
+    ("OAUTH_ISSUER", "http://example.com"), ("OAUTH_ISSUER", "not a url"), ("OAUTH_RESOURCE_PATH", "mcp"),
+    ("OAUTH_UPSTREAM_URL", "ftp://x"),
+])
+def test_bad_configuration_stops_startup_with_one_line(tmp_path, variable, value):
+    env = base_env(tmp_path / "data", **{variable: value})
+    result = subprocess.run([sys.executable, str(ROOT / "wsgi.py")], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and variable in lines[0], result.stderr
+
+
+def test_dotenv_file_is_read(tmp_path):
+    port = __import__("conftest").free_port()
+    (tmp_path / ".env").write_text(f"OAUTH_SCOPES=mcp files\nOAUTH_ISSUER=http://127.0.0.1:{port}\n")
+    server = Server(tmp_path / "data", tmp_path, PORT=str(port))
+    server.env.pop("OAUTH_ISSUER")
+    try:
+        server.start()
+        metadata = requests.get(server.base + "/.well-known/oauth-authorization-server", timeout=5).json()
+        assert metadata["scopes_supported"] == ["mcp", "files"]
+    finally:
+        server.stop()
+
+
+def test_first_start_creates_admin_and_prints_password_once(make_server):
+    server = make_server(users={})
+    output = server.output
+    assert "created user 'admin' with password:" in output
+    password = output.split("with password:")[1].split()[0]
+    assert password not in (server.data_dir / "users.json").read_text()
+    from conftest import Browser, get_code
+
+    client = register(server)
+    get_code(server, client, browser=Browser(server, "admin", password))
+    server.restart()
+    assert server.output.count("with password:") == 1
+
+
+def test_healthz_reports_an_unreadable_store(server):
+    assert requests.get(server.url("/healthz"), timeout=5).json() == {"status": "ok"}
+    (server.data_dir / "clients.json").write_text("garbage")
+    response = requests.get(server.url("/healthz"), timeout=5)
+    assert response.status_code == 503
+
+
+def test_cli_deletion_takes_effect_in_running_server(server):
+    client, tokens = tokens_for(server)
+    assert verify(server, tokens["access_token"]).status_code == 200
+    result = server.cli("delete-client", client["client_id"])
+    assert result.returncode == 0, result.stderr
+    assert verify(server, tokens["access_token"]).status_code == 401
