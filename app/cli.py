@@ -58,6 +58,9 @@ def command(name: str, **kwargs: Any) -> Callable:
             except OSError as exc:
                 click.echo(f"Error: {exc.strerror or exc}: {getattr(exc, 'filename', '') or ''}".rstrip(": "), err=True)
                 sys.exit(1)
+            except Exception as exc:  # one line, never a traceback
+                click.echo(f"Error: unexpected {type(exc).__name__}: {exc}", err=True)
+                sys.exit(1)
 
         return oauth.command(name, **kwargs)(wrapper)
 

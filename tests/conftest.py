@@ -56,7 +56,7 @@ class Server:
 
     def start(self) -> Server:
         self.starts += 1
-        self._log = open(self.log_path, "ab")
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, str(ROOT / "wsgi.py")],
             cwd=self.workdir,
@@ -220,7 +220,11 @@ class Browser:
             elif "/consent" in location and page.status_code == 200:
                 response = self.post(
                     self.server.url("/consent"),
-                    data={"csrf_token": csrf_of(page.text), "request_id": request_id_of(location), "decision": decision},
+                    data={
+                        "csrf_token": csrf_of(page.text),
+                        "request_id": request_id_of(location),
+                        "decision": decision,
+                    },
                 )
             else:
                 response = page

@@ -56,8 +56,11 @@ def test_loopback_redirect_may_change_port_but_not_host_or_path(server):
 def test_pkce_is_required_and_plain_refused(server):
     client = register(server)
     _, challenge = pkce_pair()
-    for extra in ({"code_challenge": None, "code_challenge_method": None}, {"code_challenge_method": "plain"},
-                  {"code_challenge_method": None}):
+    for extra in (
+        {"code_challenge": None, "code_challenge_method": None},
+        {"code_challenge_method": "plain"},
+        {"code_challenge_method": None},
+    ):
         params = auth_params(client, challenge, **extra)
         result = redirect_params(start(server, params))
         assert result["error"] == "invalid_request", extra
@@ -102,8 +105,14 @@ def test_resource_binds_audience_and_defaults_to_first(make_server):
     tokens = exchange(server, client, code, verifier).json()
     assert jwt_parts(tokens["access_token"])[1]["aud"] == f"{issuer}/other"
     # kept across refreshes
-    refreshed = requests.post(server.url("/token"), data={"grant_type": "refresh_token", "client_id": client["client_id"],
-                                                          "refresh_token": tokens["refresh_token"]}).json()
+    refreshed = requests.post(
+        server.url("/token"),
+        data={
+            "grant_type": "refresh_token",
+            "client_id": client["client_id"],
+            "refresh_token": tokens["refresh_token"],
+        },
+    ).json()
     assert jwt_parts(refreshed["access_token"])[1]["aud"] == f"{issuer}/other"
     code, verifier, _ = get_code(server, client)
     assert jwt_parts(exchange(server, client, code, verifier).json()["access_token"])[1]["aud"] == f"{issuer}/mcp"
@@ -126,15 +135,29 @@ def test_consent_page_shows_client_host_scope_and_resource(server):
     login = browser.get(browser.absolute(response.headers["Location"]))
     assert 'name="username"' in login.text and 'name="password"' in login.text
     assert login.headers["Content-Security-Policy"].find("frame-ancestors 'none'") >= 0
-    after = browser.post(server.url("/login"), data={"csrf_token": csrf_of(login.text), "username": "alice",
-                                                    "password": __import__("conftest").PASSWORD,
-                                                    "request_id": request_id_of(response.headers["Location"])})
+    after = browser.post(
+        server.url("/login"),
+        data={
+            "csrf_token": csrf_of(login.text),
+            "username": "alice",
+            "password": __import__("conftest").PASSWORD,
+            "request_id": request_id_of(response.headers["Location"]),
+        },
+    )
     cookie = after.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
     page = browser.get(browser.absolute(after.headers["Location"]))
     assert page.status_code == 200
-    for text in ("ChatGPT", client["client_id"], "chatgpt.com", "mcp", server.issuer + "/mcp",
-                 'name="decision" value="approve"', 'name="decision" value="deny"', 'name="csrf_token"'):
+    for text in (
+        "ChatGPT",
+        client["client_id"],
+        "chatgpt.com",
+        "mcp",
+        server.issuer + "/mcp",
+        'name="decision" value="approve"',
+        'name="decision" value="deny"',
+        'name="csrf_token"',
+    ):
         assert text in page.text, text
 
 
@@ -145,14 +168,23 @@ def test_forms_refuse_a_missing_or_wrong_csrf_token(server):
     response = browser.get(server.url("/authorize?" + urlencode(auth_params(client, challenge))))
     request_id = request_id_of(response.headers["Location"])
     browser.get(browser.absolute(response.headers["Location"]))
-    bad_login = browser.post(server.url("/login"), data={"username": "alice", "password": "x", "request_id": request_id,
-                                                        "csrf_token": "forged"})
+    bad_login = browser.post(
+        server.url("/login"),
+        data={"username": "alice", "password": "x", "request_id": request_id, "csrf_token": "forged"},
+    )
     assert bad_login.status_code == 400
     # Logged in properly, the consent form still needs the token.
     browser.authorize  # noqa: B018
     login = browser.get(server.url(f"/login?request_id={request_id}"))
-    ok = browser.post(server.url("/login"), data={"username": "alice", "password": __import__("conftest").PASSWORD,
-                                                 "request_id": request_id, "csrf_token": csrf_of(login.text)})
+    ok = browser.post(
+        server.url("/login"),
+        data={
+            "username": "alice",
+            "password": __import__("conftest").PASSWORD,
+            "request_id": request_id,
+            "csrf_token": csrf_of(login.text),
+        },
+    )
     assert ok.status_code == 302
     forged = browser.post(server.url("/consent"), data={"request_id": request_id, "decision": "approve"})
     assert forged.status_code == 400

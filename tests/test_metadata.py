@@ -9,9 +9,14 @@ from test_flow import jwt_parts
 
 def test_metadata_endpoints_derive_from_issuer(server):
     metadata = requests.get(server.base + "/.well-known/oauth-authorization-server", timeout=5).json()
-    for key, path in (("authorization_endpoint", "/authorize"), ("token_endpoint", "/token"),
-                      ("registration_endpoint", "/register"), ("revocation_endpoint", "/revoke"),
-                      ("introspection_endpoint", "/introspect"), ("jwks_uri", "/jwks.json")):
+    for key, path in (
+        ("authorization_endpoint", "/authorize"),
+        ("token_endpoint", "/token"),
+        ("registration_endpoint", "/register"),
+        ("revocation_endpoint", "/revoke"),
+        ("introspection_endpoint", "/introspect"),
+        ("jwks_uri", "/jwks.json"),
+    ):
         assert metadata[key] == server.issuer + path
     assert metadata["code_challenge_methods_supported"] == ["S256"]
     assert "none" in metadata["token_endpoint_auth_methods_supported"]
@@ -54,8 +59,14 @@ def test_rotate_keys_keeps_old_tokens_valid(server):
     result = server.cli("rotate-keys")
     assert result.returncode == 0, result.stderr
     assert verify(server, tokens["access_token"]).status_code == 200
-    new = requests.post(server.url("/token"), data={"grant_type": "refresh_token", "client_id": client["client_id"],
-                                                    "refresh_token": tokens["refresh_token"]}).json()
+    new = requests.post(
+        server.url("/token"),
+        data={
+            "grant_type": "refresh_token",
+            "client_id": client["client_id"],
+            "refresh_token": tokens["refresh_token"],
+        },
+    ).json()
     assert jwt_parts(new["access_token"])[0]["kid"] != jwt_parts(tokens["access_token"])[0]["kid"]
     kids = {k["kid"] for k in requests.get(server.url("/jwks.json"), timeout=5).json()["keys"]}
     assert len(kids) == 2

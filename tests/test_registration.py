@@ -111,8 +111,20 @@ def test_registration_token_is_bound_to_its_client(server):
     a = register(server, client_name="A")
     b = register(server, client_name="B")
     a_token = a["registration_access_token"]
-    for method, kw in (("GET", {}), ("PUT", {"json": {"client_id": b["client_id"], "redirect_uris": [CLAUDE_CALLBACK],
-                                                     "token_endpoint_auth_method": "none"}}), ("DELETE", {})):
+    for method, kw in (
+        ("GET", {}),
+        (
+            "PUT",
+            {
+                "json": {
+                    "client_id": b["client_id"],
+                    "redirect_uris": [CLAUDE_CALLBACK],
+                    "token_endpoint_auth_method": "none",
+                }
+            },
+        ),
+        ("DELETE", {}),
+    ):
         response = _manage(server, b, method, token=a_token, **kw)
         assert response.status_code == 401, (method, response.text)
         assert response.json()["error"] == "invalid_token"

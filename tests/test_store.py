@@ -53,8 +53,10 @@ for i in range(int(sys.argv[3])):
 
 def test_two_processes_writing_at_once_lose_nothing(tmp_path):
     data = tmp_path / "data"
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(data), name, "60"], cwd=ROOT,
-                              env=base_env(data)) for name in ("a", "b")]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(data), name, "60"], cwd=ROOT, env=base_env(data))
+        for name in ("a", "b")
+    ]
     assert [p.wait(60) for p in procs] == [0, 0]
     items = json.loads((data / "clients.json").read_text())["clients"]
     assert len(items) == 120
@@ -97,8 +99,14 @@ def test_corrupt_file_stops_startup_with_its_name(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     (data / "refresh_tokens.json").write_text('{"version": 1, "grants": [1, 2]}')
-    result = subprocess.run([sys.executable, str(ROOT / "wsgi.py")], cwd=tmp_path, env=base_env(data, PORT="1"),
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "wsgi.py")],
+        cwd=tmp_path,
+        env=base_env(data, PORT="1"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "refresh_tokens.json" in lines[0]
@@ -106,15 +114,23 @@ def test_corrupt_file_stops_startup_with_its_name(tmp_path):
     assert (data / "refresh_tokens.json").read_text() == '{"version": 1, "grants": [1, 2]}'
 
 
-@pytest.mark.parametrize(("variable", "value"), [
-    ("PORT", "eighty"), ("OAUTH_ACCESS_TOKEN_TTL", "-5"), ("OAUTH_PROVIDER", "github"),
-    ("OAUTH_ISSUER", "http://example.com"), ("OAUTH_ISSUER", "not a url"), ("OAUTH_RESOURCE_PATH", "mcp"),
-    ("OAUTH_UPSTREAM_URL", "ftp://x"),
-])
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("PORT", "eighty"),
+        ("OAUTH_ACCESS_TOKEN_TTL", "-5"),
+        ("OAUTH_PROVIDER", "github"),
+        ("OAUTH_ISSUER", "http://example.com"),
+        ("OAUTH_ISSUER", "not a url"),
+        ("OAUTH_RESOURCE_PATH", "mcp"),
+        ("OAUTH_UPSTREAM_URL", "ftp://x"),
+    ],
+)
 def test_bad_configuration_stops_startup_with_one_line(tmp_path, variable, value):
     env = base_env(tmp_path / "data", **{variable: value})
-    result = subprocess.run([sys.executable, str(ROOT / "wsgi.py")], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "wsgi.py")], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and variable in lines[0], result.stderr

@@ -32,8 +32,9 @@ def test_concurrent_redemptions_get_one_grant(server):
     client = register(server)
     code, verifier, _ = get_code(server, client)
     results = []
-    threads = [threading.Thread(target=lambda: results.append(exchange(server, client, code, verifier)))
-               for _ in range(4)]
+    threads = [
+        threading.Thread(target=lambda: results.append(exchange(server, client, code, verifier))) for _ in range(4)
+    ]
     [t.start() for t in threads]
     [t.join() for t in threads]
     bodies = {r.json()["access_token"] for r in results if r.status_code == 200}
@@ -70,13 +71,21 @@ def test_code_of_another_client_is_refused(server):
 
 def test_unknown_or_deleted_client_gets_401_invalid_client(server):
     client, tokens = tokens_for(server)
-    requests.delete(client["registration_client_uri"],
-                    headers={"Authorization": f"Bearer {client['registration_access_token']}"})
+    requests.delete(
+        client["registration_client_uri"], headers={"Authorization": f"Bearer {client['registration_access_token']}"}
+    )
     response = refresh(server, client, tokens["refresh_token"])
     assert response.status_code == 401
     assert response.json()["error"] == "invalid_client"
-    unknown = requests.post(server.url("/token"), data={"grant_type": "authorization_code", "code": "x",
-                                                         "client_id": "never-registered", "code_verifier": "y" * 43})
+    unknown = requests.post(
+        server.url("/token"),
+        data={
+            "grant_type": "authorization_code",
+            "code": "x",
+            "client_id": "never-registered",
+            "code_verifier": "y" * 43,
+        },
+    )
     assert unknown.status_code == 401 and unknown.json()["error"] == "invalid_client"
     assert verify(server, tokens["access_token"]).status_code == 401
 
@@ -86,23 +95,38 @@ def test_confidential_client_must_authenticate(server):
     code, verifier, _ = get_code(server, client)
     no_secret = exchange(server, client, code, verifier)
     assert no_secret.status_code == 401 and no_secret.json()["error"] == "invalid_client"
-    wrong = requests.post(server.url("/token"), auth=(client["client_id"], "wrong"), data={
-        "grant_type": "authorization_code", "code": code, "code_verifier": verifier,
-        "redirect_uri": client["redirect_uris"][0]})
+    wrong = requests.post(
+        server.url("/token"),
+        auth=(client["client_id"], "wrong"),
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "code_verifier": verifier,
+            "redirect_uri": client["redirect_uris"][0],
+        },
+    )
     assert wrong.status_code == 401
-    ok = requests.post(server.url("/token"), auth=(client["client_id"], client["client_secret"]), data={
-        "grant_type": "authorization_code", "code": code, "code_verifier": verifier,
-        "redirect_uri": client["redirect_uris"][0]})
+    ok = requests.post(
+        server.url("/token"),
+        auth=(client["client_id"], client["client_secret"]),
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "code_verifier": verifier,
+            "redirect_uri": client["redirect_uris"][0],
+        },
+    )
     assert ok.status_code == 200, ok.text
 
 
 def test_bad_token_requests_get_json_errors(server):
-    for data, error in (({"grant_type": "password"}, "unsupported_grant_type"),
-                        ({}, "unsupported_grant_type")):
+    for data, error in (({"grant_type": "password"}, "unsupported_grant_type"), ({}, "unsupported_grant_type")):
         response = requests.post(server.url("/token"), data=data)
         assert response.status_code == 400 and response.json()["error"] == error
     client = register(server)
-    missing = requests.post(server.url("/token"), data={"grant_type": "refresh_token", "client_id": client["client_id"]})
+    missing = requests.post(
+        server.url("/token"), data={"grant_type": "refresh_token", "client_id": client["client_id"]}
+    )
     assert missing.status_code == 400 and missing.json()["error"] == "invalid_request"
     unknown = refresh(server, client, "not-a-token")
     assert unknown.status_code == 400 and unknown.json()["error"] == "invalid_grant"
@@ -113,8 +137,10 @@ def test_bad_token_requests_get_json_errors(server):
 def test_refresh_rotation_and_grace_for_concurrent_refreshes(server):
     client, tokens = tokens_for(server)
     results = []
-    threads = [threading.Thread(target=lambda: results.append(refresh(server, client, tokens["refresh_token"])))
-               for _ in range(2)]
+    threads = [
+        threading.Thread(target=lambda: results.append(refresh(server, client, tokens["refresh_token"])))
+        for _ in range(2)
+    ]
     [t.start() for t in threads]
     [t.join() for t in threads]
     assert [r.status_code for r in results] == [200, 200], [r.text for r in results]
@@ -152,20 +178,24 @@ def test_refresh_cannot_widen_scope(make_server):
 
 def test_revoke_refresh_token_revokes_grant(server):
     client, tokens = tokens_for(server)
-    response = requests.post(server.url("/revoke"), data={"token": tokens["refresh_token"],
-                                                           "client_id": client["client_id"]})
+    response = requests.post(
+        server.url("/revoke"), data={"token": tokens["refresh_token"], "client_id": client["client_id"]}
+    )
     assert response.status_code == 200
     assert verify(server, tokens["access_token"]).status_code == 401
     assert refresh(server, client, tokens["refresh_token"]).status_code == 400
-    again = requests.post(server.url("/revoke"), data={"token": tokens["refresh_token"], "client_id": client["client_id"]})
+    again = requests.post(
+        server.url("/revoke"), data={"token": tokens["refresh_token"], "client_id": client["client_id"]}
+    )
     assert again.status_code == 200  # RFC 7009: unknown tokens are not an error
 
 
 def test_revoke_access_token(server):
     client, tokens = tokens_for(server)
-    response = requests.post(server.url("/revoke"), data={"token": tokens["access_token"],
-                                                           "token_type_hint": "access_token",
-                                                           "client_id": client["client_id"]})
+    response = requests.post(
+        server.url("/revoke"),
+        data={"token": tokens["access_token"], "token_type_hint": "access_token", "client_id": client["client_id"]},
+    )
     assert response.status_code == 200
     assert verify(server, tokens["access_token"]).status_code == 401
 
@@ -173,18 +203,26 @@ def test_revoke_access_token(server):
 def test_introspection_requires_confidential_client(server):
     _, tokens = tokens_for(server)
     caller = register(server, token_endpoint_auth_method="client_secret_basic")
-    active = requests.post(server.url("/introspect"), auth=(caller["client_id"], caller["client_secret"]),
-                           data={"token": tokens["access_token"]}).json()
+    active = requests.post(
+        server.url("/introspect"),
+        auth=(caller["client_id"], caller["client_secret"]),
+        data={"token": tokens["access_token"]},
+    ).json()
     assert active["active"] is True and active["sub"] == "alice" and active["scope"] == "mcp"
-    refresh_info = requests.post(server.url("/introspect"), auth=(caller["client_id"], caller["client_secret"]),
-                                 data={"token": tokens["refresh_token"], "token_type_hint": "refresh_token"}).json()
+    refresh_info = requests.post(
+        server.url("/introspect"),
+        auth=(caller["client_id"], caller["client_secret"]),
+        data={"token": tokens["refresh_token"], "token_type_hint": "refresh_token"},
+    ).json()
     assert refresh_info["active"] is True
-    junk = requests.post(server.url("/introspect"), auth=(caller["client_id"], caller["client_secret"]),
-                         data={"token": "junk"}).json()
+    junk = requests.post(
+        server.url("/introspect"), auth=(caller["client_id"], caller["client_secret"]), data={"token": "junk"}
+    ).json()
     assert junk == {"active": False}
     public = register(server)
-    anonymous = requests.post(server.url("/introspect"), data={"token": tokens["access_token"],
-                                                                "client_id": public["client_id"]})
+    anonymous = requests.post(
+        server.url("/introspect"), data={"token": tokens["access_token"], "client_id": public["client_id"]}
+    )
     assert anonymous.status_code == 401 and anonymous.json()["error"] == "invalid_client"
 
 
@@ -213,8 +251,11 @@ def test_verify_refuses_a_token_for_another_resource(make_server):
     issuer = f"http://127.0.0.1:{port}"
     server = make_server(PORT=str(port), OAUTH_RESOURCES=f"{issuer}/mcp,{issuer}/other")
     _, tokens = tokens_for(server, resource=f"{issuer}/other")
-    headers = {"Authorization": f"Bearer {tokens['access_token']}", "X-Forwarded-Proto": "http",
-               "X-Forwarded-Host": f"127.0.0.1:{port}"}
+    headers = {
+        "Authorization": f"Bearer {tokens['access_token']}",
+        "X-Forwarded-Proto": "http",
+        "X-Forwarded-Host": f"127.0.0.1:{port}",
+    }
     wrong = requests.get(server.url("/verify"), headers={**headers, "X-Forwarded-Uri": "/mcp/x"})
     assert wrong.status_code == 401
     right = requests.get(server.url("/verify"), headers={**headers, "X-Forwarded-Uri": "/other"})

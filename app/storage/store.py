@@ -69,6 +69,11 @@ class PersistentStore:
         self._cache: dict[str, _Cached] = {}
         self._thread_locks = {name: threading.RLock() for name in COLLECTIONS}
         self._ensure_dir()
+        # One instance per file: FileLock is reentrant per instance, so a holder of
+        # all locks (backup, restore --clear) can still call `update`.
+        self._file_locks = {
+            name: FileLock(str(self.data_dir / f".{file}.lock"), mode=0o600) for name, file in COLLECTIONS.items()
+        }
 
     # -- paths and locks ---------------------------------------------------------
 
@@ -94,8 +99,7 @@ class PersistentStore:
         with ExitStack() as stack:
             for name in names:
                 stack.enter_context(self._thread_locks[name])
-                file_lock = FileLock(str(self.data_dir / f".{COLLECTIONS[name]}.lock"), mode=0o600)
-                stack.enter_context(file_lock)
+                stack.enter_context(self._file_locks[name])
             yield
 
     # -- reading -----------------------------------------------------------------
