@@ -82,12 +82,12 @@ def create_app(config: Config | None = None, *, for_cli: bool = False) -> Flask:
     )
 
     from . import cli, errors
-    from .endpoints import authorize, metadata, registration, token, verify
+    from .endpoints import authorize, gateway, metadata, registration, token, verify
     from .security import csrf_token
 
     app.jinja_env.globals["csrf_token"] = csrf_token
     errors.init_app(app)
-    for module in (metadata, registration, authorize, token, verify):
+    for module in (metadata, registration, authorize, token, verify, gateway):
         module.init_app(app, config)
     provider.init_app(app)
     cli.init_app(app)

@@ -56,6 +56,7 @@ class Config:
     allowed_emails: tuple[str, ...] = ()
     allowed_domains: tuple[str, ...] = ()
     upstream_url: str | None = None
+    upstream_timeout: int = 120
     resource_path: str = "/mcp"
     google: dict[str, str] = field(default_factory=dict)
     azure: dict[str, str] = field(default_factory=dict)
@@ -194,6 +195,7 @@ def _parse(env: Mapping[str, str]) -> Config:
         allowed_emails=tuple(e.lower() for e in _list(env, "OAUTH_ALLOWED_EMAILS")),
         allowed_domains=tuple(d.lower() for d in _list(env, "OAUTH_ALLOWED_DOMAINS")),
         upstream_url=upstream,
+        upstream_timeout=_int(env, "OAUTH_UPSTREAM_TIMEOUT", 120, minimum=1),
         resource_path=resource_path,
         google=google,
         azure=azure,

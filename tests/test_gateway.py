@@ -1,0 +1,226 @@
+"""Gateway mode end to end, with parts no one here wrote: an MCP server built with the
+official Python SDK as the upstream, and the SDK's client with its OAuth support
+(`OAuthClientProvider`) discovering, registering, logging in and calling a tool, then
+doing it again after our server restarts, without registering again."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+import requests
+from conftest import Browser, base_env, free_port, tokens_for
+from mcp import ClientSession
+from mcp.client.auth import OAuthClientProvider, TokenStorage
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+
+HERE = Path(__file__).parent
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, seconds: float = 30) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"upstream exited with {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError("upstream did not start")
+
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory):
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "mcp_upstream.py"), str(port)],
+        env=base_env(tmp_path_factory.mktemp("up")),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for_port(port, proc)
+    yield f"http://127.0.0.1:{port}/mcp"
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+def gateway(make_server, upstream):
+    return make_server(OAUTH_UPSTREAM_URL=upstream, OAUTH_THREADS="8", OAUTH_UPSTREAM_TIMEOUT="2")
+
+
+class MemoryStorage(TokenStorage):
+    """What an MCP client app keeps between runs: its registration and tokens."""
+
+    def __init__(self) -> None:
+        self.tokens: OAuthToken | None = None
+        self.client_info: OAuthClientInformationFull | None = None
+
+    async def get_tokens(self) -> OAuthToken | None:
+        return self.tokens
+
+    async def set_tokens(self, tokens: OAuthToken) -> None:
+        self.tokens = tokens
+
+    async def get_client_info(self) -> OAuthClientInformationFull | None:
+        return self.client_info
+
+    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
+        self.client_info = client_info
+
+
+class PersonAtTheBrowser:
+    """The redirect and callback handlers: the person fills our forms over HTTP."""
+
+    def __init__(self, server):
+        self.server = server
+        self.browser = Browser(server)
+        self.visits = 0
+        self.result: tuple[str, str | None] | None = None
+
+    async def redirect(self, authorization_url: str) -> None:
+        self.visits += 1
+        self.result = await asyncio.to_thread(self._walk, authorization_url)
+
+    def _walk(self, url: str) -> tuple[str, str | None]:
+        query = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+        final = self.browser.authorize(query)
+        params = {k: v[0] for k, v in parse_qs(urlsplit(final.headers["Location"]).query).items()}
+        assert params["iss"] == self.server.issuer
+        return params["code"], params.get("state")
+
+    async def callback(self) -> tuple[str, str | None]:
+        assert self.result is not None
+        return self.result
+
+
+async def call_tools(server, storage: MemoryStorage, person: PersonAtTheBrowser) -> tuple[int, dict]:
+    provider = OAuthClientProvider(
+        server_url=server.url("/mcp"),
+        client_metadata=OAuthClientMetadata(
+            client_name="MCP SDK test client",
+            redirect_uris=["http://localhost:53682/callback"],
+            grant_types=["authorization_code", "refresh_token"],
+            response_types=["code"],
+            token_endpoint_auth_method="none",
+        ),
+        storage=storage,
+        redirect_handler=person.redirect,
+        callback_handler=person.callback,
+    )
+    async with create_mcp_http_client(auth=provider) as http_client:
+        async with streamable_http_client(server.url("/mcp"), http_client=http_client) as (read, write, _):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                tools = {t.name for t in (await session.list_tools()).tools}
+                assert {"add", "whoami"} <= tools
+                added = await session.call_tool("add", {"a": 20, "b": 22})
+                who = await session.call_tool("whoami", {})
+                return int(added.content[0].text), json.loads(who.content[0].text)
+
+
+def test_mcp_sdk_client_through_gateway_and_after_restart(gateway):
+    storage = MemoryStorage()
+    person = PersonAtTheBrowser(gateway)
+    total, who = asyncio.run(call_tools(gateway, storage, person))
+    assert total == 42
+    assert who["subject"] == "alice" and who["scope"] == "mcp"
+    assert who["client_id"] == storage.client_info.client_id
+    assert who["authorization"] is None  # no token passthrough
+    assert person.visits == 1
+
+    gateway.restart()
+    total, _ = asyncio.run(call_tools(gateway, storage, person))
+    assert total == 42
+    assert person.visits == 1  # no new login
+    clients = json.loads(gateway.cli("list-clients", "--json").stdout)
+    assert len(clients) == 1  # no new registration
+
+
+def test_gateway_challenges_without_a_valid_token(gateway):
+    response = requests.post(gateway.url("/mcp"), json={"jsonrpc": "2.0", "id": 1, "method": "ping"}, timeout=5)
+    assert response.status_code == 401
+    challenge = response.headers["WWW-Authenticate"]
+    assert f'resource_metadata="{gateway.base}/.well-known/oauth-protected-resource/mcp"' in challenge
+    bad = requests.post(gateway.url("/mcp"), headers={"Authorization": "Bearer nope"}, json={}, timeout=5)
+    assert bad.status_code == 401 and bad.json()["error"] == "invalid_token"
+
+
+def test_sse_stream_flows_while_other_requests_are_served(gateway):
+    _, tokens = tokens_for(gateway)
+    auth = {"Authorization": f"Bearer {tokens['access_token']}"}
+    arrivals: list[tuple[float, str]] = []
+
+    def read_stream():
+        with httpx.stream("GET", gateway.url("/mcp/ticks?count=6&interval=0.4"), headers=auth, timeout=10) as r:
+            assert r.status_code == 200
+            assert r.headers["content-type"].startswith("text/event-stream")
+            for line in r.iter_lines():
+                if line.startswith("data:"):
+                    arrivals.append((time.monotonic(), line))
+
+    reader = threading.Thread(target=read_stream)
+    reader.start()
+    time.sleep(0.5)
+    # While the stream is open, other requests are answered at once.
+    for _ in range(5):
+        started = time.monotonic()
+        assert requests.get(gateway.url("/verify"), headers=auth, timeout=5).status_code == 200
+        assert time.monotonic() - started < 1
+    reader.join(15)
+    assert [line for _, line in arrivals] == [f"data: tick {i}" for i in range(6)]
+    # Events arrived as they were sent, not all at the end.
+    assert arrivals[-1][0] - arrivals[0][0] > 1.5
+
+
+def test_request_body_query_and_headers_reach_upstream(gateway):
+    _, tokens = tokens_for(gateway)
+    body = b"x" * 300_000
+    response = requests.post(
+        gateway.url("/mcp/echo?a=1&b=two"),
+        data=body,
+        timeout=10,
+        headers={
+            "Authorization": f"Bearer {tokens['access_token']}",
+            "X-Auth-Subject": "mallory",
+            "Mcp-Session-Id": "abc123",
+            "Content-Type": "application/octet-stream",
+        },
+    )
+    assert response.status_code == 200, response.text
+    echoed = response.json()
+    assert echoed["length"] == len(body)
+    assert echoed["query"] == "a=1&b=two"
+    assert echoed["headers"]["x-auth-subject"] == "alice"  # the client's spoofed header was dropped
+    assert echoed["headers"]["mcp-session-id"] == "abc123"
+    assert "authorization" not in echoed["headers"]
+
+
+def test_slow_upstream_is_504(gateway):
+    _, tokens = tokens_for(gateway)
+    started = time.monotonic()
+    response = requests.get(
+        gateway.url("/mcp/slow?seconds=5"), timeout=10, headers={"Authorization": f"Bearer {tokens['access_token']}"}
+    )
+    assert response.status_code == 504 and response.json()["error"] == "gateway_timeout"
+    assert time.monotonic() - started < 4
+
+
+def test_upstream_down_is_502(make_server):
+    server = make_server(OAUTH_UPSTREAM_URL=f"http://127.0.0.1:{free_port()}/mcp")
+    _, tokens = tokens_for(server)
+    response = requests.post(
+        server.url("/mcp"), json={}, timeout=10, headers={"Authorization": f"Bearer {tokens['access_token']}"}
+    )
+    assert response.status_code == 502 and response.json()["error"] == "bad_gateway"
