@@ -119,15 +119,17 @@ async def call_tools(server, storage: MemoryStorage, person: PersonAtTheBrowser)
         redirect_handler=person.redirect,
         callback_handler=person.callback,
     )
-    async with create_mcp_http_client(auth=provider) as http_client:
-        async with streamable_http_client(server.url("/mcp"), http_client=http_client) as (read, write, _):
-            async with ClientSession(read, write) as session:
-                await session.initialize()
-                tools = {t.name for t in (await session.list_tools()).tools}
-                assert {"add", "whoami"} <= tools
-                added = await session.call_tool("add", {"a": 20, "b": 22})
-                who = await session.call_tool("whoami", {})
-                return int(added.content[0].text), json.loads(who.content[0].text)
+    async with (
+        create_mcp_http_client(auth=provider) as http_client,
+        streamable_http_client(server.url("/mcp"), http_client=http_client) as (read, write, _),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        tools = {t.name for t in (await session.list_tools()).tools}
+        assert {"add", "whoami"} <= tools
+        added = await session.call_tool("add", {"a": 20, "b": 22})
+        who = await session.call_tool("whoami", {})
+        return int(added.content[0].text), json.loads(who.content[0].text)
 
 
 def test_mcp_sdk_client_through_gateway_and_after_restart(gateway):

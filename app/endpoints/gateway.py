@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import http.client
 import logging
-import socket
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
@@ -128,7 +127,7 @@ def _stream(
         while True:
             try:
                 chunk = upstream.read1(CHUNK)
-            except (OSError, http.client.HTTPException, socket.timeout):
+            except (TimeoutError, OSError, http.client.HTTPException):
                 return
             if not chunk:
                 return
