@@ -1,0 +1,64 @@
+"""Azure / Microsoft Entra ID login (OpenID Connect v2.0 endpoints).
+
+Authority: `{AZURE_AUTHORITY}/{AZURE_TENANT_ID}/v2.0`, discovery under it. The subject of
+our tokens is `tid:oid` (Entra's `sub` differs per application, `oid` does not). The ID
+token's issuer must name the token's own tenant: for a single tenant that is the
+discovered issuer itself; for the multi-tenant authorities (`common`, `organizations`,
+`consumers`) the discovered issuer is a template with `{tenantid}`, filled with `tid`.
+Entra ID tokens carry no `email_verified`: `email`, else `preferred_username`, is what
+the allow-lists see.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import Identity
+from .oidc import NotAllowed, OIDCProvider
+
+MULTI_TENANT = {"common", "organizations", "consumers"}
+
+
+class AzureProvider(OIDCProvider):
+    name = "azure"
+    title = "Microsoft"
+
+    def client_id(self) -> str:
+        return self.config.azure["client_id"]
+
+    def client_secret(self) -> str:
+        return self.config.azure["client_secret"]
+
+    @property
+    def authority(self) -> str:
+        return f"{self.config.azure['authority']}/{self.config.azure['tenant_id']}/v2.0"
+
+    def discovery_url(self) -> str:
+        return f"{self.authority}/.well-known/openid-configuration"
+
+    def claims_options(self) -> dict[str, Any]:
+        template = self.client.load_server_metadata()["issuer"]
+
+        def issuer_names_token_tenant(claims: dict[str, Any], value: Any) -> bool:
+            tid = claims.get("tid")
+            if not isinstance(tid, str) or not tid or not isinstance(value, str):
+                return False
+            if self.config.azure["tenant_id"].lower() not in MULTI_TENANT and "{tenantid}" not in template:
+                return value == template and f"/{tid}/" in value
+            return value == template.replace("{tenantid}", tid)
+
+        return {**super().claims_options(), "iss": {"essential": True, "validate": issuer_names_token_tenant}}
+
+    def identity(self, claims: dict[str, Any]) -> Identity:
+        tid, oid = claims.get("tid"), claims.get("oid")
+        if not isinstance(tid, str) or not tid or not isinstance(oid, str) or not oid:
+            raise NotAllowed("Microsoft sent no tenant or object id for this account.")
+        email = claims.get("email") or claims.get("preferred_username")
+        email = email if isinstance(email, str) and "@" in email else None
+        return Identity(
+            subject=f"{tid}:{oid}", provider=self.name, name=claims.get("name") or email or oid, email=email
+        )
+
+    def is_allowed(self, identity: Identity, claims: dict[str, Any]) -> bool:
+        domain = identity.email.rsplit("@", 1)[1] if identity.email else None
+        return self._allowed_by_lists(identity.email, domain)

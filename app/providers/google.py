@@ -1,0 +1,36 @@
+"""Google login (OpenID Connect). The subject of our tokens is Google's `sub`; an
+email counts for OAUTH_ALLOWED_EMAILS only when `email_verified` is true, and
+OAUTH_ALLOWED_DOMAINS is judged by the Workspace `hd` claim (never by the email's
+domain, which anyone can put on a Google account)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import Identity
+from .oidc import NotAllowed, OIDCProvider
+
+
+class GoogleProvider(OIDCProvider):
+    name = "google"
+    title = "Google"
+
+    def client_id(self) -> str:
+        return self.config.google["client_id"]
+
+    def client_secret(self) -> str:
+        return self.config.google["client_secret"]
+
+    def discovery_url(self) -> str:
+        return self.config.google["discovery_url"]
+
+    def identity(self, claims: dict[str, Any]) -> Identity:
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject:
+            raise NotAllowed("Google sent no subject for this account.")
+        email = claims.get("email") if claims.get("email_verified") is True else None
+        return Identity(subject=subject, provider=self.name, name=claims.get("name") or email or subject, email=email)
+
+    def is_allowed(self, identity: Identity, claims: dict[str, Any]) -> bool:
+        hd = claims.get("hd")
+        return self._allowed_by_lists(identity.email, hd if isinstance(hd, str) else None)

@@ -1,0 +1,235 @@
+"""Google and Azure (Entra ID) login against a real local OpenID Connect provider
+(tests/oidc_idp.py: discovery, JWKS, authorize and token endpoints, RS256 ID tokens)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+import requests
+from conftest import Browser, auth_params, base_env, exchange, free_port, pkce_pair, redirect_params, register
+from test_flow import jwt_parts
+from test_gateway import wait_for_port
+
+HERE = Path(__file__).parent
+CLIENT_ID = "our-client-id"
+SECRET = "idp-secret"
+
+
+@pytest.fixture(scope="module")
+def idp(tmp_path_factory):
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "oidc_idp.py"), str(port)],
+        env=base_env(tmp_path_factory.mktemp("idp")),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for_port(port, proc)
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(10)
+
+
+def as_user(idp: str, user: dict, mode: str = "ok", issuer_override: str | None = None) -> None:
+    """Whom the IdP logs in next, and how it misbehaves."""
+    body = {"user": user, "mode": mode, "issuer_override": issuer_override}
+    requests.post(f"{idp}/_control", json=body, timeout=5).raise_for_status()
+
+
+def token_requests(idp: str) -> int:
+    return requests.get(f"{idp}/_stats", timeout=5).json()["token_requests"]
+
+
+@pytest.fixture
+def google(make_server, idp):
+    def factory(**env):
+        return make_server(
+            users={},
+            OAUTH_PROVIDER="google",
+            GOOGLE_CLIENT_ID=CLIENT_ID,
+            GOOGLE_CLIENT_SECRET=SECRET,
+            GOOGLE_DISCOVERY_URL=f"{idp}/.well-known/openid-configuration",
+            **env,
+        )
+
+    return factory
+
+
+@pytest.fixture
+def azure(make_server, idp):
+    def factory(tenant="tenant-a", **env):
+        return make_server(
+            users={},
+            OAUTH_PROVIDER="azure",
+            AZURE_CLIENT_ID=CLIENT_ID,
+            AZURE_CLIENT_SECRET=SECRET,
+            AZURE_TENANT_ID=tenant,
+            AZURE_AUTHORITY=idp,
+            **env,
+        )
+
+    return factory
+
+
+def login(server, idp, **extra) -> requests.Response:
+    """The person's walk from /authorize through the IdP; returns where it ended."""
+    client = register(server)
+    _, challenge = pkce_pair()
+    browser = Browser(server)
+    browser.also_follow = [idp]
+    return browser.authorize(auth_params(client, challenge, **extra)), client, browser
+
+
+def test_google_login_consent_and_tokens(google, idp):
+    server = google()
+    as_user(idp, {"sub": "g-123", "email": "alice@example.com", "email_verified": True, "name": "Alice"})
+    client = register(server)
+    verifier, challenge = pkce_pair()
+    browser = Browser(server)
+    browser.also_follow = [idp]
+    result = redirect_params(browser.authorize(auth_params(client, challenge)))
+    assert result["iss"] == server.issuer
+    assert any("/consent" in url for url in browser.visited)  # our consent page, after the upstream login
+    assert any(url.startswith(idp) for url in browser.visited)
+    tokens = exchange(server, client, result["code"], verifier).json()
+    claims = jwt_parts(tokens["access_token"])[1]
+    assert claims["sub"] == "g-123" and claims["iss"] == server.issuer  # our token, not Google's
+
+
+@pytest.mark.parametrize("mode", ["bad_signature", "wrong_aud", "wrong_iss", "expired", "wrong_nonce"])
+def test_forged_or_wrong_id_tokens_are_refused(google, idp, mode):
+    server = google()
+    as_user(idp, {"sub": "g-123", "email": "alice@example.com", "email_verified": True}, mode=mode)
+    final, client, _ = login(server, idp)
+    assert final.status_code == 401, (mode, final.status_code, final.text[:300])
+    assert "could not be verified" in final.text
+    assert "Location" not in final.headers
+
+
+def test_upstream_access_denied_is_a_clear_page(google, idp):
+    server = google()
+    as_user(idp, {"sub": "g-1"}, mode="deny")
+    final, _, _ = login(server, idp)
+    assert final.status_code == 403 and "cancelled" in final.text
+
+
+def test_replayed_state_is_refused_before_anything_goes_upstream(google, idp):
+    server = google()
+    as_user(idp, {"sub": "g-123", "email": "alice@example.com", "email_verified": True})
+    client = register(server)
+    _, challenge = pkce_pair()
+    url = server.url("/authorize?" + urlencode(auth_params(client, challenge)))
+    browser = Browser(server)
+    at_idp = browser.get(browser.get(url).headers["Location"])
+    callback_url = at_idp.headers["Location"]
+    first = browser.get(callback_url)
+    assert first.status_code == 302 and "/consent" in first.headers["Location"]
+    before = token_requests(idp)
+    # The same callback again, from the same browser: refused.
+    assert browser.get(callback_url).status_code == 400
+    # From another browser in the middle of its own upstream login: the state is not its own.
+    stranger = Browser(server)
+    assert stranger.get(url).headers["Location"].startswith(idp)
+    replay = stranger.get(callback_url)
+    assert replay.status_code == 400 and "not valid" in replay.text
+    assert token_requests(idp) == before  # nothing was sent upstream
+
+
+def test_tampered_state_is_refused(google, idp):
+    server = google()
+    as_user(idp, {"sub": "g-1", "email": "a@example.com", "email_verified": True})
+    client = register(server)
+    _, challenge = pkce_pair()
+    browser = Browser(server)
+    start = browser.get(server.url("/authorize?" + urlencode(auth_params(client, challenge))))
+    callback = browser.get(start.headers["Location"]).headers["Location"]
+    before = token_requests(idp)
+    tampered = callback.replace("state=", "state=x")
+    assert browser.get(tampered).status_code == 400
+    assert token_requests(idp) == before
+
+
+def test_google_allow_lists(google, idp):
+    server = google(OAUTH_ALLOWED_EMAILS="alice@example.com", OAUTH_ALLOWED_DOMAINS="corp.example")
+    cases = [
+        ({"sub": "1", "email": "Alice@Example.com", "email_verified": True}, 302),
+        ({"sub": "2", "email": "alice@example.com", "email_verified": False}, 403),  # unverified email
+        ({"sub": "3", "email": "bob@example.com", "email_verified": True}, 403),  # not listed
+        ({"sub": "4", "email": "carol@corp.example", "email_verified": True, "hd": "corp.example"}, 302),
+        ({"sub": "5", "email": "dave@corp.example", "email_verified": True}, 403),  # domain only by hd
+    ]
+    for user, status in cases:
+        as_user(idp, user)
+        final, _, _ = login(server, idp)
+        assert final.status_code == status, (user, final.status_code)
+        if status == 403:
+            assert "may not use this server" in final.text
+
+
+def test_azure_single_tenant(azure, idp):
+    server = azure("tenant-a")
+    user = {"sub": "per-app", "tid": "tenant-a", "oid": "oid-1", "preferred_username": "bob@contoso.com"}
+    as_user(idp, user)
+    client = register(server)
+    verifier, challenge = pkce_pair()
+    browser = Browser(server)
+    browser.also_follow = [idp]
+    result = redirect_params(browser.authorize(auth_params(client, challenge)))
+    tokens = exchange(server, client, result["code"], verifier).json()
+    assert jwt_parts(tokens["access_token"])[1]["sub"] == "tenant-a:oid-1"
+    # A token from another tenant (its issuer names tenant-b) is refused.
+    as_user(idp, {**user, "tid": "tenant-b"})
+    final, _, _ = login(server, idp)
+    assert final.status_code == 401
+
+
+def test_azure_multi_tenant_checks_issuer_against_tid(azure, idp):
+    server = azure("organizations")
+    as_user(idp, {"sub": "s", "tid": "t1", "oid": "o1", "email": "x@fabrikam.com"})
+    final, _, _ = login(server, idp)
+    assert final.status_code == 302 and "code=" in final.headers["Location"]
+    as_user(idp, {"sub": "s", "tid": "t1", "oid": "o1"}, issuer_override=f"{idp}/t2/v2.0")
+    final, _, _ = login(server, idp)
+    assert final.status_code == 401
+
+
+def test_azure_allowed_domains_use_email_or_upn(azure, idp):
+    server = azure("tenant-a", OAUTH_ALLOWED_DOMAINS="contoso.com")
+    as_user(idp, {"sub": "s", "tid": "tenant-a", "oid": "o", "preferred_username": "bob@contoso.com"})
+    assert login(server, idp)[0].status_code == 302
+    as_user(idp, {"sub": "s", "tid": "tenant-a", "oid": "o", "preferred_username": "eve@other.com"})
+    assert login(server, idp)[0].status_code == 403
+
+
+def test_provider_config_is_validated(tmp_path):
+    env = base_env(tmp_path / "d", OAUTH_PROVIDER="google")
+    result = subprocess.run(
+        [sys.executable, str(HERE.parent / "wsgi.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2 and "GOOGLE_CLIENT_ID" in result.stderr
+
+
+def test_expired_pending_authorization_is_a_clear_page(google, idp):
+    import time
+
+    server = google(OAUTH_AUTH_CODE_TTL="1")
+    as_user(idp, {"sub": "g-1", "email": "a@example.com", "email_verified": True})
+    client = register(server)
+    _, challenge = pkce_pair()
+    browser = Browser(server)
+    start = browser.get(server.url("/authorize?" + urlencode(auth_params(client, challenge))))
+    callback = browser.get(start.headers["Location"]).headers["Location"]
+    time.sleep(1.5)
+    before = token_requests(idp)
+    late = browser.get(callback)
+    assert late.status_code == 400 and "expired" in late.text
+    assert token_requests(idp) == before
