@@ -299,3 +299,33 @@ def tokens_for(server: Server, client: dict | None = None, **extra) -> tuple[dic
 def verify(server: Server, access_token: str | None, **params) -> requests.Response:
     headers = {"Authorization": f"Bearer {access_token}"} if access_token else {}
     return requests.get(server.url("/verify"), headers=headers, params=params, timeout=10)
+
+
+# -- helper processes ------------------------------------------------------------
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, seconds: float = 30) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"helper process exited with {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory):
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).parent / "mcp_upstream.py"), str(port)],
+        env=base_env(tmp_path_factory.mktemp("up")),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for_port(port, proc)
+    yield f"http://127.0.0.1:{port}/mcp"
+    proc.terminate()
+    proc.wait(10)

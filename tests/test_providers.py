@@ -10,9 +10,18 @@ from urllib.parse import urlencode
 
 import pytest
 import requests
-from conftest import Browser, auth_params, base_env, exchange, free_port, pkce_pair, redirect_params, register
+from conftest import (
+    Browser,
+    auth_params,
+    base_env,
+    exchange,
+    free_port,
+    pkce_pair,
+    redirect_params,
+    register,
+    wait_for_port,
+)
 from test_flow import jwt_parts
-from test_gateway import wait_for_port
 
 HERE = Path(__file__).parent
 CLIENT_ID = "our-client-id"
