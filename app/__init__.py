@@ -81,12 +81,13 @@ def create_app(config: Config | None = None, *, for_cli: bool = False) -> Flask:
         provider=provider,
     )
 
-    from . import cli, errors
+    from . import cli, cors, errors
     from .endpoints import authorize, gateway, metadata, registration, token, verify
     from .security import csrf_token
 
     app.jinja_env.globals["csrf_token"] = csrf_token
     errors.init_app(app)
+    cors.init_app(app, config)
     for module in (metadata, registration, authorize, token, verify, gateway):
         module.init_app(app, config)
     provider.init_app(app)

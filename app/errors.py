@@ -58,7 +58,7 @@ def init_app(app: Flask) -> None:
     def security_headers(response: Response) -> Response:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
-        if response.mimetype == "text/html":
+        if response.mimetype == "text/html" and request.blueprint != "gateway":
             response.headers.setdefault("Content-Security-Policy", CSP)
             response.headers.setdefault("X-Frame-Options", "DENY")
             response.headers.setdefault("Cache-Control", "no-store")

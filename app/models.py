@@ -115,9 +115,11 @@ class Client(ClientMixin):
         return secret_matches(client_secret, self.record.get("client_secret_hash"))
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
-        if endpoint == "introspection":
-            return method != "none" and method == self.auth_method
-        return method == self.auth_method
+        # A confidential client may send its secret either way (basic or post): some
+        # clients register the RFC 7591 default, client_secret_basic, and then post.
+        if self.is_public:
+            return method == "none" and endpoint != "introspection"
+        return method in ("client_secret_basic", "client_secret_post")
 
     def check_response_type(self, response_type: str) -> bool:
         return response_type in self.metadata.get("response_types", ["code"])

@@ -32,6 +32,7 @@ from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
 from authlib.oauth2.rfc9207 import IssuerParameter
 from flask import g
 from flask import request as flask_request
+from joserfc.jwk import KeySet
 
 from .config import Config
 from .keys import ALGORITHM, KeyManager
@@ -83,10 +84,11 @@ class AuthorizationCodeStore:
     """Codes live in memory, single use; a redeemed code is kept until it would have
     expired so that a replay can be recognised and answered."""
 
-    def __init__(self) -> None:
+    def __init__(self, retry_window: int) -> None:
         self._codes: dict[str, AuthorizationCode] = {}
         self._lock = threading.Lock()
         self._redeem_locks: dict[str, threading.Lock] = {}
+        self.retry_window = retry_window
 
     def save(self, code: AuthorizationCode) -> None:
         with self._lock:
@@ -94,6 +96,10 @@ class AuthorizationCodeStore:
             for key in [k for k, c in self._codes.items() if c.expires_at <= now]:
                 del self._codes[key]
                 self._redeem_locks.pop(key, None)
+            # A cached token response is only needed during the retry window.
+            for old in self._codes.values():
+                if old.redeemed_at is not None and now - old.redeemed_at > self.retry_window:
+                    old.response = None
             self._codes[code.code] = code
             self._redeem_locks[code.code] = threading.Lock()
 
@@ -176,9 +182,7 @@ class AccessTokenGenerator(JWTBearerTokenGenerator):
         )
         self.keys = keys
 
-    def get_jwks(self) -> Any:
-        from joserfc.jwk import KeySet
-
+    def get_jwks(self) -> KeySet:
         return KeySet([self.keys.current])
 
     def _context(self) -> TokenContext:
@@ -357,7 +361,7 @@ class OAuthServer(AuthorizationServer):
         self.clients = clients
         self.grants = grant_repo
         self.keys = keys
-        self.codes = AuthorizationCodeStore()
+        self.codes = AuthorizationCodeStore(config.code_retry_window)
         self._query_client = clients.get
         self.scopes_supported = list(config.scopes)
         self.register_token_generator("default", AccessTokenGenerator(config, keys))

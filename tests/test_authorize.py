@@ -222,3 +222,43 @@ def test_remembered_consent_skips_the_page(server):
     assert second.status_code == 302
     assert second.headers["Location"].startswith(client["redirect_uris"][0])
     assert "code=" in second.headers["Location"]
+
+
+def test_password_guessing_is_throttled(server):
+    browser = Browser(server)
+    login_page = browser.get(server.url("/login"))
+    token = csrf_of(login_page.text)
+    statuses = [
+        browser.post(
+            server.url("/login"), data={"csrf_token": token, "username": "alice", "password": f"guess{i}"}
+        ).status_code
+        for i in range(6)
+    ]
+    assert statuses == [401] * 5 + [429]
+    # Even the right password waits now.
+    right = browser.post(
+        server.url("/login"),
+        data={"csrf_token": token, "username": "alice", "password": __import__("conftest").PASSWORD},
+    )
+    assert right.status_code == 429 and int(right.headers["Retry-After"]) > 0
+
+
+def test_prompt_consent_shows_the_page_again(server):
+    client = register(server)
+    browser = Browser(server)
+    get_code(server, client, browser=browser)
+    _, challenge = pkce_pair()
+    first = browser.get(server.url("/authorize?" + urlencode(auth_params(client, challenge, prompt="consent"))))
+    page = browser.get(browser.absolute(first.headers["Location"]))
+    assert page.status_code == 200 and 'value="approve"' in page.text
+
+
+def test_cors_on_api_endpoints_but_not_on_pages(server):
+    preflight = requests.options(
+        server.url("/token"), headers={"Origin": "http://localhost:6274", "Access-Control-Request-Method": "POST"}
+    )
+    assert preflight.headers["Access-Control-Allow-Origin"] == "*"
+    metadata = requests.get(server.base + "/.well-known/oauth-authorization-server")
+    assert metadata.headers["Access-Control-Allow-Origin"] == "*"
+    login = requests.get(server.url("/login"))
+    assert "Access-Control-Allow-Origin" not in login.headers

@@ -260,3 +260,17 @@ def test_verify_refuses_a_token_for_another_resource(make_server):
     assert wrong.status_code == 401
     right = requests.get(server.url("/verify"), headers={**headers, "X-Forwarded-Uri": "/other"})
     assert right.status_code == 200
+
+
+def test_confidential_client_may_post_its_secret(server):
+    client = register(server, token_endpoint_auth_method="client_secret_basic")
+    code, verifier, _ = get_code(server, client)
+    response = exchange(server, client, code, verifier, client_secret=client["client_secret"])
+    assert response.status_code == 200, response.text
+
+
+def test_refresh_with_a_foreign_resource_is_invalid_target(server):
+    client, tokens = tokens_for(server)
+    response = refresh(server, client, tokens["refresh_token"], resource="https://elsewhere.example/mcp")
+    assert response.status_code == 400 and response.json()["error"] == "invalid_target"
+    assert refresh(server, client, tokens["refresh_token"], resource=server.issuer + "/mcp").status_code == 200

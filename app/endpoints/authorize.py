@@ -17,17 +17,12 @@ from authlib.oauth2.rfc6749 import OAuth2Error
 from flask import Blueprint, Flask, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
+from .. import services
 from ..config import Config
 from ..models import User
 from ..pending import PendingAuthorization
 from ..providers.base import browser_id, current_identity
 from ..security import check_csrf
-
-
-def _services():
-    from .. import services
-
-    return services()
 
 
 def _error_page(error: OAuth2Error) -> ResponseReturnValue:
@@ -47,7 +42,7 @@ def _error_response(error: OAuth2Error) -> ResponseReturnValue:
     """Redirect the error to the client only when its redirect URI was validated."""
     if not error.redirect_uri:
         return _error_page(error)
-    svc = _services()
+    svc = services()
     response = svc.server.handle_error_response(None, error)
     # RFC 9207: iss on error responses too.
     svc.server.execute_hook("after_create_authorization_response", response)
@@ -56,7 +51,7 @@ def _error_response(error: OAuth2Error) -> ResponseReturnValue:
 
 def _validate(params: dict[str, list[str]], user: User | None = None) -> Any:
     """Authlib's validation of a (stored or live) authorization request."""
-    return _services().server.get_consent_grant(request=params, end_user=user)
+    return services().server.get_consent_grant(request=params, end_user=user)
 
 
 def _user(identity: Any) -> User:
@@ -68,7 +63,7 @@ def init_app(app: Flask, config: Config) -> None:
 
     @bp.get("/authorize")
     def authorize() -> ResponseReturnValue:
-        svc = _services()
+        svc = services()
         params = request.args.to_dict(flat=False)
         try:
             _validate(params)
@@ -81,7 +76,7 @@ def init_app(app: Flask, config: Config) -> None:
 
     @bp.route("/consent", methods=["GET", "POST"])
     def consent() -> ResponseReturnValue:
-        svc = _services()
+        svc = services()
         if request.method == "POST":
             check_csrf()
         pending = svc.pending.get(request.values.get("request_id"), browser_id())
@@ -116,7 +111,9 @@ def init_app(app: Flask, config: Config) -> None:
             if decision == "approve":
                 svc.clients.remember_approval(client, user.subject, scope, resource)
             return _finish(pending, grant, user if decision == "approve" else None)
-        if svc.clients.approved(client, user.subject, scope, resource):
+        # OIDC `prompt=consent` asks for the page even when the approval is remembered.
+        asked_again = "consent" in (pending.params.get("prompt") or [""])[0].split()
+        if not asked_again and svc.clients.approved(client, user.subject, scope, resource):
             return _finish(pending, grant, user)
         return render_template(
             "consent.html",
@@ -134,6 +131,6 @@ def init_app(app: Flask, config: Config) -> None:
 
 def _finish(pending: PendingAuthorization, grant: Any, user: User | None) -> ResponseReturnValue:
     """Issue the code (or access_denied) to the client's redirect URI, with iss."""
-    svc = _services()
+    svc = services()
     svc.pending.finish(pending.id)
     return svc.server.create_authorization_response(request=pending.params, grant_user=user, grant=grant)

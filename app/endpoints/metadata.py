@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, jsonify
 
+from .. import services
 from ..config import Config
 
 AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
@@ -60,7 +61,6 @@ def init_app(app: Flask, config: Config) -> None:
     def server_metadata():
         response = jsonify(as_metadata)
         response.headers["Cache-Control"] = "public, max-age=3600"
-        response.headers["Access-Control-Allow-Origin"] = "*"
         return response
 
     well_known = "/.well-known/oauth-authorization-server"
@@ -81,19 +81,14 @@ def init_app(app: Flask, config: Config) -> None:
         document = protected_resource_metadata(config, resource)
 
         def resource_view(document=document):
-            response = jsonify(document)
-            response.headers["Access-Control-Allow-Origin"] = "*"
-            return response
+            return jsonify(document)
 
         bp.add_url_rule(path, f"protected_resource_{i}", resource_view)
 
     @bp.get(f"{config.issuer_path}/jwks.json")
     def jwks():
-        from .. import services
-
         response = jsonify(services().keys.public_jwks())
         response.headers["Cache-Control"] = "public, max-age=300"
-        response.headers["Access-Control-Allow-Origin"] = "*"
         return response
 
     app.register_blueprint(bp)

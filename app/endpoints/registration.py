@@ -19,6 +19,7 @@ from authlib.oauth2.rfc7592 import ClientConfigurationEndpoint
 from flask import Blueprint, Flask
 from joserfc.errors import InvalidClaimError
 
+from .. import services
 from ..config import Config, is_loopback_host
 from ..models import Client
 from ..security import secret_matches
@@ -145,8 +146,6 @@ class RegistrationEndpoint(_RegistrationMixin, ClientRegistrationEndpoint):
         return True  # open registration, as MCP clients expect
 
     def create_registration_response(self, request: Any) -> tuple[int, dict, list]:
-        from .. import services
-
         metadata = self.extract_client_metadata(request)
         client, secret, registration_token = services().clients.create(metadata)
         body: dict[str, Any] = {**metadata, **client.client_info}
@@ -180,8 +179,6 @@ class ConfigurationEndpoint(_RegistrationMixin, ClientConfigurationEndpoint):
     def authenticate_token(self, request: Any) -> _RegistrationToken:
         # The token is checked against the client named in the URL only, so a token
         # of another client can never match.
-        from .. import services
-
         client_id = self._client_id(request)
         client = services().clients.get(client_id)
         presented = self._bearer(request)
@@ -190,8 +187,6 @@ class ConfigurationEndpoint(_RegistrationMixin, ClientConfigurationEndpoint):
         return _RegistrationToken(client.client_id)
 
     def authenticate_client(self, request: Any) -> Client | None:
-        from .. import services
-
         return services().clients.get(self._client_id(request))
 
     def check_permission(self, client: Client, request: Any) -> bool:
@@ -201,8 +196,6 @@ class ConfigurationEndpoint(_RegistrationMixin, ClientConfigurationEndpoint):
         """The client is gone, and its token with it."""
 
     def generate_client_registration_info(self, client: Client, request: Any) -> dict[str, str]:
-        from .. import services
-
         return {
             "registration_client_uri": services().config.url(f"/register/{client.client_id}"),
             "registration_access_token": self._bearer(request),
@@ -212,8 +205,6 @@ class ConfigurationEndpoint(_RegistrationMixin, ClientConfigurationEndpoint):
         return {**client.client_metadata, **client.client_info}
 
     def update_client(self, client: Client, client_metadata: dict[str, Any], request: Any) -> Client:
-        from .. import services
-
         if client_metadata.get("token_endpoint_auth_method") != client.auth_method:
             raise InvalidClientMetadataError("token_endpoint_auth_method cannot be changed; register a new client.")
         updated = services().clients.update_metadata(client.client_id, client_metadata)
@@ -222,15 +213,11 @@ class ConfigurationEndpoint(_RegistrationMixin, ClientConfigurationEndpoint):
         return updated
 
     def delete_client(self, client: Client, request: Any) -> None:
-        from .. import services
-
         services().clients.delete(client.client_id)
         services().server.codes.discard_for_client(client.client_id)
 
 
 def init_app(app: Flask, config: Config) -> None:
-    from .. import services
-
     bp = Blueprint("registration", __name__, url_prefix=config.issuer_path)
 
     @bp.post("/register")

@@ -10,21 +10,16 @@ from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from flask import Blueprint, Flask, Response
 
+from .. import services
 from ..config import Config
 from ..models import AccessToken, Client, Grant
 from ..oauth2 import CLIENT_AUTH_METHODS
 from ..tokens import InvalidAccessToken
 
 
-def _services():
-    from .. import services
-
-    return services()
-
-
 def _find_token(token: str, hint: str | None) -> AccessToken | Grant | None:
     """An access token (JWT) or the grant of a refresh token, whichever this is."""
-    svc = _services()
+    svc = services()
     if hint != "refresh_token" and token.count(".") == 2:
         try:
             return svc.verifier.verify(token)
@@ -43,7 +38,7 @@ class Revocation(RevocationEndpoint):
         # A refresh token revokes its grant, and with it every access token of the
         # grant. An access token does the same (RFC 7009 §2.1 allows it): access
         # tokens are stateless JWTs, and revoking the grant is what survives a restart.
-        _services().grants.revoke(token.grant_id)
+        services().grants.revoke(token.grant_id)
 
 
 class Introspection(IntrospectionEndpoint):
@@ -56,7 +51,7 @@ class Introspection(IntrospectionEndpoint):
         return True  # any registered confidential client (the contract)
 
     def introspect_token(self, token: AccessToken | Grant) -> dict[str, Any]:
-        config = _services().config
+        config = services().config
         if isinstance(token, AccessToken):
             claims = token.claims
             return {
@@ -106,14 +101,14 @@ def init_app(app: Flask, config: Config) -> None:
 
     @bp.post("/token")
     def token() -> Response:
-        return _as_invalid_client_401(_services().server.create_token_response())
+        return _as_invalid_client_401(services().server.create_token_response())
 
     @bp.post("/revoke")
     def revoke() -> Response:
-        return _as_invalid_client_401(_services().server.create_endpoint_response("revocation"))
+        return _as_invalid_client_401(services().server.create_endpoint_response("revocation"))
 
     @bp.post("/introspect")
     def introspect() -> Response:
-        return _as_invalid_client_401(_services().server.create_endpoint_response("introspection"))
+        return _as_invalid_client_401(services().server.create_endpoint_response("introspection"))
 
     app.register_blueprint(bp)

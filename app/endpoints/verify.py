@@ -12,16 +12,11 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, Response, jsonify, request
 
+from .. import services
 from ..config import Config
 from ..storage import StoreError
 from ..tokens import InvalidAccessToken
 from .metadata import resource_metadata_url
-
-
-def _services():
-    from .. import services
-
-    return services()
 
 
 def bearer_token() -> str | None:
@@ -59,7 +54,7 @@ def challenge(config: Config, resource: str, status: int, error: str, descriptio
 
 def check_request(resource: str | None, required_scope: str = "") -> Response | dict[str, str]:
     """The X-Auth-* headers for the request's bearer token, or the error response."""
-    svc = _services()
+    svc = services()
     config = svc.config
     target = resource or config.default_resource
     token = bearer_token()
@@ -97,7 +92,7 @@ def init_app(app: Flask, config: Config) -> None:
     @bp.get("/healthz")
     def healthz() -> Response:
         try:
-            _services().store.check()
+            services().store.check()
         except StoreError:
             response = jsonify(status="error", error="the store cannot be read")
             response.status_code = 503

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import secrets
 import sys
+import threading
+import time
 
 from flask import Blueprint, Flask, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
+from .. import services
 from ..config import Config
 from ..pending import PendingAuthorization
 from ..repositories import UserRepository
@@ -21,12 +24,56 @@ from .base import Identity, IdentityProvider, browser_id, current_identity, reme
 FIRST_USER = "admin"
 
 
+class LoginThrottle:
+    """Slows password guessing, in memory: after `limit` failures for a user name from
+    one address within `window` seconds (or 4 x `limit` for the name from anywhere),
+    further tries for it are refused until the oldest failure leaves the window."""
+
+    def __init__(self, limit: int = 5, window: int = 900):
+        self.limit = limit
+        self.window = window
+        self._failures: dict[tuple[str, str], list[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, key: tuple[str, str], now: float) -> list[float]:
+        times = [t for t in self._failures.get(key, []) if now - t < self.window]
+        if times:
+            self._failures[key] = times
+        else:
+            self._failures.pop(key, None)
+        return times
+
+    def retry_after(self, address: str, username: str) -> int:
+        """Seconds until this address may try this name again (0 = now)."""
+        now = time.time()
+        name = username.lower()
+        with self._lock:
+            waits = []
+            for key, limit in (((address, name), self.limit), (("*", name), 4 * self.limit)):
+                times = self._recent(key, now)
+                if len(times) >= limit:
+                    waits.append(int(times[-limit] + self.window - now) + 1)
+            return max(waits, default=0)
+
+    def failed(self, address: str, username: str) -> None:
+        now = time.time()
+        name = username.lower()
+        with self._lock:
+            for key in ((address, name), ("*", name)):
+                self._failures.setdefault(key, []).append(now)
+
+    def succeeded(self, address: str, username: str) -> None:
+        with self._lock:
+            self._failures.pop((address, username.lower()), None)
+
+
 class CustomProvider(IdentityProvider):
     name = "custom"
 
     def __init__(self, config: Config, users: UserRepository):
         super().__init__(config)
         self.users = users
+        self.throttle = LoginThrottle()
 
     def init_app(self, app: Flask) -> None:
         bp = Blueprint("custom", __name__, url_prefix=self.config.issuer_path)
@@ -34,9 +81,9 @@ class CustomProvider(IdentityProvider):
         app.register_blueprint(bp)
 
     def on_startup(self) -> None:
-        password = secrets.token_urlsafe(12)
         if self.users.all():
             return
+        password = secrets.token_urlsafe(12)
         if self.users.set_password(FIRST_USER, password, create=True):
             # Printed once, like Jenkins' first password; only the hash is stored.
             print(
@@ -53,8 +100,6 @@ class CustomProvider(IdentityProvider):
         return self.users.get(identity.subject) is not None
 
     def login_view(self) -> ResponseReturnValue:
-        from .. import services
-
         request_id = request.values.get("request_id", "")
         pending = services().pending.get(request_id, browser_id())
         if request.method == "GET":
@@ -65,7 +110,23 @@ class CustomProvider(IdentityProvider):
         check_csrf()
         username = request.form.get("username", "").strip()
         password = request.form.get("password", "")
+        address = request.remote_addr or "?"
+        wait = self.throttle.retry_after(address, username)
+        if wait:
+            minutes = (wait + 59) // 60
+            return (
+                render_template(
+                    "login.html",
+                    request_id=request_id,
+                    pending=pending,
+                    error=f"Too many failed attempts. Try again in {minutes} minute(s).",
+                    username=username,
+                ),
+                429,
+                {"Retry-After": str(wait)},
+            )
         if not username or not self.users.authenticate(username, password):
+            self.throttle.failed(address, username)
             return (
                 render_template(
                     "login.html",
@@ -76,6 +137,7 @@ class CustomProvider(IdentityProvider):
                 ),
                 401,
             )
+        self.throttle.succeeded(address, username)
         remember_login(Identity(subject=username, provider=self.name, name=username))
         if pending:
             return redirect(url_for("authorize.consent", request_id=pending.id))

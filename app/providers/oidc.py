@@ -28,6 +28,7 @@ from flask import Blueprint, Flask, redirect, render_template, session, url_for
 from flask.typing import ResponseReturnValue
 from joserfc.errors import JoseError
 
+from .. import services
 from ..config import Config
 from ..pending import PendingAuthorization
 from .base import Identity, IdentityProvider, browser_id, remember_login
@@ -140,8 +141,6 @@ class OIDCProvider(IdentityProvider):
             return self._page(502, "Sign-in is unavailable", f"{self.title} could not be reached. Try again later.")
 
     def callback_view(self) -> ResponseReturnValue:
-        from .. import services
-
         pending = services().pending.get(session.get(PENDING_KEY), browser_id())
         if pending is None:
             return self._page(
