@@ -316,16 +316,25 @@ def wait_for_port(port: int, proc: subprocess.Popen, seconds: float = 30) -> Non
     raise RuntimeError(f"nothing listens on port {port}")
 
 
-@pytest.fixture(scope="module")
-def upstream(tmp_path_factory):
+def helper_process(script: str, workdir: Path) -> Iterator[int]:
+    """Run tests/<script> PORT until the generator is closed; yields the port."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, str(Path(__file__).parent / "mcp_upstream.py"), str(port)],
-        env=base_env(tmp_path_factory.mktemp("up")),
+        [sys.executable, str(Path(__file__).parent / script), str(port)],
+        env=base_env(workdir),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    wait_for_port(port, proc)
-    yield f"http://127.0.0.1:{port}/mcp"
-    proc.terminate()
-    proc.wait(10)
+    try:
+        wait_for_port(port, proc)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory):
+    """An MCP server built with the official SDK (tests/mcp_upstream.py)."""
+    for port in helper_process("mcp_upstream.py", tmp_path_factory.mktemp("up")):
+        yield f"http://127.0.0.1:{port}/mcp"

@@ -15,6 +15,7 @@ from conftest import (
     get_code,
     pkce_pair,
     redirect_params,
+    refresh,
     register,
     request_id_of,
 )
@@ -105,14 +106,7 @@ def test_resource_binds_audience_and_defaults_to_first(make_server):
     tokens = exchange(server, client, code, verifier).json()
     assert jwt_parts(tokens["access_token"])[1]["aud"] == f"{issuer}/other"
     # kept across refreshes
-    refreshed = requests.post(
-        server.url("/token"),
-        data={
-            "grant_type": "refresh_token",
-            "client_id": client["client_id"],
-            "refresh_token": tokens["refresh_token"],
-        },
-    ).json()
+    refreshed = refresh(server, client, tokens["refresh_token"]).json()
     assert jwt_parts(refreshed["access_token"])[1]["aud"] == f"{issuer}/other"
     code, verifier, _ = get_code(server, client)
     assert jwt_parts(exchange(server, client, code, verifier).json()["access_token"])[1]["aud"] == f"{issuer}/mcp"

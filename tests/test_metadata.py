@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import requests
-from conftest import free_port, register, tokens_for, verify
+from conftest import free_port, refresh, register, tokens_for, verify
 from test_flow import jwt_parts
 
 
@@ -59,14 +59,7 @@ def test_rotate_keys_keeps_old_tokens_valid(server):
     result = server.cli("rotate-keys")
     assert result.returncode == 0, result.stderr
     assert verify(server, tokens["access_token"]).status_code == 200
-    new = requests.post(
-        server.url("/token"),
-        data={
-            "grant_type": "refresh_token",
-            "client_id": client["client_id"],
-            "refresh_token": tokens["refresh_token"],
-        },
-    ).json()
+    new = refresh(server, client, tokens["refresh_token"]).json()
     assert jwt_parts(new["access_token"])[0]["kid"] != jwt_parts(tokens["access_token"])[0]["kid"]
     kids = {k["kid"] for k in requests.get(server.url("/jwks.json"), timeout=5).json()["keys"]}
     assert len(kids) == 2

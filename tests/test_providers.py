@@ -15,11 +15,10 @@ from conftest import (
     auth_params,
     base_env,
     exchange,
-    free_port,
+    helper_process,
     pkce_pair,
     redirect_params,
     register,
-    wait_for_port,
 )
 from test_flow import jwt_parts
 
@@ -30,17 +29,18 @@ SECRET = "idp-secret"
 
 @pytest.fixture(scope="module")
 def idp(tmp_path_factory):
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, str(HERE / "oidc_idp.py"), str(port)],
-        env=base_env(tmp_path_factory.mktemp("idp")),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_for_port(port, proc)
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(10)
+    for port in helper_process("oidc_idp.py", tmp_path_factory.mktemp("idp")):
+        yield f"http://127.0.0.1:{port}"
+
+
+def upstream_callback(server) -> tuple[Browser, str]:
+    """Start a login at our /authorize, let the IdP answer; return the browser and the
+    callback URL the IdP sent it to (not yet visited)."""
+    client = register(server)
+    _, challenge = pkce_pair()
+    browser = Browser(server)
+    start = browser.get(server.url("/authorize?" + urlencode(auth_params(client, challenge))))
+    return browser, browser.get(start.headers["Location"]).headers["Location"]
 
 
 def as_user(idp: str, user: dict, mode: str = "ok", issuer_override: str | None = None) -> None:
@@ -151,11 +151,7 @@ def test_replayed_state_is_refused_before_anything_goes_upstream(google, idp):
 def test_tampered_state_is_refused(google, idp):
     server = google()
     as_user(idp, {"sub": "g-1", "email": "a@example.com", "email_verified": True})
-    client = register(server)
-    _, challenge = pkce_pair()
-    browser = Browser(server)
-    start = browser.get(server.url("/authorize?" + urlencode(auth_params(client, challenge))))
-    callback = browser.get(start.headers["Location"]).headers["Location"]
+    browser, callback = upstream_callback(server)
     before = token_requests(idp)
     tampered = callback.replace("state=", "state=x")
     assert browser.get(tampered).status_code == 400
@@ -232,11 +228,7 @@ def test_expired_pending_authorization_is_a_clear_page(google, idp):
 
     server = google(OAUTH_AUTH_CODE_TTL="1")
     as_user(idp, {"sub": "g-1", "email": "a@example.com", "email_verified": True})
-    client = register(server)
-    _, challenge = pkce_pair()
-    browser = Browser(server)
-    start = browser.get(server.url("/authorize?" + urlencode(auth_params(client, challenge))))
-    callback = browser.get(start.headers["Location"]).headers["Location"]
+    browser, callback = upstream_callback(server)
     time.sleep(1.5)
     before = token_requests(idp)
     late = browser.get(callback)
