@@ -254,11 +254,16 @@ class GrantRepository:
             if rotated_at is not None and now - rotated_at > self.config.refresh_grace:
                 del items[grant.grant_id]
                 return False
-            # Every token live until now becomes "rotated"; each stays usable for the
-            # grace window (concurrent refreshes, lost responses), then is a replay.
-            for h, at in hashes.items():
-                if at is None:
-                    hashes[h] = now
+            if rotated_at is None:
+                # A live token was used: it and any live sibling retire now. Each stays
+                # usable for the grace window (concurrent refreshes, lost responses),
+                # then is a replay.
+                for h, at in hashes.items():
+                    if at is None:
+                        hashes[h] = now
+            # else: a retired token inside its grace window (the second of two concurrent
+            # refreshes): the sibling the first one got stays live, since the client keeps
+            # whichever response it stored last.
             hashes[hash_secret(new_refresh_token)] = None
             rotated = sorted((h for h, at in hashes.items() if at is not None), key=lambda h: hashes[h])
             for h in rotated[:-ROTATED_HASHES_KEPT]:

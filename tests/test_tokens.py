@@ -134,19 +134,34 @@ def test_bad_token_requests_get_json_errors(server):
     assert get.status_code == 405 and get.json()["error"] == "invalid_request"
 
 
-def test_refresh_rotation_and_grace_for_concurrent_refreshes(server):
-    client, tokens = tokens_for(server)
+def concurrent_refreshes(server, client, refresh_token: str, n: int = 2) -> list:
     results = []
     threads = [
-        threading.Thread(target=lambda: results.append(refresh(server, client, tokens["refresh_token"])))
-        for _ in range(2)
+        threading.Thread(target=lambda: results.append(refresh(server, client, refresh_token))) for _ in range(n)
     ]
     [t.start() for t in threads]
     [t.join() for t in threads]
+    return results
+
+
+def test_concurrent_refreshes_both_succeed_inside_the_grace_window(server):
+    client, tokens = tokens_for(server)
+    results = concurrent_refreshes(server, client, tokens["refresh_token"])
     assert [r.status_code for r in results] == [200, 200], [r.text for r in results]
-    # Both new refresh tokens work (the client keeps whichever response it stored).
-    for r in results:
-        assert refresh(server, client, r.json()["refresh_token"]).status_code == 200
+    assert results[0].json()["refresh_token"] != results[1].json()["refresh_token"]
+
+
+def test_either_concurrent_response_keeps_working_after_the_grace_window(make_server):
+    """The client keeps whichever response it stored; that token must stay good."""
+    server = make_server(OAUTH_REFRESH_GRACE="1")
+    for kept in (0, 1):
+        client, tokens = tokens_for(server)
+        results = concurrent_refreshes(server, client, tokens["refresh_token"])
+        assert [r.status_code for r in results] == [200, 200]
+        time.sleep(1.3)
+        later = refresh(server, client, results[kept].json()["refresh_token"])
+        assert later.status_code == 200, (kept, later.text)
+        assert verify(server, later.json()["access_token"]).status_code == 200
 
 
 def test_rotated_token_after_grace_revokes_the_grant(make_server):
