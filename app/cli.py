@@ -151,7 +151,7 @@ def _stats() -> dict[str, Any]:
     return {
         "clients": len(store.scan("clients")),
         "grants_active": len(grants),
-        "grants_expired": store.count_expired("grants"),
+        "grants_expired": len(store.purge("grants", dry_run=True)),
         "users_seen": len({(g.get("provider"), g.get("subject")) for g in grants}),
         "grants_per_provider": dict(Counter(g.get("provider") or "unknown" for g in grants)),
         "local_users": len(store.scan("users")),
@@ -510,12 +510,17 @@ def restore(file: str | None, clear: bool, dry_run: bool, yes: bool) -> None:
         _confirm(f"Replace everything in {store.data_dir} with {path}?", yes)
         with store.lock():
             for name in COLLECTIONS:
-                store.replace_all(name, document[name])
+                store.update(name, lambda items, new=document[name]: _replace(items, new))
     else:
         for name in COLLECTIONS:
             incoming = document[name]
             store.update(name, lambda items, incoming=incoming: _merge(items, incoming))
     click.echo(f"Restored {path} ({'replaced' if clear else 'merged'}): {summary}.")
+
+
+def _replace(items: dict[str, Any], incoming: dict[str, Any]) -> None:
+    items.clear()
+    items.update(incoming)
 
 
 def _merge(items: dict[str, Any], incoming: dict[str, Any]) -> None:

@@ -52,24 +52,20 @@ def bench_store(sizes: tuple[int, ...] = (1000, 10000)) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             store = PersistentStore(tmp)
             now = time.time()
-            store.update(
-                "grants",
-                lambda items: items.update(
-                    {
-                        f"g{i}": {
-                            "grant_id": f"g{i}",
-                            "client_id": "c",
-                            "subject": "s",
-                            "scope": "mcp",
-                            "resource": ["https://example.com/mcp"],
-                            "issued_at": now,
-                            "expires_at": now + 3600,
-                            "refresh_token_hashes": {f"{i:064x}": None},
-                        }
-                        for i in range(size)
-                    }
-                ),
-            )
+            grants = {
+                f"g{i}": {
+                    "grant_id": f"g{i}",
+                    "client_id": "c",
+                    "subject": "s",
+                    "scope": "mcp",
+                    "resource": ["https://example.com/mcp"],
+                    "issued_at": now,
+                    "expires_at": now + 3600,
+                    "refresh_token_hashes": {f"{i:064x}": None},
+                }
+                for i in range(size)
+            }
+            store.update("grants", lambda items, grants=grants: items.update(grants))
             timings = []
             for i in range(20):
                 started = time.perf_counter()

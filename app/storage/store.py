@@ -61,7 +61,9 @@ class _Cached:
 
 class PersistentStore:
     """The file store. Interface per collection: `get`, `put`, `delete`, `scan`, and
-    `update` for a read-modify-write that must be atomic (token rotation)."""
+    `update` for a read-modify-write that must be atomic (token rotation); for the
+    operator, `purge` (expired records off the disk) and `snapshot` (all collections
+    at one instant, for backups)."""
 
     def __init__(self, data_dir: str | os.PathLike, expiry: Mapping[str, ExpiryRule] | None = None):
         self.data_dir = Path(data_dir)
@@ -201,14 +203,6 @@ class PersistentStore:
                 self._write(collection, {k: v for k, v in items.items() if k not in doomed})
             return [items[k] for k in sorted(doomed)]
 
-    def count_expired(self, collection: str) -> int:
-        path = self.path(collection)
-        if not path.exists():
-            return 0
-        now = time.time()
-        items = self._read(collection, path, drop_expired=False)
-        return sum(1 for v in items.values() if self._is_expired(collection, v, now))
-
     def snapshot(self) -> dict[str, dict[str, Record]]:
         """Every collection as of one instant: read under all the locks."""
         with self.lock():
@@ -221,11 +215,6 @@ class PersistentStore:
 
     def delete(self, collection: str, key: str) -> Record | None:
         return self.update(collection, lambda items: items.pop(key, None))
-
-    def replace_all(self, collection: str, items: dict[str, Record]) -> None:
-        """Write the collection as given (used by restore --clear). Holds the lock."""
-        with self.lock(collection):
-            self._write(collection, dict(items))
 
     def _write(self, collection: str, items: dict[str, Record]) -> None:
         now = time.time()
