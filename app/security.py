@@ -33,6 +33,12 @@ def secret_matches(value: str | None, expected_hash: str | None) -> bool:
     return hmac.compare_digest(hash_secret(value), expected_hash)
 
 
+def bearer_token() -> str | None:
+    """The token of an `Authorization: Bearer …` header of the current request."""
+    scheme, _, value = (request.headers.get("Authorization") or "").partition(" ")
+    return (value.strip() or None) if scheme.lower() == "bearer" else None
+
+
 def csrf_token() -> str:
     """The CSRF token of this browser session (synchronizer token pattern)."""
     token = session.get(CSRF_FIELD)

@@ -17,12 +17,13 @@ from authlib.oauth2.rfc7591 import ClientMetadataClaims, ClientRegistrationEndpo
 from authlib.oauth2.rfc7591.errors import InvalidRedirectURIError
 from authlib.oauth2.rfc7592 import ClientConfigurationEndpoint
 from flask import Blueprint, Flask
+from flask import request as flask_request
 from joserfc.errors import InvalidClaimError
 
 from .. import services
 from ..config import Config, is_loopback_host
 from ..models import Client
-from ..security import secret_matches
+from ..security import bearer_token, secret_matches
 from .metadata import AUTH_METHODS
 
 DEFAULT_GRANT_TYPES = ["authorization_code", "refresh_token"]
@@ -169,19 +170,14 @@ class _RegistrationToken:
 class ConfigurationEndpoint(_RegistrationMixin, ClientConfigurationEndpoint):
     @staticmethod
     def _client_id(request: Any) -> str:
-        return urlsplit(request.uri).path.rstrip("/").rsplit("/", 1)[-1]
-
-    @staticmethod
-    def _bearer(request: Any) -> str:
-        scheme, _, value = (request.headers.get("Authorization") or "").partition(" ")
-        return value.strip() if scheme.lower() == "bearer" else ""
+        return (flask_request.view_args or {}).get("client_id", "")
 
     def authenticate_token(self, request: Any) -> _RegistrationToken:
         # The token is checked against the client named in the URL only, so a token
         # of another client can never match.
         client_id = self._client_id(request)
         client = services().clients.get(client_id)
-        presented = self._bearer(request)
+        presented = bearer_token()
         if client is None or not secret_matches(presented, client.record.get("registration_access_token_hash")):
             raise InvalidTokenError("The registration access token is missing or invalid for this client.")
         return _RegistrationToken(client.client_id)
@@ -198,7 +194,7 @@ class ConfigurationEndpoint(_RegistrationMixin, ClientConfigurationEndpoint):
     def generate_client_registration_info(self, client: Client, request: Any) -> dict[str, str]:
         return {
             "registration_client_uri": services().config.url(f"/register/{client.client_id}"),
-            "registration_access_token": self._bearer(request),
+            "registration_access_token": bearer_token() or "",
         }
 
     def introspect_client(self, client: Client) -> dict[str, Any]:

@@ -14,14 +14,10 @@ from flask import Blueprint, Flask, Response, jsonify, request
 
 from .. import services
 from ..config import Config
+from ..security import bearer_token
 from ..storage import StoreError
 from ..tokens import InvalidAccessToken
 from .metadata import resource_metadata_url
-
-
-def bearer_token() -> str | None:
-    scheme, _, value = (request.headers.get("Authorization") or "").partition(" ")
-    return value.strip() or None if scheme.lower() == "bearer" else None
 
 
 def forwarded_resource(config: Config) -> str | None:
