@@ -6,7 +6,6 @@ Authlib server and the identity provider together, then registers the endpoints.
 
 from __future__ import annotations
 
-import logging
 import sys
 from dataclasses import dataclass
 from datetime import timedelta
@@ -21,8 +20,6 @@ from .providers import IdentityProvider, load_provider
 from .repositories import ClientRepository, GrantRepository, UserRepository, open_store
 from .storage import PersistentStore
 from .tokens import AccessTokenVerifier
-
-log = logging.getLogger(__name__)
 
 
 @dataclass

@@ -9,6 +9,7 @@ window and replay detection (RFC 9700 §4.14.2).
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 import time
@@ -39,6 +40,8 @@ from .keys import ALGORITHM, KeyManager
 from .models import IGNORED_SCOPES, AuthorizationCode, Client, Grant, User
 from .repositories import ClientRepository, GrantRepository
 from .security import new_secret
+
+log = logging.getLogger(__name__)
 
 CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
 
@@ -265,7 +268,8 @@ class AuthorizationCodeGrant(_TokenIssuing, grants.AuthorizationCodeGrant):
     def _refuse_replay(self, code: AuthorizationCode | None) -> None:
         """RFC 6749 §4.1.2: a code used twice revokes what it issued."""
         if code is not None and code.redeemed_at is not None:
-            self.server.grants.revoke(code.grant_id)
+            if self.server.grants.revoke(code.grant_id):
+                log.warning("an authorization code was replayed: grant %s… revoked", (code.grant_id or "")[:8])
             code.response = None
 
     def create_token_response(self) -> tuple[int, dict, list]:
@@ -307,7 +311,7 @@ class RefreshTokenGrant(_TokenIssuing, grants.RefreshTokenGrant):
     INCLUDE_NEW_REFRESH_TOKEN = True
 
     def authenticate_refresh_token(self, refresh_token: str) -> Grant | None:
-        return self.server.grants.find_by_refresh_token(refresh_token).grant
+        return self.server.grants.find_by_refresh_token(refresh_token)
 
     def authenticate_user(self, refresh_token: Grant) -> User:
         return User(refresh_token.subject, refresh_token.record.get("provider", ""))

@@ -7,10 +7,10 @@ for models and never touches the store's files.
 from __future__ import annotations
 
 import functools
+import logging
 import secrets
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -20,6 +20,8 @@ from .keys import key_expired
 from .models import Client, Grant
 from .security import hash_secret, new_secret
 from .storage import PersistentStore
+
+log = logging.getLogger(__name__)
 
 #: Rotated refresh-token hashes kept per grant, to recognise a replay (RFC 9700 §4.14.2).
 ROTATED_HASHES_KEPT = 20
@@ -153,14 +155,6 @@ class ClientRepository:
         return record, removed
 
 
-@dataclass
-class RefreshResult:
-    """What presenting a refresh token led to."""
-
-    grant: Grant | None
-    replayed: bool = False
-
-
 class GrantRepository:
     def __init__(self, store: PersistentStore, config: Config):
         self.store = store
@@ -212,18 +206,18 @@ class GrantRepository:
             self._index_source = items
         return self._index.get(token_hash)
 
-    def find_by_refresh_token(self, refresh_token: str) -> RefreshResult:
+    def find_by_refresh_token(self, refresh_token: str) -> Grant | None:
         """The grant a presented refresh token belongs to, if it may still be used.
 
         A token rotated more than OAUTH_REFRESH_GRACE seconds ago is a replay: the
         whole grant is revoked (RFC 9700 §4.14.2), and the caller refuses."""
         grant = self.peek_refresh_token(refresh_token)
         if grant is not None:
-            return RefreshResult(grant)
+            return grant
         grant_id = self._lookup(hash_secret(refresh_token))
         if grant_id and self.revoke(grant_id):
-            return RefreshResult(None, replayed=True)
-        return RefreshResult(None)
+            log.warning("a rotated refresh token was presented again: grant %s… revoked", grant_id[:8])
+        return None
 
     def peek_refresh_token(self, refresh_token: str) -> Grant | None:
         """The grant of a refresh token that may still be used, without side effects."""
