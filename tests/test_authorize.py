@@ -256,3 +256,14 @@ def test_cors_on_api_endpoints_but_not_on_pages(server):
     assert metadata.headers["Access-Control-Allow-Origin"] == "*"
     login = requests.get(server.url("/login"))
     assert "Access-Control-Allow-Origin" not in login.headers
+
+
+def test_password_change_or_deletion_ends_login_sessions(server):
+    client = register(server)
+    browser = Browser(server)
+    get_code(server, client, browser=browser)
+    _, challenge = pkce_pair()
+    url = server.url("/authorize?" + urlencode(auth_params(client, challenge)))
+    assert "/consent" in browser.get(url).headers["Location"]  # still logged in
+    assert server.cli("set-password", "alice", "--password-stdin", input="a brand new one\n").returncode == 0
+    assert "/login" in browser.get(url).headers["Location"]

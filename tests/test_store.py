@@ -176,3 +176,20 @@ def test_cli_deletion_takes_effect_in_running_server(server):
     result = server.cli("delete-client", client["client_id"])
     assert result.returncode == 0, result.stderr
     assert verify(server, tokens["access_token"]).status_code == 401
+
+
+def test_a_store_that_cannot_be_written_stops_startup_with_one_line(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    (data / ".signing_keys.json.lock").mkdir()  # the lock file cannot be opened
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "wsgi.py")],
+        cwd=tmp_path,
+        env=base_env(data, PORT="1"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "signing_keys.json" in lines[0], result.stderr

@@ -32,6 +32,8 @@ class Identity:
     provider: str
     name: str
     email: str | None = None
+    #: when the person logged in here (set from the session)
+    login_at: float = 0.0
 
 
 class IdentityProvider(ABC):
@@ -76,7 +78,11 @@ def current_identity(provider: IdentityProvider) -> Identity | None:
     if not isinstance(data, dict) or data.get("provider") != provider.name:
         return None
     identity = Identity(
-        subject=data["subject"], provider=data["provider"], name=data.get("name", ""), email=data.get("email")
+        subject=data["subject"],
+        provider=data["provider"],
+        name=data.get("name", ""),
+        email=data.get("email"),
+        login_at=float(data.get("login_at", 0)),
     )
     if not provider.identity_still_valid(identity):
         session.pop(IDENTITY_KEY, None)

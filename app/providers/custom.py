@@ -97,7 +97,9 @@ class CustomProvider(IdentityProvider):
         return redirect(url_for("custom.login", request_id=pending.id))
 
     def identity_still_valid(self, identity: Identity) -> bool:
-        return self.users.get(identity.subject) is not None
+        """The user still exists and the password did not change since this login."""
+        user = self.users.get(identity.subject)
+        return user is not None and user.get("password_changed_at", 0) <= identity.login_at
 
     def login_view(self) -> ResponseReturnValue:
         request_id = request.values.get("request_id", "")

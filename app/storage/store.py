@@ -179,13 +179,16 @@ class PersistentStore:
 
         `change` mutates the dict it is given and may return a value, which `update`
         returns. If it raises, nothing is written."""
-        with self.lock(collection):
-            path = self.path(collection)
-            current = self._read(collection, path) if path.exists() else {}
-            items = {k: dict(v) for k, v in current.items()}
-            result = change(items)
-            self._write(collection, items)
-            return result
+        try:
+            with self.lock(collection):
+                path = self.path(collection)
+                current = self._read(collection, path) if path.exists() else {}
+                items = {k: dict(v) for k, v in current.items()}
+                result = change(items)
+                self._write(collection, items)
+                return result
+        except OSError as exc:
+            raise StoreError(f"cannot write {self.path(collection)}: {exc.strerror or exc}") from None
 
     def purge(
         self, collection: str, extra: Callable[[Record], bool] | None = None, dry_run: bool = False
