@@ -39,6 +39,13 @@ def browser(tmp_path):
     driver.quit()
 
 
+def wait_for(browser, condition, seconds: float = 15) -> None:
+    """Wait until the address bar satisfies `condition` (a click navigates later)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(browser, seconds).until(lambda driver: condition(urlsplit(driver.current_url)))
+
+
 def test_login_and_consent_in_a_real_browser(server, browser):
     from selenium.webdriver.common.by import By
 
@@ -50,9 +57,10 @@ def test_login_and_consent_in_a_real_browser(server, browser):
     browser.find_element(By.NAME, "username").send_keys("alice")
     browser.find_element(By.NAME, "password").send_keys(PASSWORD)
     browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    assert urlsplit(browser.current_url).path == "/consent"
+    wait_for(browser, lambda url: url.path == "/consent")
     assert "Claude Code" in browser.page_source and "localhost:51515" in browser.page_source
     browser.find_element(By.CSS_SELECTOR, "button[value=approve]").click()
+    wait_for(browser, lambda url: url.netloc != urlsplit(server.issuer).netloc)
 
     # Nothing listens on the loopback callback: the browser shows an error page, but
     # its address bar holds what the client would have received.
