@@ -208,7 +208,7 @@ def _print_stats(stats: dict[str, Any]) -> None:
 # -- listing -------------------------------------------------------------------------
 
 
-@command("stats")
+@command("stats", short_help="Count clients, grants and users.")
 @json_option
 def stats_command(as_json: bool) -> None:
     """Counts: clients, active and expired grants, users seen, per provider."""
@@ -216,7 +216,7 @@ def stats_command(as_json: bool) -> None:
     _emit(data, as_json, lambda: _print_stats(data))
 
 
-@command("list-clients")
+@command("list-clients", short_help="List the registered clients.")
 @json_option
 def list_clients(as_json: bool) -> None:
     """Registered clients: id, name, redirect URIs, auth method, created, last used."""
@@ -224,7 +224,7 @@ def list_clients(as_json: bool) -> None:
     _emit(rows, as_json, lambda: _print_clients(rows))
 
 
-@command("list-tokens")
+@command("list-tokens", short_help="List the grants (refresh tokens).")
 @json_option
 def list_tokens(as_json: bool) -> None:
     """Grants (refresh tokens): id prefix, client, subject, scope, expiry."""
@@ -251,7 +251,7 @@ def show_all(as_json: bool) -> None:
 # -- deleting -------------------------------------------------------------------------
 
 
-@command("delete-client")
+@command("delete-client", short_help="Delete a client and all its grants.")
 @click.argument("client_id")
 @dry_run_option
 def delete_client(client_id: str, dry_run: bool) -> None:
@@ -313,7 +313,7 @@ def delete_all_clients(dry_run: bool, yes: bool) -> None:
     _delete_all("clients", "client(s)", dry_run, yes)
 
 
-@command("delete-all-tokens")
+@command("delete-all-tokens", short_help="Delete every grant; clients stay.")
 @dry_run_option
 @yes_option
 def delete_all_tokens(dry_run: bool, yes: bool) -> None:
@@ -321,7 +321,7 @@ def delete_all_tokens(dry_run: bool, yes: bool) -> None:
     _delete_all("grants", "grant(s)", dry_run, yes)
 
 
-@command("purge-expired")
+@command("purge-expired", short_help="Remove expired grants and idle clients.")
 @dry_run_option
 @json_option
 @click.option("-v", "--verbose", is_flag=True, help="Print a summary even when all went well.")
@@ -345,7 +345,7 @@ def purge_expired(dry_run: bool, as_json: bool, verbose: bool) -> None:
         click.echo(f"{verb} {len(clients)} expired client(s) and {len(grants)} expired or orphaned grant(s).")
 
 
-@command("test-cleanup")
+@command("test-cleanup", short_help="Delete the clients named 'TEST …'.")
 @dry_run_option
 def test_cleanup(dry_run: bool) -> None:
     """Delete clients whose name starts with 'TEST ' and their grants."""
@@ -375,7 +375,7 @@ def _backup_files(directory: Path) -> list[Path]:
     return sorted(files, key=lambda p: p.name, reverse=True)
 
 
-@command("backup")
+@command("backup", short_help="Write a consistent snapshot of the store.")
 @click.option("--output", "-o", type=click.Path(file_okay=False), help="Folder for the backup (default backups/).")
 def backup(output: str | None) -> None:
     """Write a consistent snapshot of clients, grants, users and keys (mode 0600)."""
@@ -467,7 +467,7 @@ def _redact(value: Any, key: str = "") -> Any:
     return value
 
 
-@command("backup-show")
+@command("backup-show", short_help="Show a backup, secrets redacted.")
 @click.argument("file", required=False)
 @json_option
 def backup_show(file: str | None, as_json: bool) -> None:
@@ -484,7 +484,7 @@ def backup_show(file: str | None, as_json: bool) -> None:
     _print_clients([_client_row(r) for r in document["clients"].values()])
 
 
-@command("restore")
+@command("restore", short_help="Merge a backup in (--clear replaces).")
 @click.argument("file", required=False)
 @click.option("--clear", is_flag=True, help="Replace the store's contents instead of merging.")
 @dry_run_option
@@ -587,7 +587,7 @@ def list_users(as_json: bool) -> None:
     )
 
 
-@command("delete-user")
+@command("delete-user", short_help="Delete a local user and their grants.")
 @click.argument("name")
 @dry_run_option
 def delete_user(name: str, dry_run: bool) -> None:
@@ -621,7 +621,7 @@ def set_password(name: str, password_stdin: bool) -> None:
     click.echo(f"Password of {name} changed.")
 
 
-@command("rotate-keys")
+@command("rotate-keys", short_help="Make a new signing key.")
 @json_option
 def rotate_keys(as_json: bool) -> None:
     """Make a new signing key; the previous one verifies until its tokens expire."""

@@ -46,6 +46,7 @@ def test_help_lists_every_command(server):
         "rotate-keys",
     ):
         assert name in out, name
+    assert "..." not in out  # one whole line of help each
 
 
 def test_listings_human_and_json(server):
