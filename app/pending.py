@@ -26,6 +26,10 @@ class PendingAuthorization:
 
 
 class PendingAuthorizations:
+    #: Anyone can start an authorization; past this many, the oldest are dropped so
+    #: that a flood of /authorize requests cannot exhaust memory.
+    MAX_ITEMS = 10_000
+
     def __init__(self, ttl: int):
         self.ttl = ttl
         self._items: dict[str, PendingAuthorization] = {}
@@ -35,6 +39,8 @@ class PendingAuthorizations:
         pending = PendingAuthorization(secrets.token_urlsafe(24), params, browser_id)
         with self._lock:
             self._drop_expired()
+            while len(self._items) >= self.MAX_ITEMS:
+                del self._items[next(iter(self._items))]  # dicts keep insertion order
             self._items[pending.id] = pending
         return pending
 

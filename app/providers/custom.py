@@ -55,10 +55,15 @@ class LoginThrottle:
                     waits.append(int(times[-limit] + self.window - now) + 1)
             return max(waits, default=0)
 
+    MAX_KEYS = 50_000
+
     def failed(self, address: str, username: str) -> None:
         now = time.time()
         name = username.lower()
         with self._lock:
+            if len(self._failures) > self.MAX_KEYS:  # a spray of names: forget the stale
+                for key in list(self._failures):
+                    self._recent(key, now)
             for key in ((address, name), ("*", name)):
                 self._failures.setdefault(key, []).append(now)
 

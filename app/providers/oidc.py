@@ -39,7 +39,10 @@ PENDING_KEY = "upstream_pending"
 
 
 class MemoryCache:
-    """The small cache interface Authlib's client wants for server-side state data."""
+    """The small cache interface Authlib's client wants for server-side state data,
+    bounded (oldest dropped first) since anyone can start a login."""
+
+    MAX_ITEMS = 10_000
 
     def __init__(self) -> None:
         self._items: dict[str, tuple[float, Any]] = {}
@@ -58,6 +61,8 @@ class MemoryCache:
             now = time.time()
             for stale in [k for k, (exp, _) in self._items.items() if exp < now]:
                 del self._items[stale]
+            while len(self._items) >= self.MAX_ITEMS:
+                del self._items[next(iter(self._items))]
             self._items[key] = (now + (expires or 600), value)
 
     def delete(self, key: str) -> None:
