@@ -105,7 +105,9 @@ class Upstream:
         if conn.sock is not None:
             conn.sock.settimeout(None)
         response_headers = [(k, v) for k, v in upstream.getheaders() if k.lower() not in DROPPED_RESPONSE_HEADERS]
-        is_event_stream = (upstream.getheader("Content-Type") or "").startswith("text/event-stream")
+        is_event_stream = (upstream.getheader("Content-Type") or "").startswith(
+            "text/event-stream"
+        ) and upstream.getheader("Content-Length") is None
         return Response(
             _stream(conn, upstream, open_event_stream=is_event_stream),
             status=upstream.status,
