@@ -16,12 +16,20 @@ $(VENV)/.requirements-dev: requirements.txt requirements-dev.txt $(VENV)/.requir
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
+VENV_MCP2 := .venv-mcp2
+
+$(VENV_MCP2)/.requirements: requirements-mcp2.txt
+	$(PYTHON) -m venv $(VENV_MCP2)
+	$(VENV_MCP2)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV_MCP2)/bin/python -m pip install --quiet -r requirements-mcp2.txt
+	touch $@
+
 ## Serve on http://127.0.0.1:8000 (waitress, foreground)
 run: $(VENV)/.requirements
 	$(BIN)/python wsgi.py
 
 ## Install the dev requirements and run the whole suite
-test: $(VENV)/.requirements-dev
+test: $(VENV)/.requirements-dev $(VENV_MCP2)/.requirements
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
@@ -29,4 +37,4 @@ lint: $(VENV)/.requirements-dev
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(VENV_MCP2) .pytest_cache .ruff_cache
