@@ -246,8 +246,8 @@ def test_verify_refusals(server):
     missing = verify(server, None)
     assert missing.status_code == 401
     challenge = missing.headers["WWW-Authenticate"]
-    assert challenge.startswith("Bearer ") and 'error="invalid_token"' in challenge
-    assert f'resource_metadata="{server.issuer}/.well-known/oauth-protected-resource/mcp"' in challenge
+    metadata_url = f"{server.issuer}/.well-known/oauth-protected-resource/mcp"
+    assert challenge.startswith(f'Bearer error="invalid_token", resource_metadata="{metadata_url}"')
     assert verify(server, "abc.def.ghi").status_code == 401
     header, payload, signature = tokens["access_token"].split(".")
     tampered = f"{header}.{payload[:-2]}AA.{signature}"

@@ -37,10 +37,11 @@ def forwarded_resource(config: Config) -> str | None:
 
 def challenge(config: Config, resource: str, status: int, error: str, description: str, scope: str = "") -> Response:
     """An RFC 6750 error with the RFC 9728 pointer to our resource metadata."""
-    params = [f'error="{error}"', f'error_description="{description}"']
+    # The contract's order: error, then resource_metadata (what clients look for).
+    params = [f'error="{error}"', f'resource_metadata="{resource_metadata_url(config, resource)}"']
     if scope:
         params.append(f'scope="{scope}"')
-    params.append(f'resource_metadata="{resource_metadata_url(config, resource)}"')
+    params.append(f'error_description="{description}"')
     response = jsonify(error=error, error_description=description)
     response.status_code = status
     response.headers["WWW-Authenticate"] = "Bearer " + ", ".join(params)
