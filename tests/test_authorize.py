@@ -226,9 +226,9 @@ def test_password_guessing_is_throttled(server):
         browser.post(
             server.url("/login"), data={"csrf_token": token, "username": "alice", "password": f"guess{i}"}
         ).status_code
-        for i in range(6)
+        for i in range(11)
     ]
-    assert statuses == [401] * 5 + [429]
+    assert statuses == [401] * 10 + [429]
     # Even the right password waits now.
     right = browser.post(
         server.url("/login"),

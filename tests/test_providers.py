@@ -15,6 +15,7 @@ from conftest import (
     auth_params,
     base_env,
     exchange,
+    free_port,
     helper_process,
     pkce_pair,
     redirect_params,
@@ -234,3 +235,28 @@ def test_expired_pending_authorization_is_a_clear_page(google, idp):
     late = browser.get(callback)
     assert late.status_code == 400 and "expired" in late.text
     assert token_requests(idp) == before
+
+
+def test_unreachable_identity_provider_is_a_clear_page(make_server):
+    server = make_server(
+        users={},
+        OAUTH_PROVIDER="google",
+        GOOGLE_CLIENT_ID=CLIENT_ID,
+        GOOGLE_CLIENT_SECRET=SECRET,
+        GOOGLE_DISCOVERY_URL=f"http://127.0.0.1:{free_port()}/.well-known/openid-configuration",
+    )
+    final, _, _ = login(server, "http://unused")
+    assert final.status_code == 502 and "could not be reached" in final.text
+
+
+def test_upstream_refusing_our_client_secret_is_a_clear_page(make_server, idp):
+    server = make_server(
+        users={},
+        OAUTH_PROVIDER="google",
+        GOOGLE_CLIENT_ID=CLIENT_ID,
+        GOOGLE_CLIENT_SECRET="not-the-secret",
+        GOOGLE_DISCOVERY_URL=f"{idp}/.well-known/openid-configuration",
+    )
+    as_user(idp, {"sub": "g-1", "email": "a@example.com", "email_verified": True})
+    final, _, _ = login(server, idp)
+    assert final.status_code == 400 and "invalid_client" in final.text

@@ -29,7 +29,7 @@ class LoginThrottle:
     one address within `window` seconds (or 4 x `limit` for the name from anywhere),
     further tries for it are refused until the oldest failure leaves the window."""
 
-    def __init__(self, limit: int = 5, window: int = 900):
+    def __init__(self, limit: int = 10, window: int = 900):
         self.limit = limit
         self.window = window
         self._failures: dict[tuple[str, str], list[float]] = {}
