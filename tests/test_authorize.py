@@ -267,3 +267,17 @@ def test_password_change_or_deletion_ends_login_sessions(server):
     assert "/consent" in browser.get(url).headers["Location"]  # still logged in
     assert server.cli("set-password", "alice", "--password-stdin", input="a brand new one\n").returncode == 0
     assert "/login" in browser.get(url).headers["Location"]
+
+
+def test_request_values_with_forbidden_characters_are_shown_not_crashed(server):
+    client = register(server)
+    _, challenge = pkce_pair()
+    for extra in (
+        {"redirect_uri": 'https://evil.example/"x'},
+        {"redirect_uri": "https://evil.example/\u00e9"},
+        {"response_type": 'to"ken'},
+    ):
+        response = start(server, auth_params(client, challenge, **extra))
+        assert response.status_code == 400, extra
+        assert "Location" not in response.headers
+        assert "invalid_request" in response.text

@@ -51,7 +51,16 @@ def _error_response(error: OAuth2Error) -> ResponseReturnValue:
 
 def _validate(params: dict[str, list[str]], user: User | None = None) -> Any:
     """Authlib's validation of a (stored or live) authorization request."""
-    return services().server.get_consent_grant(request=params, end_user=user)
+    try:
+        return services().server.get_consent_grant(request=params, end_user=user)
+    except ValueError:
+        # Authlib quotes some request values (redirect_uri, response_type) in its
+        # error descriptions and raises ValueError when they hold characters RFC 6749
+        # forbids there. Such a request is malformed; nothing about it was validated,
+        # so it is shown to the person, never redirected.
+        raise OAuth2Error(
+            "The authorization request holds characters that are not allowed.", error="invalid_request"
+        ) from None
 
 
 def _user(identity: Any) -> User:
