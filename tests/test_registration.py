@@ -43,6 +43,9 @@ def test_confidential_client_gets_a_secret_that_is_stored_only_as_hash(server):
         (["https://user:pw@app.example.com/cb"], "userinfo"),
         ([], "empty"),
         ("https://app.example.com/cb", "not a list"),
+        (['https://app.example.com/c"b'], "quote"),
+        (["https://app.example.com/c b"], "space"),
+        (["https://app.example.com/caf\u00e9"], "non-ASCII"),
     ],
 )
 def test_bad_redirect_uris_are_refused(server, uris, reason):

@@ -29,6 +29,8 @@ from .metadata import AUTH_METHODS
 DEFAULT_GRANT_TYPES = ["authorization_code", "refresh_token"]
 MAX_REDIRECT_URIS = 20
 MAX_TEXT = 300
+#: Characters RFC 3986 never allows in a URI (they would have to be percent-encoded).
+URI_FORBIDDEN = set(' "<>\\^`{|}') | {chr(c) for c in range(0x20)} | {"\x7f"}
 
 
 class InvalidTokenError(OAuth2Error):
@@ -52,6 +54,8 @@ def check_redirect_uri(uri: Any, allowed_hosts: tuple[str, ...]) -> str | None:
         parts.port  # noqa: B018 - raises on a malformed port
     except ValueError:
         return f"{uri!r} is not a valid URI"
+    if any(c in URI_FORBIDDEN for c in uri) or not uri.isascii():
+        return "a redirect URI must not contain spaces, quotes, angle brackets or non-ASCII characters"
     host = (parts.hostname or "").lower()
     if parts.scheme not in ("https", "http") or not host:
         return f"{uri!r} must be an absolute https URI (or http on a loopback host)"
