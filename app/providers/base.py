@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, ClassVar
 from flask import Flask, session
 from flask.typing import ResponseReturnValue
 
+from ..security import CSRF_FIELD
+
 if TYPE_CHECKING:
     from ..config import Config
     from ..pending import PendingAuthorization
@@ -70,7 +72,7 @@ def remember_login(identity: Identity) -> None:
     session.permanent = True
     session[IDENTITY_KEY] = {**asdict(identity), "login_at": time.time()}
     # A fresh CSRF token after login (the pre-login one may have been seen by others).
-    session.pop("csrf_token", None)
+    session.pop(CSRF_FIELD, None)
 
 
 def current_identity(provider: IdentityProvider) -> Identity | None:
@@ -88,7 +90,3 @@ def current_identity(provider: IdentityProvider) -> Identity | None:
         session.pop(IDENTITY_KEY, None)
         return None
     return identity
-
-
-def forget_login() -> None:
-    session.pop(IDENTITY_KEY, None)
