@@ -125,6 +125,24 @@ def run_cli(
     )
 
 
+def failed_start(workdir: Path, data_dir: Path, **env: str) -> str:
+    """Start `python wsgi.py` expecting it to refuse: assert exit status 2 with exactly
+    one line on stderr and no traceback, and return that line."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "wsgi.py")],
+        cwd=workdir,
+        env=base_env(data_dir, **{"PORT": "1", **env}),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
 @pytest.fixture
 def make_server(tmp_path: Path) -> Iterator:
     servers: list[Server] = []

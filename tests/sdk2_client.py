@@ -47,32 +47,23 @@ def field(page: str, name: str) -> str:
     return html.unescape(re.search(rf'name="{name}" value="([^"]*)"', page).group(1))
 
 
+async def submit(browser: httpx2.AsyncClient, url: str, **fields: str) -> str:
+    """Fill and post the form of the page at `url` (with its CSRF token and request
+    id); return where the answer redirects."""
+    page = (await browser.get(url)).text
+    form = {"csrf_token": field(page, "csrf_token"), "request_id": field(page, "request_id"), **fields}
+    response = await browser.post(urljoin(url, urlsplit(url).path), data=form)
+    return urljoin(url, response.headers["location"])
+
+
 async def walk(authorization_url: str) -> dict[str, str]:
     """The person: our login form, then Allow on the consent page."""
     async with httpx2.AsyncClient(follow_redirects=False, timeout=15) as browser:
         response = await browser.get(authorization_url)
-        location = urljoin(authorization_url, response.headers["location"])
-        login = (await browser.get(location)).text
-        response = await browser.post(
-            urljoin(location, "login"),
-            data={
-                "csrf_token": field(login, "csrf_token"),
-                "request_id": field(login, "request_id"),
-                "username": USER,
-                "password": PASSWORD,
-            },
-        )
-        location = urljoin(location, response.headers["location"])
-        consent = (await browser.get(location)).text
-        response = await browser.post(
-            urljoin(location, "consent"),
-            data={
-                "csrf_token": field(consent, "csrf_token"),
-                "request_id": field(consent, "request_id"),
-                "decision": "approve",
-            },
-        )
-        return {k: v[0] for k, v in parse_qs(urlsplit(response.headers["location"]).query).items()}
+        login_url = urljoin(authorization_url, response.headers["location"])
+        consent_url = await submit(browser, login_url, username=USER, password=PASSWORD)
+        back = await submit(browser, consent_url, decision="approve")
+        return {k: v[0] for k, v in parse_qs(urlsplit(back).query).items()}
 
 
 async def main() -> None:

@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
@@ -13,8 +10,8 @@ import requests
 from conftest import (
     Browser,
     auth_params,
-    base_env,
     exchange,
+    failed_start,
     free_port,
     helper_process,
     pkce_pair,
@@ -23,7 +20,6 @@ from conftest import (
 )
 from test_flow import jwt_parts
 
-HERE = Path(__file__).parent
 CLIENT_ID = "our-client-id"
 SECRET = "idp-secret"
 
@@ -212,16 +208,7 @@ def test_azure_allowed_domains_use_email_or_upn(azure, idp):
 
 
 def test_provider_config_is_validated(tmp_path):
-    env = base_env(tmp_path / "d", OAUTH_PROVIDER="google")
-    result = subprocess.run(
-        [sys.executable, str(HERE.parent / "wsgi.py")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 2 and "GOOGLE_CLIENT_ID" in result.stderr
+    assert "GOOGLE_CLIENT_ID" in failed_start(tmp_path, tmp_path / "d", OAUTH_PROVIDER="google")
 
 
 def test_expired_pending_authorization_is_a_clear_page(google, idp):
