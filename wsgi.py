@@ -11,7 +11,11 @@ import sys
 
 from app import create_app
 from app.config import Config, ConfigError
+from app.endpoints.gateway import MAX_BODY as MAX_REQUEST_BODY
 from app.storage import StoreError
+
+#: seconds an idle connection is kept open
+IDLE_TIMEOUT = 60
 
 
 def main() -> int:
@@ -32,9 +36,15 @@ def main() -> int:
         port=config.port,
         threads=config.threads,
         ident="mcp-oauth",
-        # /verify reads X-Forwarded-Host/-Uri (ForwardAuth); they only pick the resource to check.
+        # Forwarded headers are judged by the app against OAUTH_TRUSTED_PROXIES
+        # (app/forwarded.py); waitress's own proxy handling stays off.
         clear_untrusted_proxy_headers=False,
-        channel_timeout=300,
+        # Sized for the internet: a request is read by waitress's event loop before a
+        # worker thread sees it, so half-sent requests only hold a connection slot,
+        # and an idle connection gives its slot back after a minute.
+        connection_limit=config.connection_limit,
+        channel_timeout=IDLE_TIMEOUT,
+        max_request_body_size=MAX_REQUEST_BODY,
     )
     return 0
 

@@ -57,6 +57,9 @@ def create_app(config: Config | None = None, *, for_cli: bool = False) -> Flask:
         MAX_CONTENT_LENGTH=1024 * 1024,
     )
     app.json.sort_keys = False  # metadata reads best in the order the RFCs list it
+    # Werkzeug would answer `//x` with a redirect whose Location it builds from the
+    # Host header; paths are normalised where it matters (app/policy.py) instead.
+    app.url_map.merge_slashes = False
 
     store = open_store(config)
     keys = KeyManager(store)

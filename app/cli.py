@@ -24,6 +24,8 @@ import click
 from flask import Flask
 from flask.cli import AppGroup
 
+from . import records
+from .providers.custom import MAX_PASSWORD
 from .storage import COLLECTIONS, StoreError
 
 oauth = AppGroup("oauth", help="Manage clients, grants, users, signing keys and backups.")
@@ -427,34 +429,22 @@ def _load_backup(file: str | None, directory: str | None = None) -> tuple[Path, 
     return path, document
 
 
-REQUIRED_FIELDS = {
-    "clients": ("client_id", "metadata", "created_at"),
-    "grants": ("grant_id", "client_id", "subject", "expires_at"),
-    "users": ("username", "password_hash"),
-    "signing_keys": ("kid", "use"),
-}
-
-
 def _validate_backup(path: Path, document: Any) -> None:
+    """Every record's fields and types (app/records.py), before anything changes."""
     if not isinstance(document, dict) or document.get("format") != BACKUP_FORMAT:
         raise CommandError(f"{path} is not an mcp-oauth backup")
     if document.get("version") != 1:
         raise CommandError(f"{path} has unsupported backup version {document.get('version')!r}")
-    for name, fields in REQUIRED_FIELDS.items():
+    for name in COLLECTIONS:
         items = document.get(name)
         if not isinstance(items, dict):
             raise CommandError(f"{path} has no {name!r} object")
         for key, record in items.items():
-            if not isinstance(record, dict) or any(f not in record for f in fields):
-                raise CommandError(f"{path}: entry {key!r} of {name!r} lacks {', '.join(fields)}")
-            id_field = fields[0]
-            if record[id_field] != key:
-                raise CommandError(f"{path}: entry {key!r} of {name!r} has {id_field} {record[id_field]!r}")
-    for key, record in document["signing_keys"].items():
-        if record["use"] == "sig" and not isinstance(record.get("jwk"), dict):
-            raise CommandError(f"{path}: signing key {key!r} has no jwk")
-        if record["use"] == "session" and not isinstance(record.get("secret"), str):
-            raise CommandError(f"{path}: session entry has no secret")
+            why = records.problem(name, key, record)
+            if why:
+                raise CommandError(f"{path}: entry {key!r} of {name!r} {why}; nothing was restored")
+    if sum(1 for r in document["signing_keys"].values() if r.get("use") == "session") > 1:
+        raise CommandError(f"{path}: more than one session secret; nothing was restored")
 
 
 def _redact(value: Any, key: str = "") -> Any:
@@ -508,25 +498,14 @@ def restore(file: str | None, clear: bool, dry_run: bool, yes: bool) -> None:
         return
     if clear:
         _confirm(f"Replace everything in {store.data_dir} with {path}?", yes)
-        with store.lock():
-            for name in COLLECTIONS:
-                store.update(name, lambda items, new=document[name]: _replace(items, new))
+        store.replace_all({name: dict(document[name]) for name in COLLECTIONS})
     else:
-        for name in COLLECTIONS:
-            incoming = document[name]
-            store.update(name, lambda items, incoming=incoming: _merge(items, incoming))
+        # What the store has is newer than the backup and stays; all files change
+        # together or none does.
+        with store.lock():
+            current = store.snapshot()
+            store.replace_all({name: {**document[name], **current[name]} for name in COLLECTIONS})
     click.echo(f"Restored {path} ({'replaced' if clear else 'merged'}): {summary}.")
-
-
-def _replace(items: dict[str, Any], incoming: dict[str, Any]) -> None:
-    items.clear()
-    items.update(incoming)
-
-
-def _merge(items: dict[str, Any], incoming: dict[str, Any]) -> None:
-    """Add what the store lacks; what it has is newer than the backup and stays."""
-    for key, record in incoming.items():
-        items.setdefault(key, record)
 
 
 # -- users and keys ----------------------------------------------------------------------
@@ -539,6 +518,8 @@ def _read_password(password_stdin: bool) -> str:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     if len(password) < MIN_PASSWORD:
         raise CommandError(f"the password must have at least {MIN_PASSWORD} characters")
+    if len(password) > MAX_PASSWORD:
+        raise CommandError(f"the password may have at most {MAX_PASSWORD} characters")
     return password
 
 
@@ -629,6 +610,33 @@ def rotate_keys(as_json: bool) -> None:
     keys.ensure()
     kid = keys.rotate()
     _emit({"kid": kid, "keys": keys.summary()}, as_json, lambda: click.echo(f"New signing key {kid}."))
+
+
+@command("add-resource-server", short_help="Make a client that may introspect every token.")
+@click.argument("name")
+@json_option
+def add_resource_server(name: str, as_json: bool) -> None:
+    """Make a confidential client that may introspect every token (RFC 7662), for an
+    MCP server or proxy of yours; prints its client_id and client_secret once."""
+    if not name.strip() or len(name) > 200:
+        raise CommandError("the name must be 1-200 characters")
+    metadata = {
+        "client_name": name,
+        "redirect_uris": [],
+        "token_endpoint_auth_method": "client_secret_basic",
+        "grant_types": [],
+        "response_types": [],
+    }
+    client, secret, _ = _svc().clients.create(metadata, resource_server=True)
+    data = {"client_id": client.client_id, "client_secret": secret, "client_name": name}
+    _emit(
+        data,
+        as_json,
+        lambda: click.echo(
+            f"Resource server {name}:\n  client_id:     {client.client_id}\n  client_secret: {secret}\n"
+            "The secret is shown only now; introspect with HTTP Basic authentication."
+        ),
+    )
 
 
 def init_app(app: Flask) -> None:

@@ -18,6 +18,8 @@ from dotenv import dotenv_values
 
 PROVIDERS = ("custom", "google", "azure")
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
 
 class ConfigError(ValueError):
     """A configuration value is missing or invalid; the message names the variable."""
@@ -58,6 +60,10 @@ class Config:
     upstream_url: str | None = None
     upstream_timeout: int = 120
     resource_path: str = "/mcp"
+    trusted_proxies: tuple[IPNetwork, ...] = (ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("::1/128"))
+    connection_limit: int = 1000
+    registration_rate: int = 30
+    max_clients: int = 10000
     google: dict[str, str] = field(default_factory=dict)
     azure: dict[str, str] = field(default_factory=dict)
 
@@ -113,6 +119,16 @@ def _list(env: Mapping[str, str], name: str, sep: str = ",") -> tuple[str, ...]:
     raw = env.get(name) or ""
     items = raw.split(sep) if sep != " " else raw.split()
     return tuple(item.strip() for item in items if item.strip())
+
+
+def _networks(env: Mapping[str, str], name: str, default: str) -> tuple[IPNetwork, ...]:
+    """A comma list of IP addresses or CIDR networks."""
+    raw = env.get(name)
+    items = _list({name: default if raw is None else raw}, name)
+    try:
+        return tuple(ipaddress.ip_network(item, strict=False) for item in items)
+    except ValueError:
+        raise ConfigError(f"{name} must be a comma list of IP addresses or networks, got {raw!r}") from None
 
 
 def _absolute_url(name: str, value: str, *, allow_query: bool = False) -> str:
@@ -197,6 +213,10 @@ def _parse(env: Mapping[str, str]) -> Config:
         upstream_url=upstream,
         upstream_timeout=_int(env, "OAUTH_UPSTREAM_TIMEOUT", 120, minimum=1),
         resource_path=resource_path,
+        trusted_proxies=_networks(env, "OAUTH_TRUSTED_PROXIES", "127.0.0.1,::1"),
+        connection_limit=_int(env, "OAUTH_CONNECTION_LIMIT", 1000, minimum=1),
+        registration_rate=_int(env, "OAUTH_REGISTRATION_RATE", 30),
+        max_clients=_int(env, "OAUTH_MAX_CLIENTS", 10000),
         google=google,
         azure=azure,
     )

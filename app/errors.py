@@ -11,6 +11,8 @@ import logging
 from flask import Flask, Response, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, InternalServerError
 
+from .storage import StoreError
+
 log = logging.getLogger(__name__)
 
 PAGES = ("/authorize", "/consent", "/login", "/oauth/")
@@ -35,6 +37,15 @@ def _error_code(status: int) -> str:
     }.get(status, "server_error")
 
 
+def error_response(status: int, error: str, description: str, headers: dict[str, str] | None = None) -> Response:
+    """An RFC 6749 §5.2 JSON error."""
+    response = jsonify(error=error, error_description=description)
+    response.status_code = status
+    response.headers["Cache-Control"] = "no-store"
+    response.headers.update(headers or {})
+    return response
+
+
 def init_app(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
@@ -44,9 +55,27 @@ def init_app(app: Flask) -> None:
                 render_template("error.html", title=exc.name, error=_error_code(status), message=exc.description),
                 status,
             )
-        response = jsonify(error=_error_code(status), error_description=exc.description or exc.name)
-        response.status_code = status
-        return response
+        return error_response(status, _error_code(status), exc.description or exc.name)
+
+    @app.errorhandler(StoreError)
+    def store_unavailable(exc: StoreError):
+        # The disk is full or read-only, or a file was damaged: nothing the client
+        # did. 503 tells it to come back; the operator sees the cause in the log.
+        log.error("store unavailable on %s %s: %s", request.method, request.path, exc)
+        if _is_page():
+            return (
+                render_template(
+                    "error.html",
+                    title="Temporarily unavailable",
+                    error="temporarily_unavailable",
+                    message="The server cannot save anything right now. Try again in a few minutes.",
+                ),
+                503,
+                {"Retry-After": "30"},
+            )
+        return error_response(
+            503, "temporarily_unavailable", "The server cannot save its state right now.", {"Retry-After": "30"}
+        )
 
     @app.errorhandler(Exception)
     def unexpected_error(exc: Exception):

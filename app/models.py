@@ -94,6 +94,11 @@ class Client(ClientMixin):
     def is_public(self) -> bool:
         return self.auth_method == "none"
 
+    @property
+    def is_resource_server(self) -> bool:
+        """Made by the operator to introspect every token (RFC 7662 §4)."""
+        return self.record.get("resource_server") is True
+
     def get_client_id(self) -> str:
         return self.client_id
 

@@ -33,6 +33,8 @@ def expiry_rules(config: Config) -> dict[str, Any]:
     """The store's per-collection expiry predicates, from the configured lifetimes."""
 
     def client_expired(record: Mapping[str, Any], now: float) -> bool:
+        if record.get("resource_server") is True:
+            return False  # made by the operator, deleted by the operator
         last_used = record.get("last_used_at")
         if last_used is None:
             return record.get("created_at", now) + config.unused_client_ttl <= now
@@ -45,6 +47,15 @@ def expiry_rules(config: Config) -> dict[str, Any]:
         return key_expired(dict(record), now, config.access_token_ttl)
 
     return {"clients": client_expired, "grants": grant_expired, "signing_keys": signing_key_expired}
+
+
+def new_client_id() -> str:
+    """A URL-safe random id that never begins with `-`, so that no command line
+    reads it as an option."""
+    while True:
+        client_id = secrets.token_urlsafe(24)
+        if not client_id.startswith("-"):
+            return client_id
 
 
 def open_store(config: Config) -> PersistentStore:
@@ -67,10 +78,13 @@ class ClientRepository:
     def all(self) -> list[Client]:
         return [Client(r, self.config.scopes) for r in self.store.scan("clients").values()]
 
-    def create(self, metadata: dict[str, Any]) -> tuple[Client, str | None, str]:
+    def count(self) -> int:
+        return len(self.store.scan("clients"))
+
+    def create(self, metadata: dict[str, Any], *, resource_server: bool = False) -> tuple[Client, str | None, str]:
         """Register a client. Returns it with its client secret (None for a public
         client) and registration access token, the only time both exist in clear."""
-        client_id = secrets.token_urlsafe(24)
+        client_id = new_client_id()
         client_secret = None if metadata.get("token_endpoint_auth_method") == "none" else new_secret()
         registration_token = new_secret()
         now = time.time()
@@ -83,6 +97,8 @@ class ClientRepository:
             "last_used_at": None,
             "metadata": metadata,
         }
+        if resource_server:
+            record["resource_server"] = True
         self.store.put("clients", client_id, record)
         return Client(record, self.config.scopes), client_secret, registration_token
 

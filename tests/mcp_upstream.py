@@ -63,5 +63,17 @@ async def echo(request: Request) -> JSONResponse:
     )
 
 
+@server.custom_route("/mcp/path/{rest:path}", methods=["GET", "POST"])
+async def path(request: Request) -> JSONResponse:
+    """The request line's path exactly as it arrived (not decoded)."""
+    return JSONResponse({"raw_path": request.scope["raw_path"].decode("latin-1")})
+
+
+@server.custom_route("/admin", methods=["GET", "POST"])
+async def admin(request: Request) -> JSONResponse:
+    """Outside the MCP path: the gateway must never reach it."""
+    return JSONResponse({"admin": True})
+
+
 if __name__ == "__main__":
     server.run(transport="streamable-http")

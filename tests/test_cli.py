@@ -187,7 +187,7 @@ def test_bad_backup_is_refused_and_changes_nothing(server, tmp_path):
                     "signing_keys": {},
                 }
             ),
-            "lacks",
+            "missing or invalid metadata",
         ),
     ):
         bad.write_text(content)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from app.pending import PendingAuthorizations
 from app.providers.custom import LoginThrottle
 from app.providers.oidc import MemoryCache
+from app.throttle import SlidingWindow
 
 
 def test_pending_authorizations_drop_the_oldest_past_the_cap():
@@ -25,10 +26,35 @@ def test_upstream_state_cache_is_bounded():
     assert cache.get("a") is None and cache.get("c") == "c"
 
 
-def test_login_throttle_forgets_stale_names():
-    throttle = LoginThrottle(limit=2, window=0)
-    throttle.MAX_KEYS = 4
+def test_throttle_memory_is_bounded_and_forgets_stale_keys_first():
+    window = SlidingWindow(limit=2, window=60, max_keys=4)
+    window.add("old", now=0)
+    for name in ("a", "b", "c"):
+        window.add(name, now=100)
+        window.add(name, now=100)
+    window.add("new", now=100)  # full: the stale "old" goes, the live ones stay
+    assert len(window) == 4
+    assert window.count("old", now=100) == 0
+    assert window.retry_after("a", now=101) == 59  # still limited
     for i in range(10):
-        throttle.failed("1.2.3.4", f"user{i}")
-    assert len(throttle._failures) <= 6
-    assert throttle.retry_after("1.2.3.4", "user9") == 0
+        window.add(f"spray{i}", now=102)
+    assert len(window) == 4  # a spray of names never grows it past the cap
+    assert window.count("spray9", now=102) == 1
+
+
+def test_login_throttle_limits_an_address_and_only_slows_a_hot_name():
+    throttle = LoginThrottle(per_name=3, per_address=100, hot=5, window=60, slow_spacing=30)
+    for _ in range(3):
+        assert throttle.begin("10.0.0.1", "admin")[1] is not None
+    wait, attempt = throttle.begin("10.0.0.1", "admin")
+    assert attempt is None and 55 <= wait <= 60
+    assert throttle.begin("10.0.0.2", "admin")[1] is not None
+    assert throttle.begin("10.0.0.2", "admin")[1] is not None  # 5 failures: the name is hot
+    # An address that failed on the name gets one try per spacing among them all ...
+    assert throttle.begin("10.0.0.2", "admin")[1] is not None
+    assert throttle.begin("10.0.0.2", "admin")[1] is None
+    # ... while a new address is never held back by the others.
+    fresh = throttle.begin("10.0.0.9", "admin")[1]
+    assert fresh is not None
+    throttle.succeeded(fresh)
+    assert throttle.begin("10.0.0.9", "admin")[1] is not None

@@ -3,6 +3,7 @@ rotation with its grace window, invalid_client, revocation, introspection."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -217,7 +218,7 @@ def test_revoke_access_token(server):
 
 def test_introspection_requires_confidential_client(server):
     _, tokens = tokens_for(server)
-    caller = register(server, token_endpoint_auth_method="client_secret_basic")
+    caller = json.loads(server.cli("add-resource-server", "resource server", "--json").stdout)
     active = requests.post(
         server.url("/introspect"),
         auth=(caller["client_id"], caller["client_secret"]),
@@ -247,7 +248,7 @@ def test_verify_refusals(server):
     assert missing.status_code == 401
     challenge = missing.headers["WWW-Authenticate"]
     metadata_url = f"{server.issuer}/.well-known/oauth-protected-resource/mcp"
-    assert challenge.startswith(f'Bearer error="invalid_token", resource_metadata="{metadata_url}"')
+    assert challenge == f'Bearer resource_metadata="{metadata_url}"'  # RFC 6750 §3.1: no error code
     assert verify(server, "abc.def.ghi").status_code == 401
     header, payload, signature = tokens["access_token"].split(".")
     tampered = f"{header}.{payload[:-2]}AA.{signature}"

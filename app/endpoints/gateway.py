@@ -15,18 +15,25 @@ import logging
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, Response, jsonify, request
+from flask import Blueprint, Flask, Response, request
+from werkzeug.routing import PathConverter
 
 from ..config import Config
+from ..errors import error_response
+from ..forwarded import client_address
+from ..policy import InvalidPath, encode_query, normalize_path, within
 from .verify import check_request
 
 log = logging.getLogger(__name__)
 
-#: RFC 9110 §7.6.1 hop-by-hop headers, plus what we set or must not forward.
+#: RFC 9110 §7.6.1 hop-by-hop headers, plus what we set or must not forward: the
+#: token, our identity headers, and forwarding headers only we may write.
 DROPPED_REQUEST_HEADERS = {
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-    "transfer-encoding", "upgrade", "host", "authorization", "cookie", "content-length",
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te",
+    "trailer", "transfer-encoding", "upgrade", "host", "authorization", "cookie", "content-length",
     "x-auth-subject", "x-auth-client-id", "x-auth-scope",
+    "forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-forwarded-port",
+    "x-forwarded-prefix", "x-forwarded-uri", "x-forwarded-server", "x-real-ip",
 }  # fmt: skip
 DROPPED_RESPONSE_HEADERS = {
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
@@ -50,12 +57,6 @@ def gateway_resource(config: Config) -> str:
     return next((r for r in config.resources if r.rstrip("/") == own), config.default_resource)
 
 
-def _error(status: int, error: str, description: str) -> Response:
-    response = jsonify(error=error, error_description=description)
-    response.status_code = status
-    return response
-
-
 class Upstream:
     """One request to the upstream MCP server over http.client, streamed."""
 
@@ -71,14 +72,25 @@ class Upstream:
         cls = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
         return cls(self.host, self.port, timeout=CONNECT_TIMEOUT)
 
-    def forward(self, rest: str, auth_headers: dict[str, str]) -> Response:
-        path = self.base_path + (f"/{rest}" if rest else "")
+    def forward(self, rest: str, auth_headers: dict[str, str], config: Config) -> Response:
+        """Forward the request; `rest` is the normalised, encoded path below the
+        resource path ('' or '/…')."""
+        path = (self.base_path + rest) or "/"
         if request.query_string:
-            path += "?" + request.query_string.decode("latin-1")
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in DROPPED_REQUEST_HEADERS}
+            path += "?" + encode_query(request.query_string.decode("latin-1"))
+        # RFC 9110 §7.6.1: headers the client named in Connection are hop-by-hop too.
+        hop_by_hop = {
+            name.strip().lower() for value in request.headers.getlist("Connection") for name in value.split(",")
+        }
+        headers = {
+            k: v
+            for k, v in request.headers.items()
+            if k.lower() not in DROPPED_REQUEST_HEADERS and k.lower() not in hop_by_hop
+        }
         headers.update(auth_headers)
-        headers["X-Forwarded-For"] = request.remote_addr or ""
-        headers["X-Forwarded-Host"] = request.host
+        headers["X-Forwarded-For"] = client_address(config)
+        headers["X-Forwarded-Host"] = urlsplit(config.issuer).netloc
+        headers["X-Forwarded-Proto"] = urlsplit(config.issuer).scheme
         body = None
         if request.content_length:
             headers["Content-Length"] = str(request.content_length)
@@ -94,11 +106,11 @@ class Upstream:
             upstream = conn.getresponse()
         except TimeoutError:
             conn.close()
-            return _error(504, "gateway_timeout", "The MCP server did not answer in time.")
+            return error_response(504, "gateway_timeout", "The MCP server did not answer in time.")
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
             log.warning("upstream %s:%s unreachable: %s", self.host, self.port, type(exc).__name__)
-            return _error(502, "bad_gateway", "The MCP server is unreachable.")
+            return error_response(502, "bad_gateway", "The MCP server is unreachable.")
 
         # Headers are in: from now on the body may idle for as long as the stream
         # lives (an SSE stream waiting for server notifications).
@@ -138,6 +150,14 @@ def _stream(
         conn.close()
 
 
+class AnyPath(PathConverter):
+    """Whatever follows the resource path, `//` and dot segments included: the view
+    normalises it (Werkzeug's `path` would not match `/mcp//x` at all)."""
+
+    regex = ".*"
+    part_isolating = False  # Werkzeug would infer True from a regex without "/"
+
+
 def init_app(app: Flask, config: Config) -> None:
     if not config.upstream_url:
         return
@@ -146,9 +166,21 @@ def init_app(app: Flask, config: Config) -> None:
     bp = Blueprint("gateway", __name__, url_prefix=config.issuer_path)
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
 
+    prefix = config.issuer_path + config.resource_path
+
+    app.url_map.converters["anything"] = AnyPath
+
     @bp.route(config.resource_path, defaults={"rest": ""}, methods=methods, strict_slashes=False)
-    @bp.route(f"{config.resource_path}/<path:rest>", methods=methods)
+    @bp.route(f"{config.resource_path}/<anything:rest>", methods=methods)
     def proxy(rest: str) -> Response:
+        # Route on the raw path, normalised: the decoded one Flask matched on would
+        # let `/mcp/%2e%2e/admin` through as `/mcp/../admin`.
+        try:
+            path = normalize_path(request.environ.get("REQUEST_URI") or request.full_path)
+        except InvalidPath:
+            return error_response(400, "invalid_request", "The request path is not a valid URI path.")
+        if not within(path, prefix):
+            return error_response(404, "not_found", "Nothing is served at this path.")
         if request.method == "OPTIONS":
             return Response(status=204, headers=CORS_HEADERS)
         request.max_content_length = MAX_BODY
@@ -157,6 +189,6 @@ def init_app(app: Flask, config: Config) -> None:
             result.headers["Access-Control-Allow-Origin"] = "*"
             result.headers["Access-Control-Expose-Headers"] = "WWW-Authenticate"
             return result
-        return upstream.forward(rest, result)
+        return upstream.forward(path[len(prefix) :], result, config)
 
     app.register_blueprint(bp)

@@ -19,15 +19,24 @@ from authlib.oauth2.rfc7592 import ClientConfigurationEndpoint
 from flask import Blueprint, Flask
 from flask import request as flask_request
 from joserfc.errors import InvalidClaimError
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from .. import services
 from ..config import Config, is_loopback_host
+from ..errors import error_response
+from ..forwarded import client_address
 from ..models import Client
 from ..security import bearer_token, secret_matches
+from ..throttle import SlidingWindow
 from .metadata import AUTH_METHODS
 
 DEFAULT_GRANT_TYPES = ["authorization_code", "refresh_token"]
-MAX_REDIRECT_URIS = 20
+#: What one anonymous registration may make the server store (RFC 7591 §3 leaves
+#: limits to the server; without them, 60 requests made a 63 MB clients.json).
+MAX_BODY = 16 * 1024
+MAX_STRING = 2000
+MAX_REDIRECT_URIS = 10
+MAX_CONTACTS = 10
 MAX_TEXT = 300
 #: Characters RFC 3986 never allows in a URI (they would have to be percent-encoded).
 URI_FORBIDDEN = set(' "<>\\^`{|}') | {chr(c) for c in range(0x20)} | {"\x7f"}
@@ -136,6 +145,35 @@ def _clean(metadata: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metadata.items() if v is not None}
 
 
+def check_bounds(metadata: dict[str, Any]) -> None:
+    """Refuse metadata larger than anyone needs, before anything is stored."""
+    for key in ("redirect_uris", "contacts"):
+        limit = MAX_REDIRECT_URIS if key == "redirect_uris" else MAX_CONTACTS
+        value = metadata.get(key)
+        if isinstance(value, list) and len(value) > limit:
+            raise InvalidClientMetadataError(f"At most {limit} {key} may be registered.")
+    pending: list[Any] = [metadata]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str) and len(value) > MAX_STRING:
+            raise InvalidClientMetadataError(f"Each value may be at most {MAX_STRING} characters long.")
+        if isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+
+
+def body_too_large() -> bool:
+    """Whether the request body exceeds MAX_BODY (read at most that much)."""
+    flask_request.max_content_length = MAX_BODY
+    try:
+        flask_request.get_data(cache=True)
+    except RequestEntityTooLarge:
+        return True
+    return False
+
+
 class _RegistrationMixin:
     def get_server_metadata(self) -> dict[str, Any]:
         return _server_metadata()
@@ -143,6 +181,7 @@ class _RegistrationMixin:
     def extract_client_metadata(self, request: Any) -> dict[str, Any]:
         if not request.payload.data:
             raise InvalidClientMetadataError("The body must be a JSON object of client metadata.")
+        check_bounds(request.payload.data)
         return _clean(super().extract_client_metadata(request))  # type: ignore[misc]
 
 
@@ -220,12 +259,32 @@ class ConfigurationEndpoint(_RegistrationMixin, ClientConfigurationEndpoint):
 def init_app(app: Flask, config: Config) -> None:
     bp = Blueprint("registration", __name__, url_prefix=config.issuer_path)
 
+    rate = SlidingWindow(config.registration_rate, 60)
+    too_large = f"The registration body may be at most {MAX_BODY} bytes."
+
     @bp.post("/register")
     def register():
-        return services().server.create_endpoint_response("client_registration")
+        svc = services()
+        if body_too_large():
+            return error_response(400, "invalid_client_metadata", too_large)
+        wait = rate.hit(client_address(config)) if config.registration_rate else 0
+        if wait:
+            return error_response(
+                429, "temporarily_unavailable", "Too many registrations from this address.", {"Retry-After": str(wait)}
+            )
+        if config.max_clients and svc.clients.count() >= config.max_clients:
+            return error_response(
+                429,
+                "temporarily_unavailable",
+                "This server has as many clients as it accepts; try again later.",
+                {"Retry-After": "3600"},
+            )
+        return svc.server.create_endpoint_response("client_registration")
 
     @bp.route("/register/<client_id>", methods=["GET", "PUT", "DELETE"])
     def configure(client_id: str):
+        if body_too_large():
+            return error_response(400, "invalid_client_metadata", too_large)
         response = services().server.create_endpoint_response("client_configuration")
         response.headers["Cache-Control"] = "no-store"
         return response

@@ -18,14 +18,16 @@ from ..tokens import InvalidAccessToken
 
 
 def _find_token(token: str, hint: str | None) -> AccessToken | Grant | None:
-    """An access token (JWT) or the grant of a refresh token, whichever this is."""
+    """An access token (JWT) or the grant of a refresh token, whichever this is. A
+    rotated refresh token past its grace window is a replay here as at /token: its
+    grant is revoked (RFC 9700 §4.14.2)."""
     svc = services()
     if hint != "refresh_token" and token.count(".") == 2:
         try:
             return svc.verifier.verify(token)
         except InvalidAccessToken:
             return None
-    return svc.grants.peek_refresh_token(token)
+    return svc.grants.find_by_refresh_token(token)
 
 
 class Revocation(RevocationEndpoint):
@@ -47,8 +49,10 @@ class Introspection(IntrospectionEndpoint):
     def query_token(self, token_string: str, token_type_hint: str | None) -> AccessToken | Grant | None:
         return _find_token(token_string, token_type_hint)
 
-    def check_permission(self, token: Any, client: Client, request: Any) -> bool:
-        return True  # any registered confidential client (the contract)
+    def check_permission(self, token: AccessToken | Grant, client: Client, request: Any) -> bool:
+        """RFC 7662 §4: a client learns only about its own tokens; a resource server
+        the operator made (`flask oauth add-resource-server`) about every token."""
+        return client.is_resource_server or token.client_id == client.client_id
 
     def introspect_token(self, token: AccessToken | Grant) -> dict[str, Any]:
         config = services().config

@@ -8,63 +8,84 @@ the store's cache answers whether its client and grant still exist.
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+import re
 
 from flask import Blueprint, Flask, Response, jsonify, request
 
 from .. import services
 from ..config import Config
+from ..errors import error_response
+from ..forwarded import forwarded_url
+from ..policy import InvalidPath, resource_for_url
 from ..security import bearer_token
 from ..storage import StoreError
 from ..tokens import InvalidAccessToken
 from .metadata import resource_metadata_url
 
+#: RFC 6749 §3.3 scope-token characters.
+SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
+
+
+class NoResource(Exception):
+    """The forwarded URL names none of several configured resources."""
+
 
 def forwarded_resource(config: Config) -> str | None:
-    """The configured resource the original request (X-Forwarded-*) was for, if any."""
-    host = request.headers.get("X-Forwarded-Host")
-    if not host:
-        return None
-    proto = request.headers.get("X-Forwarded-Proto", urlsplit(config.issuer).scheme)
-    path = urlsplit(request.headers.get("X-Forwarded-Uri", "/")).path
-    url = f"{proto}://{host}{path}"
-    for resource in config.resources:
-        base = resource.rstrip("/")
-        if url == base or url.startswith(base + "/"):
-            return resource
-    return None
+    """The configured resource the original request was for. With one resource, that
+    one; with several, the one the (trusted) forwarded URL names after normalisation,
+    and `NoResource` when it names none (never "any of them")."""
+    if len(config.resources) == 1:
+        return config.default_resource
+    url = forwarded_url(config)
+    try:
+        resource = resource_for_url(config, url.scheme, url.host, url.raw_path) if url else None
+    except InvalidPath:
+        resource = None
+    if resource is None:
+        raise NoResource
+    return resource
 
 
-def challenge(config: Config, resource: str, status: int, error: str, description: str, scope: str = "") -> Response:
-    """An RFC 6750 error with the RFC 9728 pointer to our resource metadata."""
-    # The contract's order: error, then resource_metadata (what clients look for).
-    params = [f'error="{error}"', f'resource_metadata="{resource_metadata_url(config, resource)}"']
+def quoted(value: str) -> str:
+    """An RFC 9110 §5.6.4 quoted-string: backslash before `"` and `\\`, control
+    characters dropped, so nothing a client sent can end the header or the string."""
+    kept = "".join(c for c in value if c == "\t" or (" " <= c <= "~"))
+    return '"' + kept.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def challenge(
+    config: Config, resource: str, status: int, error: str | None, description: str, scope: str = ""
+) -> Response:
+    """An RFC 6750 §3 challenge with the RFC 9728 pointer to our resource metadata.
+    With no token at all there is no error code (RFC 6750 §3.1)."""
+    params = [f"error={quoted(error)}"] if error else []
+    params.append(f"resource_metadata={quoted(resource_metadata_url(config, resource))}")
     if scope:
-        params.append(f'scope="{scope}"')
-    params.append(f'error_description="{description}"')
-    response = jsonify(error=error, error_description=description)
+        params.append(f"scope={quoted(scope)}")
+    if error:
+        params.append(f"error_description={quoted(description)}")
+    response = jsonify(error=error or "invalid_request", error_description=description)
     response.status_code = status
     response.headers["WWW-Authenticate"] = "Bearer " + ", ".join(params)
     response.headers["Cache-Control"] = "no-store"
     return response
 
 
-def check_request(resource: str | None, required_scope: str = "") -> Response | dict[str, str]:
+def check_request(resource: str, required_scope: str = "") -> Response | dict[str, str]:
     """The X-Auth-* headers for the request's bearer token, or the error response."""
     svc = services()
     config = svc.config
-    target = resource or config.default_resource
     token = bearer_token()
     if token is None:
-        return challenge(config, target, 401, "invalid_token", "An access token is required.")
+        return challenge(config, resource, 401, None, "An access token is required.")
     try:
         access = svc.verifier.verify(token, resource)
     except InvalidAccessToken as exc:
-        return challenge(config, target, 401, "invalid_token", str(exc))
+        return challenge(config, resource, 401, "invalid_token", str(exc))
     missing = set(required_scope.split()) - set(access.get_scope().split())
     if missing:
         return challenge(
-            config, target, 403, "insufficient_scope", "The access token lacks a required scope.", required_scope
+            config, resource, 403, "insufficient_scope", "The access token lacks a required scope.", required_scope
         )
     return {
         "X-Auth-Subject": str(access.claims.get("sub", "")),
@@ -78,7 +99,14 @@ def init_app(app: Flask, config: Config) -> None:
 
     @bp.route("/verify", methods=["GET", "HEAD", "POST"])
     def verify() -> Response:
-        result = check_request(forwarded_resource(config), request.args.get("scope", ""))
+        scope = request.args.get("scope", "")
+        if not all(SCOPE_TOKEN.match(s) for s in scope.split(" ") if s):
+            return error_response(400, "invalid_request", "scope must be space-separated scope tokens.")
+        try:
+            resource = forwarded_resource(config)
+        except NoResource:
+            return error_response(403, "invalid_target", "The request names no resource this server protects.")
+        result = check_request(resource, scope)
         if isinstance(result, Response):
             return result
         response = Response(status=200)
@@ -88,11 +116,14 @@ def init_app(app: Flask, config: Config) -> None:
 
     @bp.get("/healthz")
     def healthz() -> Response:
+        store = services().store
         try:
-            services().store.check()
+            store.check()
+            store.check_writable()
         except StoreError:
-            response = jsonify(status="error", error="the store cannot be read")
+            response = jsonify(status="error", error="the store cannot be read or written")
             response.status_code = 503
+            response.headers["Cache-Control"] = "no-store"
             return response
         return jsonify(status="ok")
 

@@ -10,66 +10,93 @@ import secrets
 import sys
 import threading
 import time
+from dataclasses import dataclass
 
 from flask import Blueprint, Flask, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from .. import services
 from ..config import Config
+from ..forwarded import client_address
 from ..pending import PendingAuthorization
 from ..repositories import UserRepository
 from ..security import check_csrf
+from ..throttle import SlidingWindow
 from .base import Identity, IdentityProvider, browser_id, current_identity, remember_login
 
 FIRST_USER = "admin"
+#: longer inputs fail without a hash: no user name is longer (the CLI's rule), and
+#: scrypt of a huge password would only cost CPU
+MAX_NAME = 64
+MAX_PASSWORD = 1024
+
+
+@dataclass(frozen=True)
+class LoginAttempt:
+    address: str
+    name: str
+    at: float
 
 
 class LoginThrottle:
-    """Slows password guessing, in memory: after `limit` failures for a user name from
-    one address within `window` seconds (or 4 x `limit` for the name from anywhere),
-    further tries for it are refused until the oldest failure leaves the window."""
+    """Slows password guessing without letting anyone lock a person out.
 
-    def __init__(self, limit: int = 10, window: int = 900):
-        self.limit = limit
-        self.window = window
-        self._failures: dict[tuple[str, str], list[float]] = {}
+    - Per address and user name: `per_name` failures within `window` seconds, then
+      that address waits until the oldest leaves the window.
+    - Per address, any names: `per_address` failures (a spray of names).
+    - Per user name from everywhere: from `hot` failures on, the name is under
+      attack, and addresses that already failed on it get one try per
+      `slow_spacing` seconds between them all. An address with no failure on the
+      name is never held back by the others, so the right password from a new
+      address always gets through: a limit that slows guessing, not one that lets
+      a stranger lock a person out of a well-known name like `admin`.
+
+    An attempt counts as failed from the moment it starts (`begin`), so concurrent
+    guesses cannot all pass one check before any is recorded; `succeeded` takes it
+    back.
+    """
+
+    def __init__(
+        self,
+        per_name: int = 10,
+        per_address: int = 50,
+        hot: int = 40,
+        window: int = 900,
+        slow_spacing: float = 2.0,
+    ):
+        self.pairs = SlidingWindow(per_name, window)
+        self.addresses = SlidingWindow(per_address, window)
+        self.names = SlidingWindow(hot, window)
+        self.slow_lane = SlidingWindow(1, slow_spacing)
         self._lock = threading.Lock()
 
-    def _recent(self, key: tuple[str, str], now: float) -> list[float]:
-        times = [t for t in self._failures.get(key, []) if now - t < self.window]
-        if times:
-            self._failures[key] = times
-        else:
-            self._failures.pop(key, None)
-        return times
+    @staticmethod
+    def _pair(address: str, name: str) -> str:
+        return f"{address} {name.lower()}"
 
-    def retry_after(self, address: str, username: str) -> int:
-        """Seconds until this address may try this name again (0 = now)."""
+    def begin(self, address: str, name: str) -> tuple[int, LoginAttempt | None]:
+        """(0, the attempt) when the password may be checked now, else (seconds to
+        wait, None)."""
+        name = name.lower()
+        pair = self._pair(address, name)
         now = time.time()
-        name = username.lower()
         with self._lock:
-            waits = []
-            for key, limit in (((address, name), self.limit), (("*", name), 4 * self.limit)):
-                times = self._recent(key, now)
-                if len(times) >= limit:
-                    waits.append(int(times[-limit] + self.window - now) + 1)
-            return max(waits, default=0)
+            wait = max(self.pairs.retry_after(pair, now), self.addresses.retry_after(address, now))
+            if wait:
+                return wait, None
+            if self.names.retry_after(name, now) and self.pairs.count(pair, now):
+                wait = self.slow_lane.hit(name, now)
+                if wait:
+                    return wait, None
+            for window, key in ((self.pairs, pair), (self.addresses, address), (self.names, name)):
+                window.add(key, now)
+            return 0, LoginAttempt(address, name, now)
 
-    MAX_KEYS = 50_000
-
-    def failed(self, address: str, username: str) -> None:
-        now = time.time()
-        name = username.lower()
+    def succeeded(self, attempt: LoginAttempt) -> None:
         with self._lock:
-            if len(self._failures) > self.MAX_KEYS:  # a spray of names: forget the stale
-                for key in list(self._failures):
-                    self._recent(key, now)
-            for key in ((address, name), ("*", name)):
-                self._failures.setdefault(key, []).append(now)
-
-    def succeeded(self, address: str, username: str) -> None:
-        with self._lock:
-            self._failures.pop((address, username.lower()), None)
+            self.pairs.forget(self._pair(attempt.address, attempt.name))
+            self.addresses.undo(attempt.address, attempt.at)
+            self.names.undo(attempt.name, attempt.at)
 
 
 class CustomProvider(IdentityProvider):
@@ -117,23 +144,22 @@ class CustomProvider(IdentityProvider):
         check_csrf()
         username = request.form.get("username", "").strip()
         password = request.form.get("password", "")
-        address = request.remote_addr or "?"
-        wait = self.throttle.retry_after(address, username)
-        if wait:
-            minutes = (wait + 59) // 60
+        wait, attempt = self.throttle.begin(client_address(self.config), username[:MAX_NAME])
+        if attempt is None:
+            later = f"{(wait + 59) // 60} minute(s)" if wait >= 60 else f"{wait} second(s)"
             return (
                 render_template(
                     "login.html",
                     request_id=request_id,
                     pending=pending,
-                    error=f"Too many failed attempts. Try again in {minutes} minute(s).",
+                    error=f"Too many failed attempts. Try again in {later}.",
                     username=username,
                 ),
                 429,
                 {"Retry-After": str(wait)},
             )
-        if not username or not self.users.authenticate(username, password):
-            self.throttle.failed(address, username)
+        plausible = 0 < len(username) <= MAX_NAME and len(password) <= MAX_PASSWORD
+        if not plausible or not self.users.authenticate(username, password):
             return (
                 render_template(
                     "login.html",
@@ -144,7 +170,7 @@ class CustomProvider(IdentityProvider):
                 ),
                 401,
             )
-        self.throttle.succeeded(address, username)
+        self.throttle.succeeded(attempt)
         remember_login(Identity(subject=username, provider=self.name, name=username))
         if pending:
             return redirect(url_for("authorize.consent", request_id=pending.id))

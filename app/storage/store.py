@@ -69,6 +69,8 @@ class PersistentStore:
         self.data_dir = Path(data_dir)
         self._expiry = dict(expiry or {})
         self._cache: dict[str, _Cached] = {}
+        #: the last failed write, until a write succeeds again (for /healthz)
+        self._last_write_error: str | None = None
         self._thread_locks = {name: threading.RLock() for name in COLLECTIONS}
         self._ensure_dir()
         # One instance per file: FileLock is reentrant per instance, so a holder of
@@ -172,6 +174,23 @@ class PersistentStore:
         for name in COLLECTIONS:
             self._load(name)
 
+    def check_writable(self) -> None:
+        """Raise `StoreError` unless a file can be written in the folder now (a full
+        or read-only disk) and the last write of this process did not fail."""
+        probe = self.data_dir / f".probe.{os.getpid()}.{threading.get_ident()}"
+        try:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, b"\0" * 4096)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+                probe.unlink(missing_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot write in {self.data_dir}: {exc.strerror or exc}") from None
+        if self._last_write_error:
+            raise StoreError(self._last_write_error)
+
     # -- writing -----------------------------------------------------------------
 
     def update(self, collection: str, change: Callable[[dict[str, Record]], T]) -> T:
@@ -188,7 +207,11 @@ class PersistentStore:
                 self._write(collection, items)
                 return result
         except OSError as exc:
-            raise StoreError(f"cannot write {self.path(collection)}: {exc.strerror or exc}") from None
+            raise self._write_failed(collection, exc) from None
+
+    def _write_failed(self, collection: str, exc: OSError) -> StoreError:
+        self._last_write_error = f"cannot write {self.path(collection)}: {exc.strerror or exc}"
+        return StoreError(self._last_write_error)
 
     def purge(
         self, collection: str, extra: Callable[[Record], bool] | None = None, dry_run: bool = False
@@ -203,7 +226,10 @@ class PersistentStore:
                 k for k, v in items.items() if self._is_expired(collection, v, now) or (extra is not None and extra(v))
             }
             if doomed and not dry_run:
-                self._write(collection, {k: v for k, v in items.items() if k not in doomed})
+                try:
+                    self._write(collection, {k: v for k, v in items.items() if k not in doomed})
+                except OSError as exc:
+                    raise self._write_failed(collection, exc) from None
             return [items[k] for k in sorted(doomed)]
 
     def snapshot(self) -> dict[str, dict[str, Record]]:
@@ -213,6 +239,39 @@ class PersistentStore:
                 name: (self._read(name, self.path(name)) if self.path(name).exists() else {}) for name in COLLECTIONS
             }
 
+    def replace_all(self, collections: Mapping[str, dict[str, Record]]) -> None:
+        """Replace the named collections' contents, all or nothing: every new file is
+        written and fsync'd before the first is renamed into place, and if a rename
+        fails the files already replaced get their old contents back."""
+        with self.lock(*collections):
+            staged: list[tuple[Path, Path, bytes | None]] = []  # (tmp, final, old bytes)
+            try:
+                for name, items in collections.items():
+                    path = self.path(name)
+                    old = path.read_bytes() if path.exists() else None
+                    staged.append((self._stage(name, items)[0], path, old))
+            except OSError as exc:
+                for tmp, _, _ in staged:
+                    tmp.unlink(missing_ok=True)
+                raise self._write_failed(next(iter(collections)), exc) from None
+            done: list[tuple[Path, bytes | None]] = []
+            try:
+                for tmp, path, old in staged:
+                    os.replace(tmp, path)
+                    done.append((path, old))
+                self._fsync_dir()
+            except OSError as exc:
+                for path, old in done:
+                    if old is None:
+                        path.unlink(missing_ok=True)
+                    else:
+                        self._install(path, old)
+                for tmp, _, _ in staged:
+                    tmp.unlink(missing_ok=True)
+                raise self._write_failed(next(iter(collections)), exc) from None
+            self._cache.clear()
+            self._last_write_error = None
+
     def put(self, collection: str, key: str, record: Record) -> None:
         self.update(collection, lambda items: items.__setitem__(key, record))
 
@@ -220,24 +279,44 @@ class PersistentStore:
         return self.update(collection, lambda items: items.pop(key, None))
 
     def _write(self, collection: str, items: dict[str, Record]) -> None:
-        now = time.time()
-        kept = {k: v for k, v in items.items() if not self._is_expired(collection, v, now)}
         path = self.path(collection)
-        payload = json.dumps({"version": FORMAT_VERSION, collection: kept}, indent=1, sort_keys=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        tmp, kept = self._stage(collection, items)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
             os.replace(tmp, path)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+        self._fsync_dir()
+        self._cache[collection] = _Cached(self._signature(path), kept)
+        self._last_write_error = None
+
+    def _stage(self, collection: str, items: dict[str, Record]) -> tuple[Path, dict[str, Record]]:
+        """The collection's new file, written and fsync'd beside the real one, and the
+        records it holds."""
+        now = time.time()
+        kept = {k: v for k, v in items.items() if not self._is_expired(collection, v, now)}
+        payload = json.dumps({"version": FORMAT_VERSION, collection: kept}, indent=1, sort_keys=True)
+        return self._write_temp(self.path(collection), payload.encode("utf-8")), kept
+
+    def _write_temp(self, path: Path, data: bytes) -> Path:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return tmp
+
+    def _install(self, path: Path, data: bytes) -> None:
+        os.replace(self._write_temp(path, data), path)
+
+    def _fsync_dir(self) -> None:
         dir_fd = os.open(self.data_dir, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-        self._cache[collection] = _Cached(self._signature(path), kept)

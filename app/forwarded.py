@@ -1,0 +1,77 @@
+"""What a request says about where it came from, believed only from trusted proxies.
+
+Behind a TLS-terminating proxy the socket peer is the proxy, so the client's address
+is in `X-Forwarded-For` and the URL it asked for in `X-Forwarded-Proto/-Host/-Uri`
+(ForwardAuth). Anyone can send those headers, so they count only when the peer is in
+OAUTH_TRUSTED_PROXIES. They are used for two things: the address the throttles key
+on, and the resource `/verify` checks a token for. Every URL the server builds comes
+from OAUTH_ISSUER, never from these headers or `Host`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from flask import request
+
+from .config import Config, IPNetwork
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    text = text.strip()
+    if text.startswith("[") and "]" in text:  # [v6]:port
+        text = text[1 : text.index("]")]
+    elif text.count(":") == 1:  # v4:port
+        text = text.split(":", 1)[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return address.ipv4_mapped
+    return address
+
+
+def _trusted(address: ipaddress.IPv4Address | ipaddress.IPv6Address | None, proxies: tuple[IPNetwork, ...]) -> bool:
+    return address is not None and any(address in network for network in proxies)
+
+
+def peer_is_trusted(config: Config) -> bool:
+    return _trusted(_address(request.remote_addr or ""), config.trusted_proxies)
+
+
+def client_address(config: Config) -> str:
+    """The client's IP address: the socket peer, or, when that is a trusted proxy, the
+    right-most address in X-Forwarded-For that is not itself a trusted proxy (the
+    left-most entries are whatever the client chose to send)."""
+    peer = request.remote_addr or ""
+    if not _trusted(_address(peer), config.trusted_proxies):
+        return peer
+    hops = [h for value in request.headers.getlist("X-Forwarded-For") for h in value.split(",")]
+    for hop in reversed(hops):
+        address = _address(hop)
+        if address is None:
+            break  # garbage: stop believing the chain here
+        if not _trusted(address, config.trusted_proxies):
+            return str(address)
+    return peer
+
+
+@dataclass(frozen=True)
+class ForwardedURL:
+    """The URL a ForwardAuth proxy was asked for."""
+
+    scheme: str
+    host: str
+    raw_path: str
+
+
+def forwarded_url(config: Config) -> ForwardedURL | None:
+    """The original request's URL from X-Forwarded-*, when a trusted proxy sent them."""
+    host = request.headers.get("X-Forwarded-Host")
+    if not host or not peer_is_trusted(config):
+        return None
+    scheme = request.headers.get("X-Forwarded-Proto") or config.issuer.split(":", 1)[0]
+    uri = request.headers.get("X-Forwarded-Uri") or "/"
+    return ForwardedURL(scheme.split(",")[0].strip().lower(), host.split(",")[0].strip().lower(), uri)

@@ -1,0 +1,403 @@
+"""What a stranger on the internet can send: one test per finding of the public-internet
+audit, each against the real server over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+from conftest import (
+    PASSWORD,
+    Browser,
+    csrf_of,
+    exchange,
+    get_code,
+    refresh,
+    register,
+    tokens_for,
+    verify,
+)
+
+# -- URLs come from OAUTH_ISSUER, never from Host ------------------------------------
+
+
+@pytest.mark.parametrize("issuer", ["https://auth.example.test", None])
+def test_token_endpoints_answer_whatever_host_the_request_names(make_server, issuer):
+    """Behind a TLS proxy (https issuer, plain-http socket) and for a non-loopback
+    Host on a loopback issuer, /token, /revoke and /introspect answer in OAuth terms
+    (Authlib used to raise InsecureTransportError: 500)."""
+    server = make_server(**({"OAUTH_ISSUER": issuer} if issuer else {}))
+    host = {"Host": "auth.example.test"}
+    base = server.base
+    token = requests.post(base + "/token", data={"grant_type": "authorization_code"}, headers=host, timeout=10)
+    assert token.status_code in (400, 401) and token.json()["error"] in ("invalid_client", "invalid_request")
+    for path in ("/revoke", "/introspect"):
+        response = requests.post(base + path, data={"token": "x"}, headers=host, timeout=10)
+        assert response.status_code == 401 and response.json()["error"] == "invalid_client"
+
+
+def test_whole_flow_with_a_non_loopback_host_header(server):
+    """The issuer is loopback but the client wrote another Host: the metadata and
+    every redirect still name the issuer."""
+    host = {"Host": "evil.example"}
+    metadata = requests.get(server.base + "/.well-known/oauth-authorization-server", headers=host, timeout=10)
+    assert metadata.json()["token_endpoint"] == server.issuer + "/token"
+    client, tokens = tokens_for(server)
+    again = requests.post(
+        server.base + "/token",
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": tokens["refresh_token"],
+            "client_id": client["client_id"],
+        },
+        headers=host,
+        timeout=10,
+    )
+    assert again.status_code == 200, again.text
+
+
+# -- registration bounded, throttled and capped ---------------------------------------
+
+
+def _clients_file(server) -> bytes:
+    path = server.data_dir / "clients.json"
+    return path.read_bytes() if path.exists() else b""
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {"scope": "mcp " + "x" * 2000},
+        {"software_id": "s" * 2001},
+        {"client_uri": "https://example.com/" + "p" * 2000},
+        {"contacts": ["a" * 2001 + "@example.com"]},
+        {"contacts": [f"c{i}@example.com" for i in range(11)]},
+        {"redirect_uris": [f"https://app.example/cb{i}" for i in range(11)]},
+        {"client_name": "n", "logo_uri": "https://example.com/" + "l" * 5000},
+    ],
+    ids=["scope", "software_id", "uri", "contact", "contacts", "redirect_uris", "logo_uri"],
+)
+def test_oversized_registration_is_refused_and_stores_nothing(server, metadata):
+    before = _clients_file(server)
+    body = {"redirect_uris": ["https://app.example/cb"], "token_endpoint_auth_method": "none", **metadata}
+    response = requests.post(server.url("/register"), json=body, timeout=10)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "invalid_client_metadata"
+    assert _clients_file(server) == before
+
+
+def test_registration_body_over_16_kib_is_refused(server):
+    body = json.dumps({"redirect_uris": ["https://app.example/cb"], "x": "y" * 17000})
+    response = requests.post(
+        server.url("/register"), data=body, headers={"Content-Type": "application/json"}, timeout=10
+    )
+    assert response.status_code == 400 and response.json()["error"] == "invalid_client_metadata"
+    client = register(server)
+    update = requests.put(
+        server.url(f"/register/{client['client_id']}"),
+        data=body,
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {client['registration_access_token']}",
+        },
+        timeout=10,
+    )
+    assert update.status_code == 400 and update.json()["error"] == "invalid_client_metadata"
+
+
+def test_registration_rate_is_per_client_address(make_server):
+    server = make_server(OAUTH_REGISTRATION_RATE="3")
+    body = {"redirect_uris": ["https://app.example/cb"], "token_endpoint_auth_method": "none"}
+
+    def post(address: str) -> requests.Response:
+        # The test talks to the server from loopback, a trusted proxy by default.
+        return requests.post(server.url("/register"), json=body, headers={"X-Forwarded-For": address}, timeout=10)
+
+    assert [post("203.0.113.7").status_code for _ in range(3)] == [201] * 3
+    refused = post("203.0.113.7")
+    assert refused.status_code == 429 and 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert refused.json()["error"] == "temporarily_unavailable"
+    assert post("203.0.113.8").status_code == 201
+
+
+def test_forwarded_for_from_an_untrusted_peer_is_ignored(make_server):
+    server = make_server(OAUTH_REGISTRATION_RATE="2", OAUTH_TRUSTED_PROXIES="")
+    body = {"redirect_uris": ["https://app.example/cb"], "token_endpoint_auth_method": "none"}
+    statuses = [
+        requests.post(
+            server.url("/register"), json=body, headers={"X-Forwarded-For": f"198.51.100.{i}"}, timeout=10
+        ).status_code
+        for i in range(3)
+    ]
+    assert statuses == [201, 201, 429]
+
+
+def test_registration_cap(make_server):
+    server = make_server(OAUTH_MAX_CLIENTS="2")
+    register(server)
+    register(server)
+    refused = requests.post(server.url("/register"), json={"redirect_uris": ["https://a.example/cb"]}, timeout=10)
+    assert refused.status_code == 429 and refused.headers["Retry-After"]
+    assert len(json.loads(server.cli("list-clients", "--json").stdout)) == 2
+
+
+# -- connections -----------------------------------------------------------------------
+
+
+def test_half_open_connections_do_not_stop_healthz(server):
+    """150 connections that send half a request, then wait (more than waitress's old
+    default limit of 100): /healthz still answers at once."""
+    sockets = []
+    try:
+        for _ in range(150):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            sock.sendall(b"POST /register HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+            sockets.append(sock)
+        started = time.monotonic()
+        response = requests.get(server.url("/healthz"), timeout=5)
+        assert response.status_code == 200
+        assert time.monotonic() - started < 2
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+# -- /verify: the resource comes from the normalised forwarded URL ---------------------
+
+
+@pytest.fixture
+def two_resources(make_server):
+    from conftest import free_port
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    return make_server(PORT=str(port), OAUTH_RESOURCES=f"{base}/mcp,{base}/other")
+
+
+def _forwarded(server, token: str, uri: str, **extra) -> requests.Response:
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "X-Forwarded-Proto": "http",
+        "X-Forwarded-Host": f"127.0.0.1:{server.port}",
+        "X-Forwarded-Uri": uri,
+        **extra,
+    }
+    return requests.get(server.url("/verify"), headers=headers, timeout=10)
+
+
+def test_verify_normalises_the_path_before_choosing_the_resource(two_resources):
+    server = two_resources
+    _, tokens = tokens_for(server)  # for the first resource, /mcp
+    token = tokens["access_token"]
+    for uri in ("/mcp", "/mcp/", "/mcp/tools?x=1", "//mcp", "/x/../mcp/y", "/%6Dcp"):
+        assert _forwarded(server, token, uri).status_code == 200, uri
+    for uri in ("/other", "//other", "/x/../other", "/%6Fther", "/mcp/../other", "/mcp/%2e%2e/other"):
+        response = _forwarded(server, token, uri)
+        assert response.status_code == 401, uri
+        metadata = f"http://127.0.0.1:{server.port}/.well-known/oauth-protected-resource/other"
+        assert f'resource_metadata="{metadata}"' in response.headers["WWW-Authenticate"]
+
+
+def test_verify_refuses_a_url_that_names_no_resource(two_resources):
+    server = two_resources
+    _, tokens = tokens_for(server)
+    for uri in ("/", "/admin", "/mcpx", "/mcp/%zz"):
+        response = _forwarded(server, tokens["access_token"], uri)
+        assert response.status_code == 403, uri
+        assert response.json()["error"] == "invalid_target"
+    # Without forwarded headers there is no URL to choose by: refused, never "any".
+    assert verify(server, tokens["access_token"]).status_code == 403
+
+
+def test_verify_ignores_forwarded_headers_from_untrusted_peers(make_server):
+    from conftest import free_port
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = make_server(PORT=str(port), OAUTH_RESOURCES=f"{base}/mcp,{base}/other", OAUTH_TRUSTED_PROXIES="")
+    _, tokens = tokens_for(server)
+    assert _forwarded(server, tokens["access_token"], "/mcp").status_code == 403
+
+
+def test_verify_scope_parameter_is_never_copied_into_the_header(server):
+    _, tokens = tokens_for(server)
+    for scope in ("mcp\r\nSet-Cookie: a=b", 'mcp"', "mcp\\", "é"):
+        response = verify(server, tokens["access_token"], scope=scope)
+        assert response.status_code == 400, scope
+        assert "Set-Cookie" not in response.headers
+    lacking = verify(server, tokens["access_token"], scope="admin")
+    assert lacking.status_code == 403
+    assert 'scope="admin"' in lacking.headers["WWW-Authenticate"]
+
+
+def test_verify_without_a_token_has_no_error_code(server):
+    """RFC 6750 §3.1: a request without credentials gets no error code."""
+    response = verify(server, None)
+    assert response.status_code == 401
+    challenge = response.headers["WWW-Authenticate"]
+    assert challenge.startswith("Bearer resource_metadata=") and "error=" not in challenge
+    bad = verify(server, "not.a.token")
+    assert bad.headers["WWW-Authenticate"].startswith('Bearer error="invalid_token", resource_metadata=')
+
+
+# -- gateway: normalised and re-encoded paths, no client-sent forwarding headers -----
+
+
+@pytest.fixture
+def gateway(make_server, upstream):
+    return make_server(OAUTH_UPSTREAM_URL=upstream)
+
+
+def _raw(server, path: str, token: str, headers: str = "") -> tuple[int, str]:
+    """Send a request line exactly as written (requests would normalise it)."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n{headers}"
+            "Connection: close\r\n\r\n".encode("latin-1")
+        )
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body.decode("latin-1")
+
+
+def test_gateway_paths_are_normalised_and_re_encoded(gateway):
+    _, tokens = tokens_for(gateway)
+    token = tokens["access_token"]
+    for path in ("/mcp/%2e%2e/admin", "/mcp/../admin", "/mcp/%2E%2E/%2e%2e/admin", "/mcp/./../admin"):
+        status, body = _raw(gateway, path, token)
+        assert status == 404, (path, body)
+        assert '"admin"' not in body
+    status, body = _raw(gateway, "/mcp/path/%C3%A9/a%2fb/%7e?q=%C3%A9", token)
+    assert status == 200, body
+    assert json.loads(body)["raw_path"] == "/mcp/path/%C3%A9/a%2Fb/~"
+    status, body = _raw(gateway, "/mcp//path/./x/../y", token)
+    assert status == 200 and json.loads(body)["raw_path"] == "/mcp/path/y"
+    status, _ = _raw(gateway, "/mcp/path/%zz", token)
+    assert status == 400
+
+
+def test_gateway_drops_client_sent_forwarding_headers(make_server, upstream):
+    # The test client is a stranger here, not a trusted proxy.
+    gateway = make_server(OAUTH_UPSTREAM_URL=upstream, OAUTH_TRUSTED_PROXIES="")
+    _, tokens = tokens_for(gateway)
+    response = requests.post(
+        gateway.url("/mcp/echo"),
+        data=b"{}",
+        headers={
+            "Authorization": f"Bearer {tokens['access_token']}",
+            "Forwarded": "for=6.6.6.6;host=evil.example",
+            "X-Forwarded-For": "6.6.6.6",
+            "X-Forwarded-Host": "evil.example",
+            "X-Forwarded-Proto": "gopher",
+            "X-Real-IP": "6.6.6.6",
+            "X-Secret-Hop": "drop me",
+            "Connection": "keep-alive, X-Secret-Hop",
+            "X-Kept": "kept",
+        },
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    echoed = response.json()["headers"]
+    assert "forwarded" not in echoed and "x-real-ip" not in echoed and "x-secret-hop" not in echoed
+    assert echoed["x-forwarded-for"] == "127.0.0.1"
+    assert echoed["x-forwarded-host"] == f"127.0.0.1:{gateway.port}"
+    assert echoed["x-forwarded-proto"] == "http"
+    assert echoed["x-kept"] == "kept"
+
+
+# -- login throttle -------------------------------------------------------------------
+
+
+def _login(server, browser: Browser, token: str, password: str, address: str) -> int:
+    return browser.post(
+        server.url("/login"),
+        data={"csrf_token": token, "username": "alice", "password": password},
+        headers={"X-Forwarded-For": address},
+    ).status_code
+
+
+def test_guesses_from_everywhere_cannot_lock_a_person_out(server):
+    """60 wrong passwords for alice from 12 addresses: the per-address limit stops each
+    address, and the right password from a new address still gets in."""
+    browser = Browser(server)
+    token = csrf_of(browser.get(server.url("/login")).text)
+    for i in range(60):
+        assert _login(server, browser, token, f"guess{i}", f"198.51.100.{i % 12}") in (401, 429)
+    assert _login(server, browser, token, "wrong", "198.51.100.1") == 429  # that address waits
+    assert _login(server, browser, token, PASSWORD, "203.0.113.50") == 200
+
+
+def test_concurrent_guesses_cannot_pass_the_per_address_limit(server):
+    browser = Browser(server)
+    token = csrf_of(browser.get(server.url("/login")).text)
+    barrier = threading.Barrier(24)
+
+    def guess(i: int) -> int:
+        barrier.wait()
+        return _login(server, browser, token, f"guess{i}", "192.0.2.77")
+
+    with ThreadPoolExecutor(24) as pool:
+        statuses = list(pool.map(guess, range(24)))
+    assert statuses.count(401) == 10, statuses
+    assert statuses.count(429) == 14, statuses
+
+
+# -- introspection -----------------------------------------------------------------------
+
+
+def _introspect(server, client: dict, token: str) -> dict:
+    response = requests.post(
+        server.url("/introspect"),
+        data={"token": token},
+        auth=(client["client_id"], client["client_secret"]),
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_introspection_answers_only_about_the_callers_own_tokens(server):
+    confidential = register(server, token_endpoint_auth_method="client_secret_basic")
+    code, verifier, _ = get_code(server, confidential)
+    own = exchange(server, confidential, code, verifier, client_secret=confidential["client_secret"]).json()
+    _, others = tokens_for(server)
+    assert _introspect(server, confidential, own["access_token"])["active"] is True
+    assert _introspect(server, confidential, others["access_token"]) == {"active": False}
+    assert _introspect(server, confidential, others["refresh_token"]) == {"active": False}
+
+    made = server.cli("add-resource-server", "my MCP server", "--json")
+    assert made.returncode == 0, made.stderr
+    resource_server = json.loads(made.stdout)
+    assert set(resource_server) >= {"client_id", "client_secret"}
+    seen = _introspect(server, resource_server, others["access_token"])
+    assert seen["active"] is True and seen["sub"] == "alice"
+    assert _introspect(server, resource_server, others["refresh_token"])["active"] is True
+
+
+def test_a_rotated_refresh_token_at_introspection_is_a_replay(make_server):
+    server = make_server(OAUTH_REFRESH_GRACE="0")
+    client, tokens = tokens_for(server)
+    rotated = refresh(server, client, tokens["refresh_token"])
+    assert rotated.status_code == 200
+    resource_server = json.loads(server.cli("add-resource-server", "rs", "--json").stdout)
+    time.sleep(1.1)
+    assert _introspect(server, resource_server, tokens["refresh_token"]) == {"active": False}
+    # The replay revoked the grant: the live token is dead too.
+    assert refresh(server, client, rotated.json()["refresh_token"]).json()["error"] == "invalid_grant"
+
+
+def test_code_exchange_still_works_after_a_failed_login_from_elsewhere(server):
+    """A wrong password from one address does not spoil another browser's flow."""
+    client = register(server)
+    other = Browser(server)
+    token = csrf_of(other.get(server.url("/login")).text)
+    assert _login(server, other, token, "wrong", "198.51.100.200") == 401
+    code, verifier, _ = get_code(server, client)
+    assert exchange(server, client, code, verifier).status_code == 200
