@@ -13,6 +13,7 @@ from datetime import timedelta
 from flask import Flask, current_app
 
 from .config import Config, ConfigError
+from .forwarded import IssuerOrigin
 from .keys import KeyManager
 from .oauth2 import OAuthServer
 from .pending import PendingAuthorizations
@@ -60,6 +61,7 @@ def create_app(config: Config | None = None, *, for_cli: bool = False) -> Flask:
     # Werkzeug would answer `//x` with a redirect whose Location it builds from the
     # Host header; paths are normalised where it matters (app/policy.py) instead.
     app.url_map.merge_slashes = False
+    app.wsgi_app = IssuerOrigin(app.wsgi_app, config.issuer)  # type: ignore[method-assign]
 
     store = open_store(config)
     keys = KeyManager(store)

@@ -11,11 +11,36 @@ from OAUTH_ISSUER, never from these headers or `Host`.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
 
 from flask import request
 
 from .config import Config, IPNetwork
+
+
+class IssuerOrigin:
+    """WSGI middleware: every request is seen as arriving at the issuer's scheme and
+    host, so nothing Flask, Werkzeug or Authlib builds (request.url, redirects,
+    url_for) can come from what a client wrote in `Host`. Behind a TLS proxy the
+    socket says `http` and the Host is whatever the proxy passed; a hostile Host
+    (`evil.example`, an invalid IDNA label) changes nothing."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]], issuer: str):
+        parts = urlsplit(issuer)
+        self.app = app
+        self.scheme = parts.scheme
+        self.host = parts.netloc
+        self.port = str(parts.port or (443 if parts.scheme == "https" else 80))
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        environ["HTTP_HOST"] = self.host
+        environ["SERVER_NAME"] = self.host.rsplit(":", 1)[0] if not self.host.endswith("]") else self.host
+        environ["SERVER_PORT"] = self.port
+        environ["wsgi.url_scheme"] = self.scheme
+        return self.app(environ, start_response)
 
 
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
-from authlib.integrations.flask_oauth2.requests import FlaskJsonRequest, FlaskOAuth2Payload, FlaskOAuth2Request
+from authlib.integrations.flask_oauth2.requests import FlaskJsonRequest
 from authlib.oauth2.rfc6749 import (
     InvalidGrantError,
     InvalidRequestError,
@@ -388,28 +388,14 @@ class OAuthServer(AuthorizationServer):
             oauth_request = OAuth2Request("GET", self.config.url("/authorize"), headers={})
             oauth_request.payload = _MultiPayload(request)
             return oauth_request
-        return _IssuerRequest(flask_request, self._public_url())
+        # request.url is the issuer's origin + path (app.forwarded.IssuerOrigin), so
+        # Authlib's https check sees what clients see, not the proxy's plain http.
+        return super().create_oauth2_request(request)
 
     def create_json_request(self, request: Any) -> FlaskJsonRequest:
         json_request = FlaskJsonRequest(flask_request)
-        json_request.uri = self._public_url()
         json_request.payload = _SafeJsonPayload(flask_request)
         return json_request
-
-    def _public_url(self) -> str:
-        """The URL of the current request as the world sees it: from OAUTH_ISSUER,
-        never from `Host` or the socket's scheme (behind a TLS proxy those say
-        `http://` and whatever the client wrote)."""
-        return self.config.issuer_origin + flask_request.path
-
-
-class _IssuerRequest(FlaskOAuth2Request):
-    """Authlib's Flask request, with the URL given rather than read from `Host`."""
-
-    def __init__(self, request: Any, uri: str):
-        OAuth2Request.__init__(self, method=request.method, uri=uri, headers=request.headers)
-        self._request = request
-        self.payload = FlaskOAuth2Payload(request)
 
 
 class _MultiPayload(BasicOAuth2Payload):

@@ -401,3 +401,137 @@ def test_code_exchange_still_works_after_a_failed_login_from_elsewhere(server):
     assert _login(server, other, token, "wrong", "198.51.100.200") == 401
     code, verifier, _ = get_code(server, client)
     assert exchange(server, client, code, verifier).status_code == 200
+
+
+# -- a store that cannot be written; restore that is refused or fails ------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 2 MiB file system (tmpfs), so that a full disk is a real ENOSPC."""
+    import subprocess
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mount)]).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)])
+
+
+def _fill(path) -> None:
+    import os
+
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 65536)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _files(data_dir) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(data_dir.glob("*.json"))}
+
+
+def test_a_full_disk_is_503_and_healthz_says_so(make_server, small_disk):
+    server = make_server(data_dir=small_disk / "data")
+    client, tokens = tokens_for(server)
+    before = _files(server.data_dir)
+    _fill(small_disk / "filler")
+    refused = requests.post(server.url("/register"), json={"redirect_uris": ["https://a.example/cb"]}, timeout=10)
+    assert refused.status_code == 503 and refused.json()["error"] == "temporarily_unavailable"
+    assert refused.headers["Retry-After"]
+    assert refresh(server, client, tokens["refresh_token"]).status_code == 503
+    assert requests.get(server.url("/healthz"), timeout=10).status_code == 503
+    assert _files(server.data_dir) == before  # nothing lost, nothing torn
+    (small_disk / "filler").unlink()
+    assert requests.get(server.url("/healthz"), timeout=10).status_code == 200
+    assert refresh(server, client, tokens["refresh_token"]).status_code == 200
+    assert "Traceback" not in server.output
+
+
+def _grant(i: int) -> dict:
+    return {
+        "grant_id": f"g{i:06d}",
+        "client_id": "c",
+        "subject": "alice",
+        "provider": "custom",
+        "scope": "mcp",
+        "resource": ["http://127.0.0.1/mcp"],
+        "issued_at": time.time(),
+        "refreshed_at": None,
+        "expires_at": time.time() + 3600,
+        "refresh_token_hashes": {f"{i:064x}": None},
+        "padding": "p" * 300,
+    }
+
+
+def test_a_restore_that_fails_half_way_changes_no_file(make_server, small_disk, tmp_path):
+    server = make_server(data_dir=small_disk / "data")
+    tokens_for(server)
+    before = _files(server.data_dir)
+    document = {
+        "format": "mcp-oauth-backup",
+        "version": 1,
+        "created_at": time.time(),
+        "clients": {},
+        "grants": {g["grant_id"]: g for g in map(_grant, range(6000))},  # ~2.5 MB: does not fit
+        "users": {},
+        "signing_keys": {},
+    }
+    path = tmp_path / "oauth-backup-20260101-000000.json"
+    path.write_text(json.dumps(document))
+    for args in (["--clear", "--yes"], []):
+        result = server.cli("restore", str(path), *args)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert "cannot write" in result.stderr
+        assert _files(server.data_dir) == before
+    assert requests.get(server.url("/jwks.json"), timeout=10).status_code == 200
+
+
+def _backup_with(tmp_path, server, collection: str, key: str, change) -> str:
+    """A real backup of the server with one record changed by `change`."""
+    out = tmp_path / f"b-{collection}-{len(list(tmp_path.iterdir()))}"
+    assert server.cli("backup", "--output", str(out)).returncode == 0
+    path = next(out.glob("oauth-backup-*.json"))
+    document = json.loads(path.read_text())
+    items = document[collection]
+    record = items[key] if key in items else next(r for r in items.values() if r.get("use", "sig") == "sig")
+    change(record)
+    path.write_text(json.dumps(document))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("collection", "change"),
+    [
+        ("grants", lambda r: r.update(expires_at="tomorrow")),
+        ("grants", lambda r: r.update(refresh_token_hashes={"short": None})),
+        ("grants", lambda r: r.update(resource="http://x/mcp")),
+        ("grants", lambda r: r.pop("subject")),
+        ("clients", lambda r: r.update(metadata={"redirect_uris": "https://a.example/cb"})),
+        ("clients", lambda r: r.update(created_at=None)),
+        ("clients", lambda r: r.update(client_secret_hash=12)),
+        ("users", lambda r: r.update(password_hash=None)),
+        ("signing_keys", lambda r: r.pop("jwk")),
+        ("signing_keys", lambda r: r.update(jwk={"kty": "RSA", "n": "AQAB", "e": "AQAB"})),
+        ("signing_keys", lambda r: r.update(kid="another")),
+    ],
+)
+def test_a_crafted_backup_is_refused_and_changes_nothing(server, tmp_path, collection, change):
+    client, tokens = tokens_for(server)
+    key = {"grants": None, "clients": client["client_id"], "users": "alice", "signing_keys": None}[collection]
+    if collection == "grants":
+        key = next(iter(json.loads((server.data_dir / "refresh_tokens.json").read_text())["grants"]))
+    path = _backup_with(tmp_path, server, collection, key, change)
+    before = _files(server.data_dir)
+    for args in (["--clear", "--yes"], []):
+        result = server.cli("restore", path, *args)
+        assert result.returncode == 1, result.stdout
+        assert "nothing was restored" in result.stderr and "Traceback" not in result.stderr
+        assert _files(server.data_dir) == before
+    assert requests.get(server.url("/jwks.json"), timeout=10).status_code == 200
+    assert verify(server, tokens["access_token"]).status_code == 200

@@ -69,8 +69,6 @@ class PersistentStore:
         self.data_dir = Path(data_dir)
         self._expiry = dict(expiry or {})
         self._cache: dict[str, _Cached] = {}
-        #: the last failed write, until a write succeeds again (for /healthz)
-        self._last_write_error: str | None = None
         self._thread_locks = {name: threading.RLock() for name in COLLECTIONS}
         self._ensure_dir()
         # One instance per file: FileLock is reentrant per instance, so a holder of
@@ -176,7 +174,7 @@ class PersistentStore:
 
     def check_writable(self) -> None:
         """Raise `StoreError` unless a file can be written in the folder now (a full
-        or read-only disk) and the last write of this process did not fail."""
+        or read-only disk)."""
         probe = self.data_dir / f".probe.{os.getpid()}.{threading.get_ident()}"
         try:
             fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -188,8 +186,6 @@ class PersistentStore:
                 probe.unlink(missing_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot write in {self.data_dir}: {exc.strerror or exc}") from None
-        if self._last_write_error:
-            raise StoreError(self._last_write_error)
 
     # -- writing -----------------------------------------------------------------
 
@@ -210,8 +206,7 @@ class PersistentStore:
             raise self._write_failed(collection, exc) from None
 
     def _write_failed(self, collection: str, exc: OSError) -> StoreError:
-        self._last_write_error = f"cannot write {self.path(collection)}: {exc.strerror or exc}"
-        return StoreError(self._last_write_error)
+        return StoreError(f"cannot write {self.path(collection)}: {exc.strerror or exc}")
 
     def purge(
         self, collection: str, extra: Callable[[Record], bool] | None = None, dry_run: bool = False
@@ -270,7 +265,6 @@ class PersistentStore:
                     tmp.unlink(missing_ok=True)
                 raise self._write_failed(next(iter(collections)), exc) from None
             self._cache.clear()
-            self._last_write_error = None
 
     def put(self, collection: str, key: str, record: Record) -> None:
         self.update(collection, lambda items: items.__setitem__(key, record))
@@ -288,7 +282,6 @@ class PersistentStore:
             raise
         self._fsync_dir()
         self._cache[collection] = _Cached(self._signature(path), kept)
-        self._last_write_error = None
 
     def _stage(self, collection: str, items: dict[str, Record]) -> tuple[Path, dict[str, Record]]:
         """The collection's new file, written and fsync'd beside the real one, and the
