@@ -1,0 +1,1 @@
+"""Helpers for the tests: servers, proxies and certificates. Importable; no tests here."""
