@@ -12,6 +12,7 @@ from datetime import timedelta
 
 from flask import Flask, current_app
 
+from .cimd import DocumentFetcher
 from .config import Config, ConfigError
 from .forwarded import IssuerOrigin
 from .keys import KeyManager
@@ -65,7 +66,7 @@ def create_app(config: Config | None = None, *, for_cli: bool = False) -> Flask:
 
     store = open_store(config)
     keys = KeyManager(store)
-    clients = ClientRepository(store, config)
+    clients = ClientRepository(store, config, DocumentFetcher(config) if config.cimd else None)
     grants = GrantRepository(store, config)
     users = UserRepository(store)
     server = OAuthServer(config, clients, grants, keys)

@@ -64,6 +64,9 @@ class Config:
     connection_limit: int = 1000
     registration_rate: int = 30
     max_clients: int = 10000
+    native_schemes: tuple[str, ...] = ("cursor", "vscode", "vscode-insiders", "windsurf")
+    cimd: bool = True
+    cimd_allow_private: bool = False
     google: dict[str, str] = field(default_factory=dict)
     azure: dict[str, str] = field(default_factory=dict)
 
@@ -115,16 +118,28 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     return value
 
 
-def _list(env: Mapping[str, str], name: str, sep: str = ",") -> tuple[str, ...]:
-    raw = env.get(name) or ""
+def _list(env: Mapping[str, str], name: str, sep: str = ",", default: str = "") -> tuple[str, ...]:
+    """The items of a list variable; `default` when it is unset (set but empty is
+    an empty list)."""
+    raw = env.get(name)
+    raw = default if raw is None else raw
     items = raw.split(sep) if sep != " " else raw.split()
     return tuple(item.strip() for item in items if item.strip())
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = _get(env, name, "1" if default else "0").lower()
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be 1 or 0, got {raw!r}")
 
 
 def _networks(env: Mapping[str, str], name: str, default: str) -> tuple[IPNetwork, ...]:
     """A comma list of IP addresses or CIDR networks."""
     raw = env.get(name)
-    items = _list({name: default if raw is None else raw}, name)
+    items = _list(env, name, default=default)
     try:
         return tuple(ipaddress.ip_network(item, strict=False) for item in items)
     except ValueError:
@@ -217,6 +232,11 @@ def _parse(env: Mapping[str, str]) -> Config:
         connection_limit=_int(env, "OAUTH_CONNECTION_LIMIT", 1000, minimum=1),
         registration_rate=_int(env, "OAUTH_REGISTRATION_RATE", 30),
         max_clients=_int(env, "OAUTH_MAX_CLIENTS", 10000),
+        native_schemes=tuple(
+            s.lower() for s in _list(env, "OAUTH_NATIVE_SCHEMES", default="cursor,vscode,vscode-insiders,windsurf")
+        ),
+        cimd=_flag(env, "OAUTH_CIMD", True),
+        cimd_allow_private=_flag(env, "OAUTH_CIMD_ALLOW_PRIVATE", False),
         google=google,
         azure=azure,
     )

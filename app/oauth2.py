@@ -366,7 +366,7 @@ class OAuthServer(AuthorizationServer):
         self.grants = grant_repo
         self.keys = keys
         self.codes = AuthorizationCodeStore(config.code_retry_window)
-        self._query_client = clients.get
+        self._query_client = clients.resolve
         self.scopes_supported = list(config.scopes)
         self.register_token_generator("default", AccessTokenGenerator(config, keys))
         self.register_grant(AuthorizationCodeGrant, [S256CodeChallenge(required=True), ResourceIndicator(config)])

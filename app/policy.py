@@ -1,5 +1,5 @@
-"""Rules stated once: how a request path is normalised, and which configured resource
-(RFC 8707) a URL names.
+"""Rules stated once: which redirect URIs a client may register, how a request path is
+normalised, and which configured resource (RFC 8707) a URL names.
 
 /verify and the gateway decide which resource a token must be meant for from a URL
 that a client wrote. Two spellings of one path must not name two resources, and a path
@@ -13,7 +13,7 @@ import re
 import string
 from urllib.parse import urlsplit
 
-from .config import Config
+from .config import Config, is_loopback_host
 
 UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
 #: RFC 3986 §3.3 pchar without pct-encoded: what may stand unencoded in a segment.
@@ -104,3 +104,111 @@ def resource_for_url(config: Config, scheme: str, host: str, raw_path: str) -> s
         if within(path, resource_path) and (best is None or len(resource_path) > best[0]):
             best = (len(resource_path), resource)
     return best[1] if best else None
+
+
+# -- client metadata ---------------------------------------------------------------
+
+#: What one client's metadata may hold (registered or from a metadata document):
+#: without limits, 60 anonymous registrations made a 63 MB clients.json.
+MAX_STRING = 2000
+MAX_REDIRECT_URIS = 10
+MAX_CONTACTS = 10
+
+
+class MetadataTooLarge(ValueError):
+    """Client metadata beyond what anyone needs."""
+
+
+def check_bounds(metadata: dict[str, object]) -> None:
+    """Refuse metadata larger than anyone needs, before anything is stored."""
+    for key, limit in (("redirect_uris", MAX_REDIRECT_URIS), ("contacts", MAX_CONTACTS)):
+        value = metadata.get(key)
+        if isinstance(value, list) and len(value) > limit:
+            raise MetadataTooLarge(f"At most {limit} {key} may be registered.")
+    pending: list[object] = [metadata]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str) and len(value) > MAX_STRING:
+            raise MetadataTooLarge(f"Each value may be at most {MAX_STRING} characters long.")
+        if isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+
+
+# -- redirect URIs -------------------------------------------------------------------
+
+#: Characters RFC 3986 never allows in a URI (they would have to be percent-encoded).
+URI_FORBIDDEN = set(' "<>\\^`{|}') | {chr(c) for c in range(0x20)} | {"\x7f"}
+#: Schemes that run or read something where they are opened: never a redirect URI,
+#: whatever OAUTH_NATIVE_SCHEMES says.
+NEVER_SCHEMES = frozenset({"javascript", "data", "file", "blob", "vbscript", "about", "filesystem", "ftp", "ws", "wss"})
+SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*$")
+
+
+def is_native_scheme(scheme: str, config: Config) -> bool:
+    """RFC 8252 §7.1: a private-use scheme of a native app, either a reverse domain
+    name (`com.example.app`, it contains a dot) or one listed in OAUTH_NATIVE_SCHEMES
+    (`cursor`, `vscode`, ...)."""
+    scheme = scheme.lower()
+    if scheme in NEVER_SCHEMES or scheme in ("http", "https") or not SCHEME.match(scheme):
+        return False
+    return "." in scheme or scheme in config.native_schemes
+
+
+def check_redirect_uri(uri: object, config: Config) -> str | None:
+    """Why a redirect URI is refused, or None when it is acceptable: https; http on a
+    loopback host (RFC 8252 §7.3); a native app's private-use scheme (§7.1); absolute,
+    no fragment, no user info; a host in OAUTH_REDIRECT_HOSTS when that is set
+    (loopback and native schemes aside)."""
+    if not isinstance(uri, str) or not uri or len(uri) > 2000:
+        return "each redirect URI must be a non-empty string"
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        return f"{uri!r} is not a valid URI"
+    if any(c in URI_FORBIDDEN for c in uri) or not uri.isascii():
+        return "a redirect URI must not contain spaces, quotes, angle brackets or non-ASCII characters"
+    if parts.fragment or "#" in uri:
+        return f"{uri!r} must not contain a fragment"
+    if parts.username is not None or parts.password is not None:
+        return f"{uri!r} must not contain user information"
+    scheme = parts.scheme.lower()
+    if scheme not in ("https", "http"):
+        if is_native_scheme(scheme, config):
+            return None
+        return f"{uri!r} uses a scheme this server does not accept for redirects"
+    host = (parts.hostname or "").lower()
+    if not host:
+        return f"{uri!r} must be an absolute https URI (or http on a loopback host)"
+    loopback = is_loopback_host(host)
+    if scheme == "http" and not loopback:
+        return f"{uri!r} uses http on a host that is not loopback; use https"
+    if config.redirect_hosts and not loopback and host not in config.redirect_hosts:
+        return f"the host of {uri!r} is not allowed on this server"
+    return None
+
+
+def accepted_redirect_uris(uris: list[object], config: Config) -> tuple[list[str], list[str]]:
+    """(the URIs this server accepts, in order and without repeats; why the others
+    were refused)."""
+    kept: list[str] = []
+    problems: list[str] = []
+    for uri in uris:
+        problem = check_redirect_uri(uri, config)
+        if problem:
+            problems.append(problem)
+        elif isinstance(uri, str) and uri not in kept:
+            kept.append(uri)
+    return kept, problems
+
+
+def redirect_destination(uri: str) -> tuple[str, bool]:
+    """What to show a person as the place the code goes: (the host, or the scheme
+    of a native app; whether it is a native app)."""
+    parts = urlsplit(uri)
+    if parts.scheme.lower() in ("http", "https"):
+        return parts.netloc, False
+    return f"{parts.scheme}://", True

@@ -98,6 +98,7 @@ RULES: dict[str, tuple[str, dict[str, Check]]] = {
             "registration_access_token_hash": optional(sha256_hex),
             "approvals": optional(approvals),
             "resource_server": optional(boolean),
+            "document": optional(boolean),
         },
     ),
     "grants": (

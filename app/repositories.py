@@ -15,6 +15,7 @@ from typing import Any
 
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from .cimd import DocumentError, DocumentFetcher, is_document_url
 from .config import Config
 from .keys import key_expired
 from .models import Client, Grant
@@ -63,9 +64,10 @@ def open_store(config: Config) -> PersistentStore:
 
 
 class ClientRepository:
-    def __init__(self, store: PersistentStore, config: Config):
+    def __init__(self, store: PersistentStore, config: Config, documents: DocumentFetcher | None = None):
         self.store = store
         self.config = config
+        self.documents = documents
 
     def _wrap(self, record: dict[str, Any] | None) -> Client | None:
         return Client(record, self.config.scopes) if record else None
@@ -74,6 +76,55 @@ class ClientRepository:
         if not client_id or not isinstance(client_id, str):
             return None
         return self._wrap(self.store.get("clients", client_id))
+
+    def resolve(self, client_id: str | None) -> Client | None:
+        """A client for the protocol endpoints: a registered one, or one identified by
+        its metadata document (fetched, or cached; stored only once it is used). /verify
+        asks `get` instead, and never makes a request."""
+        client = self.get(client_id)
+        if client is not None or self.documents is None or not is_document_url(client_id):
+            return client
+        assert client_id is not None
+        try:
+            metadata = self.documents.metadata(client_id)
+        except DocumentError as exc:
+            log.info("metadata document refused: %s", exc)
+            return None
+        now = time.time()
+        record = {
+            "client_id": client_id,
+            "client_id_issued_at": int(now),
+            "client_secret_hash": None,
+            "registration_access_token_hash": None,
+            "created_at": now,
+            "last_used_at": None,
+            "metadata": metadata,
+            "document": True,
+        }
+        return Client(record, self.config.scopes)
+
+    def refresh_document(self, client_id: str) -> None:
+        """At /authorize: fetch the document (or reuse the cached one) and bring a
+        stored client's metadata up to date. Raises DocumentError."""
+        assert self.documents is not None
+        metadata = self.documents.metadata(client_id)
+
+        def change(items: dict[str, dict[str, Any]]) -> None:
+            record = items.get(client_id)
+            if record is not None and record.get("document") is True:
+                record["metadata"] = metadata
+
+        stored = self.get(client_id)
+        if stored is not None and stored.record.get("document") is True and stored.metadata != metadata:
+            self.store.update("clients", change)
+
+    def _adopt(self, items: dict[str, dict[str, Any]], client: Client) -> dict[str, Any] | None:
+        """The stored record of `client`; a metadata-document client is stored now, on
+        its first real use."""
+        record = items.get(client.client_id)
+        if record is None and client.record.get("document") is True:
+            record = items[client.client_id] = dict(client.record)
+        return record
 
     def all(self) -> list[Client]:
         return [Client(r, self.config.scopes) for r in self.store.scan("clients").values()]
@@ -133,8 +184,9 @@ class ClientRepository:
             return
 
         def change(items: dict[str, dict[str, Any]]) -> None:
-            if client.client_id in items:
-                items[client.client_id]["last_used_at"] = now
+            record = self._adopt(items, client)
+            if record is not None:
+                record["last_used_at"] = now
 
         self.store.update("clients", change)
 
@@ -143,7 +195,7 @@ class ClientRepository:
         (kept with the client, so it goes when the client goes)."""
 
         def change(items: dict[str, dict[str, Any]]) -> None:
-            record = items.get(client.client_id)
+            record = self._adopt(items, client)
             if record is None:
                 return
             approvals = record.setdefault("approvals", {})

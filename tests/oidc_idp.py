@@ -58,7 +58,8 @@ def google_discovery():
 @app.get("/<tenant>/v2.0/.well-known/openid-configuration")
 def azure_discovery(tenant: str):
     issuer = f"{base()}/{{tenantid}}/v2.0" if tenant in MULTI_TENANT else f"{base()}/{tenant}/v2.0"
-    return jsonify(discovery(issuer, f"/{tenant}/oauth2/v2.0"))
+    # A discovery document that names another tenant (a misconfigured or hostile one).
+    return jsonify(discovery(state.get("discovery_issuer") or issuer, f"/{tenant}/oauth2/v2.0"))
 
 
 @app.get("/jwks")

@@ -189,6 +189,20 @@ def test_azure_single_tenant(azure, idp):
     assert final.status_code == 401
 
 
+def test_azure_tenant_id_pins_the_tenant_whatever_discovery_says(azure, idp):
+    requests.post(f"{idp}/_control", json={"discovery_issuer": f"{idp}/tenant-b/v2.0"}, timeout=5)
+    try:
+        server = azure("tenant-a")
+        as_user(idp, {"sub": "s", "tid": "tenant-b", "oid": "o"})  # tenant-b's token, as discovery names
+        final, _, _ = login(server, idp)
+        assert final.status_code == 401
+        as_user(idp, {"sub": "s", "tid": "tenant-a", "oid": "o"}, issuer_override=f"{idp}/tenant-b/v2.0")
+        final, _, _ = login(server, idp)
+        assert final.status_code == 401
+    finally:
+        requests.post(f"{idp}/_control", json={"discovery_issuer": None}, timeout=5)
+
+
 def test_azure_multi_tenant_checks_issuer_against_tid(azure, idp):
     server = azure("organizations")
     as_user(idp, {"sub": "s", "tid": "t1", "oid": "o1", "email": "x@fabrikam.com"})

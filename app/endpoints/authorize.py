@@ -18,9 +18,11 @@ from flask import Blueprint, Flask, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from .. import services
+from ..cimd import DocumentError, is_document_url
 from ..config import Config
 from ..models import User
 from ..pending import PendingAuthorization
+from ..policy import redirect_destination
 from ..providers.base import browser_id, current_identity
 from ..security import check_csrf
 
@@ -74,6 +76,14 @@ def init_app(app: Flask, config: Config) -> None:
     def authorize() -> ResponseReturnValue:
         svc = services()
         params = request.args.to_dict(flat=False)
+        client_id = (params.get("client_id") or [""])[0]
+        if svc.clients.documents is not None and is_document_url(client_id):
+            try:
+                svc.clients.refresh_document(client_id)
+            except DocumentError as exc:
+                return _error_page(
+                    OAuth2Error(f"The client's metadata document cannot be used: {exc}.", error="invalid_client")
+                )
         try:
             _validate(params)
         except OAuth2Error as error:
@@ -124,12 +134,15 @@ def init_app(app: Flask, config: Config) -> None:
         asked_again = "consent" in (pending.params.get("prompt") or [""])[0].split()
         if not asked_again and svc.clients.approved(client, user.subject, scope, resource):
             return _finish(pending, grant, user)
+        destination, native_app = redirect_destination(grant.redirect_uri)
         return render_template(
             "consent.html",
             pending=pending,
             client=client,
             identity=identity,
-            redirect_host=urlsplit(grant.redirect_uri).netloc,
+            document_host=urlsplit(client.client_id).hostname if client.record.get("document") else None,
+            redirect_host=destination,
+            native_app=native_app,
             redirect_uri=grant.redirect_uri,
             scopes=scope.split(),
             resources=resource,

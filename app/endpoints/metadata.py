@@ -35,6 +35,7 @@ def authorization_server_metadata(config: Config) -> dict:
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": True,
         "resource_indicators_supported": True,
+        "client_id_metadata_document_supported": config.cimd,
     }
 
 

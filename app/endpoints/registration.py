@@ -9,7 +9,6 @@ is bound to its client: the token of client A never reads, changes or deletes B.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 from authlib.consts import default_json_headers
 from authlib.oauth2.rfc6749 import OAuth2Error
@@ -22,24 +21,19 @@ from joserfc.errors import InvalidClaimError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from .. import services
-from ..config import Config, is_loopback_host
+from ..config import Config
 from ..errors import error_response
 from ..forwarded import client_address
 from ..models import Client
+from ..policy import MAX_REDIRECT_URIS, MetadataTooLarge, accepted_redirect_uris, check_bounds
 from ..security import bearer_token, secret_matches
 from ..throttle import SlidingWindow
 from .metadata import AUTH_METHODS
 
 DEFAULT_GRANT_TYPES = ["authorization_code", "refresh_token"]
-#: What one anonymous registration may make the server store (RFC 7591 §3 leaves
-#: limits to the server; without them, 60 requests made a 63 MB clients.json).
+#: What one anonymous registration may send (RFC 7591 §3 leaves limits to the server).
 MAX_BODY = 16 * 1024
-MAX_STRING = 2000
-MAX_REDIRECT_URIS = 10
-MAX_CONTACTS = 10
 MAX_TEXT = 300
-#: Characters RFC 3986 never allows in a URI (they would have to be percent-encoded).
-URI_FORBIDDEN = set(' "<>\\^`{|}') | {chr(c) for c in range(0x20)} | {"\x7f"}
 
 
 class InvalidTokenError(OAuth2Error):
@@ -52,49 +46,25 @@ class InvalidTokenError(OAuth2Error):
         return [*super().get_headers(), ("WWW-Authenticate", 'Bearer error="invalid_token"')]
 
 
-def check_redirect_uri(uri: Any, allowed_hosts: tuple[str, ...]) -> str | None:
-    """Why a redirect URI is refused, or None when it is acceptable: https, or http on
-    a loopback host (RFC 8252 §7.3); absolute, no fragment, no user info; a host in
-    OAUTH_REDIRECT_HOSTS when that is set (loopback always allowed)."""
-    if not isinstance(uri, str) or not uri or len(uri) > 2000:
-        return "each redirect URI must be a non-empty string"
-    try:
-        parts = urlsplit(uri)
-        parts.port  # noqa: B018 - raises on a malformed port
-    except ValueError:
-        return f"{uri!r} is not a valid URI"
-    if any(c in URI_FORBIDDEN for c in uri) or not uri.isascii():
-        return "a redirect URI must not contain spaces, quotes, angle brackets or non-ASCII characters"
-    host = (parts.hostname or "").lower()
-    if parts.scheme not in ("https", "http") or not host:
-        return f"{uri!r} must be an absolute https URI (or http on a loopback host)"
-    if parts.fragment or "#" in uri:
-        return f"{uri!r} must not contain a fragment"
-    if parts.username is not None or parts.password is not None:
-        return f"{uri!r} must not contain user information"
-    loopback = is_loopback_host(host)
-    if parts.scheme == "http" and not loopback:
-        return f"{uri!r} uses http on a host that is not loopback; use https"
-    if allowed_hosts and not loopback and host not in allowed_hosts:
-        return f"the host of {uri!r} is not allowed on this server"
-    return None
-
-
 class MCPClientMetadataClaims(ClientMetadataClaims):
     """RFC 7591 metadata with this server's rules for redirect URIs and types."""
 
-    allowed_hosts: tuple[str, ...] = ()
+    config: Config
 
     def validate_redirect_uris(self) -> None:
+        """Keep the URIs this server accepts; refuse only when none is left (Cursor
+        registers a `cursor://`, an https and a loopback URI at once, and a server
+        that refuses one should still serve the others). The response lists the
+        URIs kept (RFC 7591 §3.2.1: the server may replace values)."""
         uris = self.get("redirect_uris")
         if not isinstance(uris, list) or not uris:
             raise InvalidRedirectURIError("redirect_uris must be a non-empty array of URIs.")
         if len(uris) > MAX_REDIRECT_URIS:
             raise InvalidRedirectURIError(f"At most {MAX_REDIRECT_URIS} redirect URIs may be registered.")
-        for uri in uris:
-            problem = check_redirect_uri(uri, self.allowed_hosts)
-            if problem:
-                raise InvalidRedirectURIError(f"Invalid redirect URI: {_ascii(problem)}.")
+        kept, problems = accepted_redirect_uris(uris, self.config)
+        if not kept:
+            raise InvalidRedirectURIError(f"Invalid redirect URI: {_ascii(problems[0])}.")
+        self["redirect_uris"] = kept
 
     def validate_grant_types(self) -> None:
         value = self.get("grant_types")
@@ -127,7 +97,7 @@ def _ascii(text: str) -> str:
 
 
 def _claims_class(config: Config) -> type[MCPClientMetadataClaims]:
-    return type("ConfiguredClaims", (MCPClientMetadataClaims,), {"allowed_hosts": config.redirect_hosts})
+    return type("ConfiguredClaims", (MCPClientMetadataClaims,), {"config": config})
 
 
 def _server_metadata() -> dict[str, Any]:
@@ -143,25 +113,6 @@ def _server_metadata() -> dict[str, Any]:
 def _clean(metadata: dict[str, Any]) -> dict[str, Any]:
     """No nulls in what we store and return (Claude rejects a response with them)."""
     return {k: v for k, v in metadata.items() if v is not None}
-
-
-def check_bounds(metadata: dict[str, Any]) -> None:
-    """Refuse metadata larger than anyone needs, before anything is stored."""
-    for key in ("redirect_uris", "contacts"):
-        limit = MAX_REDIRECT_URIS if key == "redirect_uris" else MAX_CONTACTS
-        value = metadata.get(key)
-        if isinstance(value, list) and len(value) > limit:
-            raise InvalidClientMetadataError(f"At most {limit} {key} may be registered.")
-    pending: list[Any] = [metadata]
-    while pending:
-        value = pending.pop()
-        if isinstance(value, str) and len(value) > MAX_STRING:
-            raise InvalidClientMetadataError(f"Each value may be at most {MAX_STRING} characters long.")
-        if isinstance(value, dict):
-            pending.extend(value.keys())
-            pending.extend(value.values())
-        elif isinstance(value, list):
-            pending.extend(value)
 
 
 def body_too_large() -> bool:
@@ -181,7 +132,10 @@ class _RegistrationMixin:
     def extract_client_metadata(self, request: Any) -> dict[str, Any]:
         if not request.payload.data:
             raise InvalidClientMetadataError("The body must be a JSON object of client metadata.")
-        check_bounds(request.payload.data)
+        try:
+            check_bounds(request.payload.data)
+        except MetadataTooLarge as exc:
+            raise InvalidClientMetadataError(str(exc)) from None
         return _clean(super().extract_client_metadata(request))  # type: ignore[misc]
 
 

@@ -2,8 +2,9 @@
 
 Authority: `{AZURE_AUTHORITY}/{AZURE_TENANT_ID}/v2.0`, discovery under it. The subject of
 our tokens is `tid:oid` (Entra's `sub` differs per application, `oid` does not). The ID
-token's issuer must name the token's own tenant: for a single tenant that is the
-discovered issuer itself; for the multi-tenant authorities (`common`, `organizations`,
+token's issuer must name the token's own tenant. With a tenant id configured, `tid` must
+be that id and `iss` that tenant's issuer `{AZURE_AUTHORITY}/{tenant}/v2.0`, whatever the
+discovery document says; for the multi-tenant authorities (`common`, `organizations`,
 `consumers`) the discovered issuer is a template with `{tenantid}`, filled with `tid`.
 Entra ID tokens carry no `email_verified`: `email`, else `preferred_username`, is what
 the allow-lists see.
@@ -38,13 +39,18 @@ class AzureProvider(OIDCProvider):
 
     def claims_options(self) -> dict[str, Any]:
         template = self.client.load_server_metadata()["issuer"]
+        tenant = self.config.azure["tenant_id"].lower()
+        pinned = tenant not in MULTI_TENANT
+        # A tenant id configured: that tenant's own issuer and nothing else, whatever
+        # the discovery document claims (it could name another tenant).
+        own_issuer = f"{self.config.azure['authority']}/{self.config.azure['tenant_id']}/v2.0"
 
         def issuer_names_token_tenant(claims: dict[str, Any], value: Any) -> bool:
             tid = claims.get("tid")
             if not isinstance(tid, str) or not tid or not isinstance(value, str):
                 return False
-            if self.config.azure["tenant_id"].lower() not in MULTI_TENANT and "{tenantid}" not in template:
-                return value == template and f"/{tid}/" in value
+            if pinned:
+                return tid.lower() == tenant and value.lower() == own_issuer.lower()
             return value == template.replace("{tenantid}", tid)
 
         return {**super().claims_options(), "iss": {"essential": True, "validate": issuer_names_token_tenant}}

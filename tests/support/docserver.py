@@ -1,0 +1,59 @@
+"""An https server of client metadata documents for the CIMD tests, with misbehaving
+ones: `python docserver.py PORT CERT KEY LOG`. Every request's path is appended to LOG
+first, so a test can show that a refused fetch never connected."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import sys
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+port, cert, key, log_path = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+REDIRECT_URIS = ["https://app.example/cb", "cursor://anysphere.cursor-retrieval/oauth/callback"]
+
+
+class Documents(BaseHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _send(self, status: int, body: bytes, content_type: str = "application/json", **headers: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in headers.items():
+            self.send_header(name.replace("_", "-"), value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        with open(log_path, "a") as log:
+            log.write(self.path + "\n")
+        own_url = f"https://{self.headers['Host']}{self.path}"
+        document = {"client_id": own_url, "client_name": "Doc Client", "redirect_uris": REDIRECT_URIS}
+        kind = self.path.split("/")[1]
+        if kind == "good":
+            self._send(200, json.dumps(document).encode(), Cache_Control="max-age=60")
+        elif kind == "other":
+            self._send(200, json.dumps({**document, "client_id": "https://elsewhere.example/doc"}).encode())
+        elif kind == "big":
+            self._send(200, json.dumps({**document, "padding": ["x" * 1000] * 70}).encode())
+        elif kind == "slow":
+            time.sleep(7)
+            self._send(200, json.dumps(document).encode())
+        elif kind == "notjson":
+            self._send(200, b"<html>hello</html>", "text/html")
+        elif kind == "redirect":
+            self._send(302, b"", Location=own_url.replace("/redirect/", "/good/"))
+        elif kind == "secret":
+            self._send(200, json.dumps({**document, "client_secret": "s3cret"}).encode())
+        else:
+            self._send(404, b"{}")
+
+
+server = ThreadingHTTPServer(("127.0.0.1", port), Documents)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(cert, key)
+server.socket = context.wrap_socket(server.socket, server_side=True)
+server.serve_forever()

@@ -1,0 +1,283 @@
+"""The clients of 2026: Client ID Metadata Documents (fetched for real from an https
+server with a test CA), native apps' private-use redirect schemes, and client ids an
+operator can type."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import pytest
+import requests
+from conftest import (
+    Browser,
+    csrf_of,
+    exchange,
+    free_port,
+    pkce_pair,
+    refresh,
+    register,
+    request_id_of,
+    verify,
+    wait_for_port,
+)
+from support.tls import make_ca
+
+from app.cimd import address_allowed
+from app.repositories import new_client_id
+
+HERE = Path(__file__).parent
+
+
+@pytest.fixture(scope="module")
+def documents(tmp_path_factory):
+    """The document server: (base URL, CA file, request log)."""
+    tmp = tmp_path_factory.mktemp("docs")
+    ca = make_ca(tmp / "ca", "localhost", "127.0.0.1")
+    port = free_port()
+    log = tmp / "requests.log"
+    log.write_text("")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(HERE / "support" / "docserver.py"),
+            str(port),
+            str(ca.cert_file),
+            str(ca.key_file),
+            str(log),
+        ]
+    )
+    try:
+        wait_for_port(port, proc)
+        yield f"https://localhost:{port}", str(ca.ca_file), log
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture
+def cimd_server(make_server, documents):
+    _, ca_file, _ = documents
+    return make_server(OAUTH_CIMD_ALLOW_PRIVATE="1", SSL_CERT_FILE=ca_file)
+
+
+def _walk(server, params: dict, decision: str = "approve") -> tuple[requests.Response, str]:
+    """/authorize → login → consent page → decision; (the final response, the
+    consent page's HTML)."""
+    browser = Browser(server)
+    response = browser.get(server.url("/authorize?" + urlencode(params)))
+    assert response.status_code == 302, response.text[:500]
+    login_url = browser.absolute(response.headers["Location"])
+    page = browser.get(login_url)
+    response = browser.post(
+        server.url("/login"),
+        data={
+            "csrf_token": csrf_of(page.text),
+            "request_id": request_id_of(login_url),
+            "username": "alice",
+            "password": "correct horse battery",
+        },
+    )
+    consent_url = browser.absolute(response.headers["Location"])
+    consent = browser.get(consent_url)
+    assert consent.status_code == 200, consent.text[:500]
+    final = browser.post(
+        server.url("/consent"),
+        data={"csrf_token": csrf_of(consent.text), "request_id": request_id_of(consent_url), "decision": decision},
+    )
+    return final, consent.text
+
+
+def _params(client_id: str, redirect_uri: str, challenge: str) -> dict:
+    return {
+        "response_type": "code",
+        "client_id": client_id,
+        "redirect_uri": redirect_uri,
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+        "state": "s1",
+    }
+
+
+def test_metadata_says_documents_are_supported(server, make_server):
+    metadata = requests.get(server.url("/.well-known/oauth-authorization-server"), timeout=10).json()
+    assert metadata["client_id_metadata_document_supported"] is True
+    off = make_server(OAUTH_CIMD="0")
+    assert (
+        requests.get(off.url("/.well-known/oauth-authorization-server"), timeout=10).json()[
+            "client_id_metadata_document_supported"
+        ]
+        is False
+    )
+
+
+def test_whole_flow_with_a_metadata_document_then_refresh(cimd_server, documents):
+    base, _, _ = documents
+    client_id = f"{base}/good/app.json"
+    verifier, challenge = pkce_pair()
+    final, consent = _walk(cimd_server, _params(client_id, "https://app.example/cb", challenge))
+    assert 'class="document-host">localhost<' in consent and "Doc Client" in consent
+    location = urlsplit(final.headers["Location"])
+    assert f"{location.scheme}://{location.netloc}{location.path}" == "https://app.example/cb"
+    code = parse_qs(location.query)["code"][0]
+    client = {"client_id": client_id, "redirect_uris": ["https://app.example/cb"]}
+    tokens = exchange(cimd_server, client, code, verifier)
+    assert tokens.status_code == 200, tokens.text
+    assert verify(cimd_server, tokens.json()["access_token"]).status_code == 200
+    renewed = refresh(cimd_server, client, tokens.json()["refresh_token"])
+    assert renewed.status_code == 200, renewed.text
+    stored = json.loads(cimd_server.cli("list-clients", "--json").stdout)
+    assert [c["client_id"] for c in stored] == [client_id]
+    # The CLI deletes it like any client, and its tokens die at once.
+    assert cimd_server.cli("delete-client", client_id).returncode == 0
+    assert verify(cimd_server, renewed.json()["access_token"]).status_code == 401
+
+
+def test_a_redirect_uri_the_document_does_not_list_is_refused(cimd_server, documents):
+    base, _, _ = documents
+    _, challenge = pkce_pair()
+    params = _params(f"{base}/good/app.json", "https://evil.example/cb", challenge)
+    response = requests.get(cimd_server.url("/authorize?" + urlencode(params)), allow_redirects=False, timeout=10)
+    assert response.status_code == 400 and "Location" not in response.headers
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        ("/other/doc.json", "another client_id"),
+        ("/missing/doc.json", "HTTP 404"),
+        ("/big/doc.json", "64 KiB"),
+        ("/slow/doc.json", "5 seconds"),
+        ("/notjson/doc.json", "not JSON"),
+        ("/redirect/doc.json", "HTTP 302"),
+        ("/secret/doc.json", "client secret"),
+    ],
+)
+def test_a_document_that_cannot_be_used_is_shown_not_redirected(cimd_server, documents, path, reason):
+    base, _, _ = documents
+    _, challenge = pkce_pair()
+    params = _params(base + path, "https://app.example/cb", challenge)
+    response = requests.get(cimd_server.url("/authorize?" + urlencode(params)), allow_redirects=False, timeout=20)
+    assert response.status_code == 400 and "Location" not in response.headers
+    assert reason in response.text, response.text[:1000]
+
+
+def test_private_addresses_are_refused_without_a_connection(make_server, documents):
+    base, ca_file, log = documents
+    server = make_server(SSL_CERT_FILE=ca_file)  # OAUTH_CIMD_ALLOW_PRIVATE unset: 0
+    port = urlsplit(base).port
+    before = log.read_text()
+    _, challenge = pkce_pair()
+    for host in ("localhost", "127.0.0.1", "[::1]", "[::ffff:127.0.0.1]", "127.0.0.2", "0.0.0.0"):
+        params = _params(f"https://{host}:{port}/good/ssrf.json", "https://app.example/cb", challenge)
+        response = requests.get(server.url("/authorize?" + urlencode(params)), allow_redirects=False, timeout=10)
+        assert response.status_code == 400, host
+        assert "does not fetch from" in response.text, response.text[:800]
+    assert log.read_text() == before  # not one request reached the document server
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["10.0.0.1", "172.16.5.4", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0", "224.0.0.1",
+     "fe80::1", "fc00::1", "::1", "::ffff:10.0.0.1", "::ffff:169.254.169.254", "2002:a00:1::1", "ff02::1"],
+)  # fmt: skip
+def test_the_address_guard_refuses_non_public_addresses(address):
+    assert not address_allowed(ipaddress.ip_address(address), allow_private=False)
+
+
+def test_the_address_guard_admits_public_addresses():
+    for address in ("8.8.8.8", "1.1.1.1", "2606:4700:4700::1111"):
+        assert address_allowed(ipaddress.ip_address(address), allow_private=False)
+    assert address_allowed(ipaddress.ip_address("10.0.0.1"), allow_private=True)
+    assert not address_allowed(ipaddress.ip_address("224.0.0.1"), allow_private=True)
+
+
+def test_a_shipped_document_stands_in_when_the_live_one_cannot_be_fetched(server):
+    """Claude's document ships with the server; here (no outbound network, or a CDN
+    that refuses) the live fetch fails and the shipped copy is used."""
+    client = {"client_id": "https://claude.ai/oauth/mcp-oauth-client-metadata", "redirect_uris": []}
+    client["redirect_uris"] = ["https://claude.ai/api/mcp/auth_callback"]
+    verifier, challenge = pkce_pair()
+    final, consent = _walk(server, _params(client["client_id"], client["redirect_uris"][0], challenge))
+    assert "Claude" in consent and 'class="document-host">claude.ai<' in consent
+    code = parse_qs(urlsplit(final.headers["Location"]).query)["code"][0]
+    assert exchange(server, client, code, verifier).status_code == 200
+
+
+def test_documents_off_means_unknown_client(make_server):
+    server = make_server(OAUTH_CIMD="0")
+    _, challenge = pkce_pair()
+    params = _params(
+        "https://claude.ai/oauth/mcp-oauth-client-metadata", "https://claude.ai/api/mcp/auth_callback", challenge
+    )
+    response = requests.get(server.url("/authorize?" + urlencode(params)), allow_redirects=False, timeout=10)
+    assert response.status_code == 400 and "Location" not in response.headers
+
+
+# -- native apps (RFC 8252 §7.1) ------------------------------------------------------
+
+
+def test_cursor_registers_its_three_kinds_of_redirect_uri_and_keeps_the_good_ones(server):
+    uris = [
+        "cursor://anysphere.cursor-retrieval/oauth/user-abc/callback",
+        "https://www.cursor.com/agents/mcp/oauth/callback",
+        "http://localhost:8787/callback",
+        "javascript:alert(1)",
+    ]
+    response = requests.post(
+        server.url("/register"),
+        json={"client_name": "Cursor", "redirect_uris": uris, "token_endpoint_auth_method": "none"},
+        timeout=10,
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["redirect_uris"] == uris[:3]
+
+
+@pytest.mark.parametrize(
+    "redirect_uri",
+    ["cursor://anysphere.cursor-retrieval/oauth/user-abc/callback", "com.example.app:/oauth2redirect"],
+)
+def test_native_app_redirect_through_the_whole_flow(server, redirect_uri):
+    client = register(server, redirect_uris=[redirect_uri])
+    verifier, challenge = pkce_pair()
+    final, consent = _walk(server, _params(client["client_id"], redirect_uri, challenge))
+    scheme = redirect_uri.split(":", 1)[0]
+    assert f"opens <strong>{scheme}://</strong> links" in consent
+    assert final.status_code == 302 and final.headers["Location"].startswith(redirect_uri + "?")
+    code = parse_qs(urlsplit(final.headers["Location"]).query)["code"][0]
+    assert exchange(server, client, code, verifier).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["javascript:alert(1)", "data:text/html,hi", "file:///etc/passwd", "blob:https://a.example/x",
+     "myapp://callback", "vbscript:x", "cursor://x/cb#frag"],
+)  # fmt: skip
+def test_unsafe_or_unlisted_schemes_are_refused(server, uri):
+    response = requests.post(server.url("/register"), json={"redirect_uris": [uri]}, timeout=10)
+    assert response.status_code == 400 and response.json()["error"] == "invalid_redirect_uri"
+
+
+def test_native_schemes_are_configurable(make_server):
+    server = make_server(OAUTH_NATIVE_SCHEMES="myapp")
+    assert requests.post(server.url("/register"), json={"redirect_uris": ["myapp://cb"]}, timeout=10).status_code == 201
+    refused = requests.post(server.url("/register"), json={"redirect_uris": ["cursor://x/cb"]}, timeout=10)
+    assert refused.status_code == 400
+
+
+# -- client ids an operator can type -------------------------------------------------------
+
+
+def test_client_ids_never_begin_with_a_dash():
+    assert not any(new_client_id().startswith("-") for _ in range(5000))
+
+
+def test_the_cli_takes_double_dash_before_an_id(server):
+    client = register(server)
+    result = server.cli("delete-client", "--", client["client_id"])
+    assert result.returncode == 0, result.stderr
+    assert json.loads(server.cli("list-clients", "--json").stdout) == []
