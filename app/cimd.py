@@ -44,46 +44,49 @@ MAX_TTL = 86400
 #: a failed fetch is not tried again for this long (the shipped copy serves meanwhile)
 FAILURE_TTL = 30
 
+def _published(client_id: str, name: str, client_uri: str, redirect_uris: list[str]) -> dict[str, Any]:
+    return {
+        "client_id": client_id,
+        "client_name": name,
+        "client_uri": client_uri,
+        "redirect_uris": redirect_uris,
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+        "token_endpoint_auth_method": "none",
+    }
+
+
 #: Documents of well-known clients, as their vendors publish them (the redirect URIs
 #: their documentation gives). Used when a live fetch fails: some vendors' CDNs refuse
 #: data-centre addresses, and some servers have no outbound access at all.
 SHIPPED: dict[str, dict[str, Any]] = {
-    "https://chatgpt.com/oauth/client.json": {
-        "client_id": "https://chatgpt.com/oauth/client.json",
-        "client_name": "ChatGPT",
-        "client_uri": "https://chatgpt.com",
-        "redirect_uris": ["https://chatgpt.com/connector_platform_oauth_redirect"],
-        "grant_types": ["authorization_code", "refresh_token"],
-        "response_types": ["code"],
-        "token_endpoint_auth_method": "none",
-    },
-    "https://claude.ai/oauth/mcp-oauth-client-metadata": {
-        "client_id": "https://claude.ai/oauth/mcp-oauth-client-metadata",
-        "client_name": "Claude",
-        "client_uri": "https://claude.ai",
-        "redirect_uris": ["https://claude.ai/api/mcp/auth_callback", "https://claude.com/api/mcp/auth_callback"],
-        "grant_types": ["authorization_code", "refresh_token"],
-        "response_types": ["code"],
-        "token_endpoint_auth_method": "none",
-    },
-    "https://claude.ai/oauth/claude-code-client-metadata": {
-        "client_id": "https://claude.ai/oauth/claude-code-client-metadata",
-        "client_name": "Claude Code",
-        "client_uri": "https://claude.ai",
-        "redirect_uris": ["http://localhost/callback", "http://127.0.0.1/callback"],
-        "grant_types": ["authorization_code", "refresh_token"],
-        "response_types": ["code"],
-        "token_endpoint_auth_method": "none",
-    },
-    "https://vscode.dev/oauth/client-metadata.json": {
-        "client_id": "https://vscode.dev/oauth/client-metadata.json",
-        "client_name": "Visual Studio Code",
-        "client_uri": "https://vscode.dev/product",
-        "redirect_uris": ["http://127.0.0.1:33418/", "https://vscode.dev/redirect"],
-        "grant_types": ["authorization_code", "refresh_token"],
-        "response_types": ["code"],
-        "token_endpoint_auth_method": "none",
-    },
+    document["client_id"]: document
+    for document in (
+        _published(
+            "https://chatgpt.com/oauth/client.json",
+            "ChatGPT",
+            "https://chatgpt.com",
+            ["https://chatgpt.com/connector_platform_oauth_redirect"],
+        ),
+        _published(
+            "https://claude.ai/oauth/mcp-oauth-client-metadata",
+            "Claude",
+            "https://claude.ai",
+            ["https://claude.ai/api/mcp/auth_callback", "https://claude.com/api/mcp/auth_callback"],
+        ),
+        _published(
+            "https://claude.ai/oauth/claude-code-client-metadata",
+            "Claude Code",
+            "https://claude.ai",
+            ["http://localhost/callback", "http://127.0.0.1/callback"],
+        ),
+        _published(
+            "https://vscode.dev/oauth/client-metadata.json",
+            "Visual Studio Code",
+            "https://vscode.dev/product",
+            ["http://127.0.0.1:33418/", "https://vscode.dev/redirect"],
+        ),
+    )
 }
 
 

@@ -143,6 +143,18 @@ def failed_start(workdir: Path, data_dir: Path, **env: str) -> str:
     return lines[0]
 
 
+def seed_users(data_dir: Path, users: dict[str, str]) -> None:
+    """Create local users in a data folder through the real store, in this process
+    (what `flask oauth add-user` does, without starting a process per test; the CLI
+    itself is tested in test_cli.py)."""
+    from app.repositories import UserRepository
+    from app.storage import PersistentStore
+
+    repository = UserRepository(PersistentStore(data_dir))
+    for name, password in users.items():
+        assert repository.set_password(name, password, create=True)
+
+
 @pytest.fixture
 def make_server(tmp_path: Path) -> Iterator:
     servers: list[Server] = []
@@ -150,9 +162,7 @@ def make_server(tmp_path: Path) -> Iterator:
     def factory(users: dict[str, str] | None = None, data_dir: Path | None = None, **env: str) -> Server:
         data = data_dir or tmp_path / f"data{len(servers)}"
         server = Server(data, tmp_path, **env)
-        for name, password in (users if users is not None else {"alice": PASSWORD}).items():
-            result = server.cli("add-user", name, "--password-stdin", input=password + "\n")
-            assert result.returncode == 0, result.stderr
+        seed_users(data, users if users is not None else {"alice": PASSWORD})
         servers.append(server)
         return server.start()
 
@@ -349,6 +359,19 @@ def helper_process(script: str, workdir: Path) -> Iterator[int]:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture
+def test_ca(tmp_path, monkeypatch):
+    """A test CA that requests and httpx in this process trust, with the test's
+    non-loopback host name resolving to 127.0.0.1 (tests/support/tls.py)."""
+    from support.tls import TEST_HOST, make_ca, resolving
+
+    ca = make_ca(tmp_path / "ca", TEST_HOST)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca.ca_file))
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca.ca_file))
+    with resolving(TEST_HOST):
+        yield ca
 
 
 @pytest.fixture(scope="module")

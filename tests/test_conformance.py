@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 from conftest import Browser, free_port, register
+from support.npm import npm_ci
 
 SUITE_DIR = Path(__file__).parent / "conformance"
 pytestmark = pytest.mark.skipif(not shutil.which("npm"), reason="npm is not installed")
@@ -23,16 +24,7 @@ pytestmark = pytest.mark.skipif(not shutil.which("npm"), reason="npm is not inst
 @pytest.fixture(scope="module")
 def conformance() -> list[str]:
     node = SUITE_DIR / "node_modules" / ".bin" / "node"
-    if not node.exists():
-        result = subprocess.run(
-            ["npm", "ci", "--no-audit", "--no-fund", "--silent"],
-            cwd=SUITE_DIR,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        if result.returncode != 0:
-            pytest.skip(f"npm ci failed: {result.stderr.strip()[-300:]}")
+    npm_ci(SUITE_DIR, node)
     return [str(node), str(SUITE_DIR / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" / "index.js")]
 
 

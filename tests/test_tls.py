@@ -10,20 +10,10 @@ import json
 
 import pytest
 import requests
-from conftest import Browser, Server, free_port, refresh, tokens_for, verify
+from conftest import PASSWORD, Browser, Server, free_port, refresh, seed_users, tokens_for, verify
 from support.proxies import tls_proxy
-from support.tls import TEST_HOST, make_ca, resolving
+from support.tls import TEST_HOST
 from test_gateway import MemoryStorage, PersonAtTheBrowser, call_tools
-
-
-@pytest.fixture
-def test_ca(tmp_path, monkeypatch):
-    """A test CA that requests and httpx trust, and the test host name resolving."""
-    ca = make_ca(tmp_path / "ca", TEST_HOST)
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca.ca_file))
-    monkeypatch.setenv("SSL_CERT_FILE", str(ca.ca_file))
-    with resolving(TEST_HOST):
-        yield ca
 
 
 @pytest.mark.parametrize(("binary", "example"), [("nginx", "nginx-gateway.conf"), ("caddy", "Caddyfile.gateway")])
@@ -31,7 +21,7 @@ def test_https_deployment_behind_a_tls_proxy(tmp_path, upstream, test_ca, binary
     listen, oauth_port = free_port(), free_port()
     issuer = f"https://{TEST_HOST}:{listen}"
     server = Server(tmp_path / "data", tmp_path, PORT=str(oauth_port), OAUTH_ISSUER=issuer, OAUTH_UPSTREAM_URL=upstream)
-    assert server.cli("add-user", "alice", "--password-stdin", input="correct horse battery\n").returncode == 0
+    seed_users(server.data_dir, {"alice": PASSWORD})
     server.start()
     try:
         with tls_proxy(binary, example, tmp_path, listen, {8000: oauth_port}, test_ca):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import PASSWORD
+from support.npm import npm_ci
 
 CLIENT_DIR = Path(__file__).parent / "ts_client"
 pytestmark = pytest.mark.skipif(not (shutil.which("node") and shutil.which("npm")), reason="node/npm not installed")
@@ -18,16 +19,7 @@ pytestmark = pytest.mark.skipif(not (shutil.which("node") and shutil.which("npm"
 
 @pytest.fixture(scope="module")
 def ts_client() -> Path:
-    if not (CLIENT_DIR / "node_modules" / "@modelcontextprotocol" / "sdk").is_dir():
-        result = subprocess.run(
-            ["npm", "ci", "--no-audit", "--no-fund", "--silent"],
-            cwd=CLIENT_DIR,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        if result.returncode != 0:
-            pytest.skip(f"npm ci failed: {result.stderr.strip()[-300:]}")
+    npm_ci(CLIENT_DIR, CLIENT_DIR / "node_modules" / "@modelcontextprotocol" / "sdk")
     return CLIENT_DIR / "client.mjs"
 
 
