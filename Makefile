@@ -31,7 +31,7 @@ run: $(VENV)/.requirements
 ## Install the dev requirements and run the whole suite
 test: $(VENV)/.requirements-dev $(VENV_MCP2)/.requirements
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 lint: $(VENV)/.requirements-dev
 	$(BIN)/ruff check .
