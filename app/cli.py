@@ -301,9 +301,9 @@ def _delete_all(collection: str, label: str, dry_run: bool, yes: bool) -> None:
         click.echo(f"Would delete {count} {label}{extra}.")
         return
     _confirm(f"Delete all {count} {label}{extra}?", yes)
-    store.update(collection, lambda items: items.clear())
+    store.delete_where(collection, lambda record: True)
     if collection == "clients":
-        store.update("grants", lambda items: items.clear())
+        store.delete_where("grants", lambda record: True)
     click.echo(f"Deleted {count} {label}{extra}.")
 
 
@@ -585,8 +585,7 @@ def delete_user(name: str, dry_run: bool) -> None:
         click.echo(f"Would delete user {name} and {len(mine)} grant(s).")
         return
     svc.users.delete(name)
-    for grant_id in mine:
-        svc.grants.revoke(grant_id)
+    svc.grants.delete_for_subject("custom", name)
     click.echo(f"Deleted user {name} and {len(mine)} grant(s).")
 
 

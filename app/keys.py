@@ -36,28 +36,28 @@ class KeyManager:
         if self._find_current(self.store.scan("signing_keys")) and self.store.get("signing_keys", SESSION_ENTRY):
             return
 
-        def add_missing(items: dict[str, dict[str, Any]]) -> None:
-            if not self._find_current(items):
-                record = _new_key_record()
-                items[record["kid"]] = record
-            if SESSION_ENTRY not in items:
-                items[SESSION_ENTRY] = {"kid": SESSION_ENTRY, "use": "session", "secret": secrets.token_hex(32)}
-
-        self.store.update("signing_keys", add_missing)
+        if not self._find_current(self.store.scan("signing_keys")):
+            record = _new_key_record()
+            self.store.add("signing_keys", record["kid"], record)
+            self._retire_older_keys()  # two processes may have raced here
+        session = {"kid": SESSION_ENTRY, "use": "session", "secret": secrets.token_hex(32)}
+        self.store.add("signing_keys", SESSION_ENTRY, session)
 
     def rotate(self) -> str:
         """Make a new current key; the old one only verifies from now on. Returns the new kid."""
         new = _new_key_record()
-
-        def change(items: dict[str, dict[str, Any]]) -> None:
-            now = time.time()
-            for record in items.values():
-                if record.get("use") == "sig" and record.get("retired_at") is None:
-                    record["retired_at"] = now
-            items[new["kid"]] = new
-
-        self.store.update("signing_keys", change)
+        self.store.put("signing_keys", new["kid"], new)
+        self._retire_older_keys()
         return new["kid"]
+
+    def _retire_older_keys(self) -> None:
+        """Every live key but the newest only verifies from now on."""
+        now = time.time()
+        keys = self.store.scan("signing_keys")
+        current = self._find_current(keys)
+        for record in keys.values():
+            if record.get("use") == "sig" and record.get("retired_at") is None and record is not current:
+                self.store.change("signing_keys", record["kid"], lambda r: r.__setitem__("retired_at", now))
 
     @staticmethod
     def _find_current(items: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
@@ -65,19 +65,19 @@ class KeyManager:
         return max(live, key=lambda r: r["created_at"]) if live else None
 
     def _refresh(self) -> None:
-        items = self.store.raw_items("signing_keys")
-        if items is self._cached_from:
+        revision = self.store.revision("signing_keys")
+        if revision is self._cached_from:
             return
-        current = self._find_current(dict(items))
+        current = self._find_current(self.store.scan("signing_keys"))
         if current is None:
             self.ensure()
-            items = self.store.raw_items("signing_keys")
-            current = self._find_current(dict(items))
+            revision = self.store.revision("signing_keys")
+            current = self._find_current(self.store.scan("signing_keys"))
         assert current is not None
         self._current = RSAKey.import_key(current["jwk"])
         live = self.store.scan("signing_keys")
         self._verifiers = KeySet([RSAKey.import_key(r["jwk"]) for r in live.values() if r.get("use") == "sig"])
-        self._cached_from = items
+        self._cached_from = revision
 
     @property
     def current(self) -> RSAKey:

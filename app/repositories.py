@@ -10,7 +10,7 @@ import functools
 import logging
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -109,28 +109,26 @@ class ClientRepository:
         assert self.documents is not None
         metadata = self.documents.metadata(client_id)
 
-        def change(items: dict[str, dict[str, Any]]) -> None:
-            record = items.get(client_id)
-            if record is not None and record.get("document") is True:
+        def change(record: dict[str, Any]) -> None:
+            if record.get("document") is True:
                 record["metadata"] = metadata
 
         stored = self.get(client_id)
         if stored is not None and stored.record.get("document") is True and stored.metadata != metadata:
-            self.store.update("clients", change)
+            self.store.change("clients", client_id, change)
 
-    def _adopt(self, items: dict[str, dict[str, Any]], client: Client) -> dict[str, Any] | None:
-        """The stored record of `client`; a metadata-document client is stored now, on
-        its first real use."""
-        record = items.get(client.client_id)
-        if record is None and client.record.get("document") is True:
-            record = items[client.client_id] = dict(client.record)
-        return record
+    def _change(self, client: Client, change: Callable[[dict[str, Any]], None]) -> None:
+        """Change a client's stored record; a metadata-document client is stored
+        first, on its first real use."""
+        if client.record.get("document") is True:
+            self.store.add("clients", client.client_id, dict(client.record))
+        self.store.change("clients", client.client_id, change)
 
     def all(self) -> list[Client]:
         return [Client(r, self.config.scopes) for r in self.store.scan("clients").values()]
 
     def count(self) -> int:
-        return len(self.store.scan("clients"))
+        return self.store.count("clients")
 
     def create(self, metadata: dict[str, Any], *, resource_server: bool = False) -> tuple[Client, str | None, str]:
         """Register a client. Returns it with its client secret (None for a public
@@ -154,27 +152,13 @@ class ClientRepository:
         return Client(record, self.config.scopes), client_secret, registration_token
 
     def update_metadata(self, client_id: str, metadata: dict[str, Any]) -> Client | None:
-        def change(items: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
-            record = items.get(client_id)
-            if record is None:
-                return None
+        def change(record: dict[str, Any]) -> dict[str, Any]:
             if metadata.get("token_endpoint_auth_method") == "none":
                 record["client_secret_hash"] = None
             record["metadata"] = metadata
             return record
 
-        return self._wrap(self.store.update("clients", change))
-
-    def issue_secret(self, client_id: str) -> str:
-        """A new client secret for a client that became confidential on update."""
-        secret = new_secret()
-
-        def change(items: dict[str, dict[str, Any]]) -> None:
-            if client_id in items:
-                items[client_id]["client_secret_hash"] = hash_secret(secret)
-
-        self.store.update("clients", change)
-        return secret
+        return self._wrap(self.store.change("clients", client_id, change))
 
     def touch(self, client: Client) -> None:
         """Record use (for the idle expiry), at most every TOUCH_INTERVAL seconds."""
@@ -183,21 +167,13 @@ class ClientRepository:
         if last is not None and now - last < TOUCH_INTERVAL:
             return
 
-        def change(items: dict[str, dict[str, Any]]) -> None:
-            record = self._adopt(items, client)
-            if record is not None:
-                record["last_used_at"] = now
-
-        self.store.update("clients", change)
+        self._change(client, lambda record: record.__setitem__("last_used_at", now))
 
     def remember_approval(self, client: Client, subject: str, scope: str, resource: list[str]) -> None:
         """Remember that this person approved this client for this scope and resource
         (kept with the client, so it goes when the client goes)."""
 
-        def change(items: dict[str, dict[str, Any]]) -> None:
-            record = self._adopt(items, client)
-            if record is None:
-                return
+        def change(record: dict[str, Any]) -> None:
             approvals = record.setdefault("approvals", {})
             previous = approvals.get(subject, {})
             approvals[subject] = {
@@ -206,7 +182,7 @@ class ClientRepository:
                 "approved_at": time.time(),
             }
 
-        self.store.update("clients", change)
+        self._change(client, change)
 
     @staticmethod
     def approved(client: Client, subject: str, scope: str, resource: list[str]) -> bool:
@@ -227,8 +203,6 @@ class GrantRepository:
     def __init__(self, store: PersistentStore, config: Config):
         self.store = store
         self.config = config
-        self._index_source: object = None
-        self._index: dict[str, str] = {}
 
     def get(self, grant_id: str) -> Grant | None:
         record = self.store.get("grants", grant_id)
@@ -267,12 +241,9 @@ class GrantRepository:
         return Grant(record)
 
     def _lookup(self, token_hash: str) -> str | None:
-        """grant id by refresh-token hash, via an index rebuilt when the file changes."""
-        items = self.store.raw_items("grants")
-        if items is not self._index_source:
-            self._index = {h: gid for gid, rec in items.items() for h in rec.get("refresh_token_hashes", {})}
-            self._index_source = items
-        return self._index.get(token_hash)
+        """The id of the grant that holds a refresh-token hash (live or rotated)."""
+        record = self.store.find("grants", "refresh_token_hashes", token_hash)
+        return record["grant_id"] if record else None
 
     def find_by_refresh_token(self, refresh_token: str) -> Grant | None:
         """The grant a presented refresh token belongs to, if it may still be used.
@@ -304,18 +275,16 @@ class GrantRepository:
         lock, the presented token turned out no longer usable (a concurrent replay)."""
         presented = grant.presented_hash
         now = time.time()
+        if presented is None:
+            return False
 
-        def change(items: dict[str, dict[str, Any]]) -> bool:
-            record = items.get(grant.grant_id)
-            if record is None or presented is None:
-                return False
+        def change(record: dict[str, Any]) -> str:
             hashes: dict[str, float | None] = record.setdefault("refresh_token_hashes", {})
             if presented not in hashes:
-                return False
+                return "gone"
             rotated_at = hashes[presented]
             if rotated_at is not None and now - rotated_at > self.config.refresh_grace:
-                del items[grant.grant_id]
-                return False
+                return "replay"
             if rotated_at is None:
                 # A live token was used: it and any live sibling retire now. Each stays
                 # usable for the grace window (concurrent refreshes, lost responses),
@@ -332,9 +301,12 @@ class GrantRepository:
                 del hashes[h]
             record["refreshed_at"] = now
             record["expires_at"] = now + self.config.refresh_token_ttl
-            return True
+            return "rotated"
 
-        return self.store.update("grants", change)
+        outcome = self.store.change("grants", grant.grant_id, change)
+        if outcome == "replay":  # past its grace window while we waited for the lock
+            self.revoke(grant.grant_id)
+        return outcome == "rotated"
 
     def revoke(self, grant_id: str | None) -> bool:
         if not grant_id:
@@ -342,13 +314,14 @@ class GrantRepository:
         return self.store.delete("grants", grant_id) is not None
 
     def delete_for_client(self, client_id: str) -> int:
-        def change(items: dict[str, dict[str, Any]]) -> int:
-            doomed = [gid for gid, rec in items.items() if rec.get("client_id") == client_id]
-            for gid in doomed:
-                del items[gid]
-            return len(doomed)
+        return len(self.store.delete_where("grants", lambda record: record.get("client_id") == client_id))
 
-        return self.store.update("grants", change)
+    def delete_for_subject(self, provider: str, subject: str) -> int:
+        return len(
+            self.store.delete_where(
+                "grants", lambda record: record.get("subject") == subject and record.get("provider") == provider
+            )
+        )
 
 
 class UserRepository:
@@ -368,16 +341,17 @@ class UserRepository:
         or if not `create` and it does not."""
         password_hash = generate_password_hash(password, method="scrypt")
 
-        def change(items: dict[str, dict[str, Any]]) -> bool:
-            if create == (name in items):
-                return False
-            record = items.get(name) or {"username": name, "created_at": time.time()}
+        now = time.time()
+        if create:
+            record = {"username": name, "created_at": now, "password_hash": password_hash, "password_changed_at": now}
+            return self.store.add("users", name, record)
+
+        def change(record: dict[str, Any]) -> bool:
             record["password_hash"] = password_hash
-            record["password_changed_at"] = time.time()
-            items[name] = record
+            record["password_changed_at"] = now
             return True
 
-        return self.store.update("users", change)
+        return self.store.change("users", name, change) is True
 
     def delete(self, name: str) -> bool:
         return self.store.delete("users", name) is not None

@@ -166,3 +166,44 @@ def test_a_store_that_cannot_be_written_stops_startup_with_one_line(tmp_path):
     data.mkdir(mode=0o700)
     (data / ".signing_keys.json.lock").mkdir()  # the lock file cannot be opened
     assert "signing_keys.json" in failed_start(tmp_path, data)
+
+
+CHANGE_WORKER = """
+import sys
+from app.storage import PersistentStore
+store = PersistentStore(sys.argv[1])
+for _ in range(int(sys.argv[2])):
+    store.change("grants", "g", lambda r: r.__setitem__("n", r["n"] + 1))
+"""
+
+
+def test_change_is_atomic_across_processes(tmp_path):
+    """Two processes incrementing one record: no increment is lost."""
+    store = PersistentStore(tmp_path)
+    store.put("grants", "g", {"grant_id": "g", "n": 0})
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    workers = [
+        subprocess.Popen([sys.executable, "-c", CHANGE_WORKER, str(tmp_path), "40"], env=env) for _ in range(2)
+    ]
+    for _ in range(40):
+        store.change("grants", "g", lambda r: r.__setitem__("n", r["n"] + 1))
+    assert all(w.wait(60) == 0 for w in workers)
+    assert store.get("grants", "g")["n"] == 120
+
+
+def test_add_change_find_and_delete_where(tmp_path):
+    store = PersistentStore(tmp_path)
+    assert store.add("users", "a", {"username": "a"}) is True
+    assert store.add("users", "a", {"username": "other"}) is False
+    assert store.get("users", "a") == {"username": "a"}
+    assert store.change("users", "missing", lambda r: 1) is None
+    assert not (tmp_path / "clients.json").exists()  # a change of nothing writes nothing
+    store.put("grants", "g1", {"grant_id": "g1", "client_id": "c1", "refresh_token_hashes": {"h1": None}})
+    store.put("grants", "g2", {"grant_id": "g2", "client_id": "c2", "refresh_token_hashes": {"h2": 5.0}})
+    assert store.find("grants", "refresh_token_hashes", "h2")["grant_id"] == "g2"
+    # Another process's write is seen by the index at once.
+    PersistentStore(tmp_path).change("grants", "g1", lambda r: r["refresh_token_hashes"].update(h3=None))
+    assert store.find("grants", "refresh_token_hashes", "h3")["grant_id"] == "g1"
+    assert [r["grant_id"] for r in store.delete_where("grants", lambda r: r["client_id"] == "c1")] == ["g1"]
+    assert store.find("grants", "refresh_token_hashes", "h1") is None
+    assert store.count("grants") == 1

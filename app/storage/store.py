@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -57,13 +57,17 @@ class CorruptStoreError(StoreError):
 class _Cached:
     signature: tuple[int, int, int] | None  # (inode, size, mtime_ns); None = no file
     items: dict[str, Record]
+    #: field -> value -> key, built on first use (see `find`)
+    indexes: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 class PersistentStore:
-    """The file store. Interface per collection: `get`, `put`, `delete`, `scan`, and
-    `update` for a read-modify-write that must be atomic (token rotation); for the
-    operator, `purge` (expired records off the disk) and `snapshot` (all collections
-    at one instant, for backups)."""
+    """The file store. Records are reached one at a time: `get`, `find` (by a field,
+    through an index), `put`, `add` (only if absent), `change` (an atomic
+    read-modify-write of one record: token rotation), `delete`, `delete_where`;
+    `scan` and `count` read a whole collection, and `revision` tells a derived cache
+    when it changed. For the operator: `purge` (expired records off the disk),
+    `snapshot` (all collections at one instant) and `replace_all` (restore)."""
 
     def __init__(self, data_dir: str | os.PathLike, expiry: Mapping[str, ExpiryRule] | None = None):
         self.data_dir = Path(data_dir)
@@ -72,7 +76,7 @@ class PersistentStore:
         self._thread_locks = {name: threading.RLock() for name in COLLECTIONS}
         self._ensure_dir()
         # One instance per file: FileLock is reentrant per instance, so a holder of
-        # all locks (backup, restore --clear) can still call `update`.
+        # all locks (backup, restore) can still write.
         self._file_locks = {
             name: FileLock(str(self.data_dir / f".{file}.lock"), mode=0o600) for name, file in COLLECTIONS.items()
         }
@@ -162,10 +166,29 @@ class PersistentStore:
         now = time.time()
         return {k: v for k, v in self._load(collection).items() if not self._is_expired(collection, v, now)}
 
-    def raw_items(self, collection: str) -> Mapping[str, Record]:
-        """The cached mapping itself (same object until the file changes), for callers
-        that keep a derived index keyed on its identity. Expiry is not re-checked."""
-        return self._load(collection)
+    def count(self, collection: str) -> int:
+        return len(self.scan(collection))
+
+    def revision(self, collection: str) -> object:
+        """A value that changes whenever the collection does (in any process)."""
+        self._load(collection)
+        return self._cache[collection]
+
+    def find(self, collection: str, field: str, value: str) -> Record | None:
+        """The live record whose `field` (a string, or the keys of an object) holds
+        `value`, through an index rebuilt only when the collection changes."""
+        items = self._load(collection)
+        cached = self._cache[collection]
+        index = cached.indexes.get(field)
+        if index is None:
+            index = cached.indexes[field] = {}
+            for key, record in items.items():
+                held = record.get(field)
+                for item in held if isinstance(held, dict) else [held]:
+                    if isinstance(item, str):
+                        index[item] = key
+        key = index.get(value)
+        return self.get(collection, key) if key is not None else None
 
     def check(self) -> None:
         """Raise `StoreError` unless every file is readable and parses."""
@@ -189,21 +212,62 @@ class PersistentStore:
 
     # -- writing -----------------------------------------------------------------
 
-    def update(self, collection: str, change: Callable[[dict[str, Record]], T]) -> T:
-        """Apply `change` to a fresh copy of the items under the lock, then save it.
-
-        `change` mutates the dict it is given and may return a value, which `update`
-        returns. If it raises, nothing is written."""
+    def _update(self, collection: str, change: Callable[[dict[str, Record]], tuple[T, bool]]) -> T:
+        """Apply `change` to a fresh copy of the items under the lock; it returns (a
+        value, whether to save). If it raises, nothing is written."""
         try:
             with self.lock(collection):
                 path = self.path(collection)
                 current = self._read(collection, path) if path.exists() else {}
                 items = {k: dict(v) for k, v in current.items()}
-                result = change(items)
-                self._write(collection, items)
+                result, dirty = change(items)
+                if dirty:
+                    self._write(collection, items)
                 return result
         except OSError as exc:
             raise self._write_failed(collection, exc) from None
+
+    def put(self, collection: str, key: str, record: Record) -> None:
+        self._update(collection, lambda items: (items.__setitem__(key, record), True))
+
+    def add(self, collection: str, key: str, record: Record) -> bool:
+        """Store `record` unless `key` exists; whether it was stored."""
+
+        def change(items: dict[str, Record]) -> tuple[bool, bool]:
+            if key in items:
+                return False, False
+            items[key] = record
+            return True, True
+
+        return self._update(collection, change)
+
+    def change(self, collection: str, key: str, change: Callable[[Record], T]) -> T | None:
+        """Atomically change one record: `change` alters the copy it is given and may
+        return a value. None, and nothing written, when the record does not exist."""
+
+        def apply(items: dict[str, Record]) -> tuple[T | None, bool]:
+            record = items.get(key)
+            if record is None:
+                return None, False
+            return change(record), True
+
+        return self._update(collection, apply)
+
+    def delete(self, collection: str, key: str) -> Record | None:
+        def remove(items: dict[str, Record]) -> tuple[Record | None, bool]:
+            record = items.pop(key, None)
+            return record, record is not None
+
+        return self._update(collection, remove)
+
+    def delete_where(self, collection: str, doomed: Callable[[Record], bool]) -> list[Record]:
+        """Delete every record `doomed` selects, atomically; the records deleted."""
+
+        def remove(items: dict[str, Record]) -> tuple[list[Record], bool]:
+            keys = [k for k, v in items.items() if doomed(v)]
+            return [items.pop(k) for k in keys], bool(keys)
+
+        return self._update(collection, remove)
 
     def _write_failed(self, collection: str, exc: OSError) -> StoreError:
         return StoreError(f"cannot write {self.path(collection)}: {exc.strerror or exc}")
@@ -265,12 +329,6 @@ class PersistentStore:
                     tmp.unlink(missing_ok=True)
                 raise self._write_failed(next(iter(collections)), exc) from None
             self._cache.clear()
-
-    def put(self, collection: str, key: str, record: Record) -> None:
-        self.update(collection, lambda items: items.__setitem__(key, record))
-
-    def delete(self, collection: str, key: str) -> Record | None:
-        return self.update(collection, lambda items: items.pop(key, None))
 
     def _write(self, collection: str, items: dict[str, Record]) -> None:
         path = self.path(collection)
