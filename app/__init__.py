@@ -12,6 +12,7 @@ from datetime import timedelta
 
 from flask import Flask, current_app
 
+from .admin import Admin
 from .cimd import DocumentFetcher
 from .config import Config, ConfigError
 from .forwarded import IssuerOrigin
@@ -38,6 +39,7 @@ class Services:
     verifier: AccessTokenVerifier
     pending: PendingAuthorizations
     provider: IdentityProvider
+    admin: Admin
 
 
 def services() -> Services:
@@ -82,6 +84,7 @@ def create_app(config: Config | None = None, *, for_cli: bool = False) -> Flask:
         verifier=AccessTokenVerifier(config, keys, clients, grants),
         pending=PendingAuthorizations(ttl=config.auth_code_ttl),
         provider=provider,
+        admin=Admin(config, store, clients, grants, users, keys),
     )
 
     from . import cli, cors, errors

@@ -1,8 +1,9 @@
 """The operator CLI: `flask oauth …`, safe to run while the server is serving.
 
-Every command goes through the store, which takes the file lock and re-reads the file
-before each write, so neither the CLI nor the server loses the other's change; a
-deletion takes effect in the running server at once. Listings take `--json`;
+A thin layer: arguments, confirmation, tables and JSON. What a command does lives in
+the admin service (app/admin.py), on the store's record operations, which lock and
+re-read before each write, so neither the CLI nor the server loses the other's change
+and a deletion takes effect in the running server at once. Listings take `--json`;
 destructive commands take `--dry-run`; failures print one line and exit 1.
 """
 
@@ -13,8 +14,6 @@ import json
 import os
 import re
 import sys
-import time
-from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,13 +23,12 @@ import click
 from flask import Flask
 from flask.cli import AppGroup
 
-from . import records
+from .admin import Admin, AdminError, client_row
 from .providers.custom import MAX_PASSWORD
 from .storage import COLLECTIONS, StoreError
 
 oauth = AppGroup("oauth", help="Manage clients, grants, users, signing keys and backups.")
 
-BACKUP_FORMAT = "mcp-oauth-backup"
 BACKUP_PATTERN = re.compile(r"^oauth-backup-\d{8}-\d{6}(-\d+)?\.json$")
 MIN_PASSWORD = 8
 REDACTED = "<redacted>"
@@ -46,6 +44,10 @@ def _svc():
     return services()
 
 
+def _admin() -> Admin:
+    return _svc().admin
+
+
 def command(name: str, **kwargs: Any) -> Callable:
     """An `oauth` subcommand whose failures print one line and exit 1."""
 
@@ -54,7 +56,7 @@ def command(name: str, **kwargs: Any) -> Callable:
         def wrapper(*args: Any, **kw: Any) -> Any:
             try:
                 return func(*args, **kw)
-            except (CommandError, StoreError) as exc:
+            except (CommandError, AdminError, StoreError) as exc:
                 click.echo(f"Error: {exc}", err=True)
                 sys.exit(1)
             except OSError as exc:
@@ -110,57 +112,6 @@ def _confirm(question: str, yes: bool) -> None:
 # -- views of the data -------------------------------------------------------------
 
 
-def _client_row(record: dict[str, Any]) -> dict[str, Any]:
-    meta = record.get("metadata", {})
-    return {
-        "client_id": record["client_id"],
-        "name": meta.get("client_name", ""),
-        "redirect_uris": meta.get("redirect_uris", []),
-        "auth_method": meta.get("token_endpoint_auth_method", ""),
-        "created_at": record.get("created_at"),
-        "last_used_at": record.get("last_used_at"),
-    }
-
-
-def _grant_row(record: dict[str, Any], client_names: dict[str, str]) -> dict[str, Any]:
-    return {
-        "grant_id": record["grant_id"],
-        "client_id": record["client_id"],
-        "client_name": client_names.get(record["client_id"], ""),
-        "subject": record.get("subject"),
-        "provider": record.get("provider", ""),
-        "scope": record.get("scope", ""),
-        "resource": record.get("resource", []),
-        "issued_at": record.get("issued_at"),
-        "expires_at": record.get("expires_at"),
-    }
-
-
-def _clients() -> list[dict[str, Any]]:
-    records = _svc().store.scan("clients").values()
-    return sorted((_client_row(r) for r in records), key=lambda r: r["created_at"] or 0)
-
-
-def _grants() -> list[dict[str, Any]]:
-    names = {c["client_id"]: c["name"] for c in _clients()}
-    records = _svc().store.scan("grants").values()
-    return sorted((_grant_row(r, names) for r in records), key=lambda r: r["issued_at"] or 0)
-
-
-def _stats() -> dict[str, Any]:
-    store = _svc().store
-    grants = store.scan("grants").values()
-    return {
-        "clients": len(store.scan("clients")),
-        "grants_active": len(grants),
-        "grants_expired": len(store.purge("grants", dry_run=True)),
-        "users_seen": len({(g.get("provider"), g.get("subject")) for g in grants}),
-        "grants_per_provider": dict(Counter(g.get("provider") or "unknown" for g in grants)),
-        "local_users": len(store.scan("users")),
-        "provider": _svc().config.provider,
-    }
-
-
 def _print_clients(rows: list[dict[str, Any]]) -> None:
     _table(
         [
@@ -214,7 +165,7 @@ def _print_stats(stats: dict[str, Any]) -> None:
 @json_option
 def stats_command(as_json: bool) -> None:
     """Counts: clients, active and expired grants, users seen, per provider."""
-    data = _stats()
+    data = _admin().stats()
     _emit(data, as_json, lambda: _print_stats(data))
 
 
@@ -222,7 +173,7 @@ def stats_command(as_json: bool) -> None:
 @json_option
 def list_clients(as_json: bool) -> None:
     """Registered clients: id, name, redirect URIs, auth method, created, last used."""
-    rows = _clients()
+    rows = _admin().client_rows()
     _emit(rows, as_json, lambda: _print_clients(rows))
 
 
@@ -230,7 +181,7 @@ def list_clients(as_json: bool) -> None:
 @json_option
 def list_tokens(as_json: bool) -> None:
     """Grants (refresh tokens): id prefix, client, subject, scope, expiry."""
-    rows = _grants()
+    rows = _admin().grant_rows()
     _emit(rows, as_json, lambda: _print_grants(rows))
 
 
@@ -238,7 +189,8 @@ def list_tokens(as_json: bool) -> None:
 @json_option
 def show_all(as_json: bool) -> None:
     """Stats, clients and grants together."""
-    data = {"stats": _stats(), "clients": _clients(), "grants": _grants()}
+    admin = _admin()
+    data = {"stats": admin.stats(), "clients": admin.client_rows(), "grants": admin.grant_rows()}
 
     def human() -> None:
         _print_stats(data["stats"])
@@ -258,17 +210,9 @@ def show_all(as_json: bool) -> None:
 @dry_run_option
 def delete_client(client_id: str, dry_run: bool) -> None:
     """Delete a client registration and every grant of it."""
-    svc = _svc()
-    record = svc.store.get("clients", client_id)
-    if record is None:
-        raise CommandError(f"no client with id {client_id!r}")
-    grants = [g for g in svc.store.scan("grants").values() if g["client_id"] == client_id]
-    name = record.get("metadata", {}).get("client_name") or client_id
-    if dry_run:
-        click.echo(f"Would delete client {client_id} ({name}) and {len(grants)} grant(s).")
-        return
-    _, removed = svc.clients.delete(client_id)
-    click.echo(f"Deleted client {client_id} ({name}) and {removed} grant(s).")
+    name, grants = _admin().delete_client(client_id, dry_run)
+    verb = "Would delete" if dry_run else "Deleted"
+    click.echo(f"{verb} client {client_id} ({name}) and {grants} grant(s).")
 
 
 @command("delete-token")
@@ -276,8 +220,8 @@ def delete_client(client_id: str, dry_run: bool) -> None:
 @dry_run_option
 def delete_token(prefix: str, dry_run: bool) -> None:
     """Delete one grant by (a prefix of) its id."""
-    matches = [g for g in _grants() if g["grant_id"].startswith(prefix)]
-    if not prefix or not matches:
+    matches = _admin().grants_starting_with(prefix)
+    if not matches:
         raise CommandError(f"no grant id starts with {prefix!r}")
     if len(matches) > 1:
         click.echo(f"{len(matches)} grants start with {prefix!r}; give more characters:", err=True)
@@ -288,22 +232,18 @@ def delete_token(prefix: str, dry_run: bool) -> None:
     if dry_run:
         click.echo(f"Would delete grant {grant['grant_id']} ({grant['subject']} via {grant['client_id']}).")
         return
-    _svc().grants.revoke(grant["grant_id"])
+    _admin().delete_grant(grant["grant_id"])
     click.echo(f"Deleted grant {grant['grant_id']} ({grant['subject']} via {grant['client_id']}).")
 
 
 def _delete_all(collection: str, label: str, dry_run: bool, yes: bool) -> None:
-    store = _svc().store
-    count = len(store.scan(collection))
-    grants = len(store.scan("grants")) if collection == "clients" else 0
+    count, grants = _admin().counts_for_delete_all(collection)
     extra = f" and {grants} grant(s)" if collection == "clients" else ""
     if dry_run:
         click.echo(f"Would delete {count} {label}{extra}.")
         return
     _confirm(f"Delete all {count} {label}{extra}?", yes)
-    store.delete_where(collection, lambda record: True)
-    if collection == "clients":
-        store.delete_where("grants", lambda record: True)
+    _admin().delete_all(collection)
     click.echo(f"Deleted {count} {label}{extra}.")
 
 
@@ -329,17 +269,8 @@ def delete_all_tokens(dry_run: bool, yes: bool) -> None:
 @click.option("-v", "--verbose", is_flag=True, help="Print a summary even when all went well.")
 def purge_expired(dry_run: bool, as_json: bool, verbose: bool) -> None:
     """Remove expired grants and idle-expired clients (for a nightly cron job)."""
-    store = _svc().store
-    clients = store.purge("clients", dry_run=dry_run)
-    live_clients = set(store.scan("clients"))
-    if dry_run:
-        live_clients -= {c["client_id"] for c in clients}
-    grants = store.purge("grants", extra=lambda g: g.get("client_id") not in live_clients, dry_run=dry_run)
-    summary = {
-        "dry_run": dry_run,
-        "clients_removed": [c["client_id"] for c in clients],
-        "grants_removed": [g["grant_id"] for g in grants],
-    }
+    summary = _admin().purge_expired(dry_run)
+    clients, grants = summary["clients_removed"], summary["grants_removed"]
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     elif verbose or dry_run:
@@ -351,16 +282,9 @@ def purge_expired(dry_run: bool, as_json: bool, verbose: bool) -> None:
 @dry_run_option
 def test_cleanup(dry_run: bool) -> None:
     """Delete clients whose name starts with 'TEST ' and their grants."""
-    svc = _svc()
-    doomed = [c for c in _clients() if (c["name"] or "").startswith("TEST ")]
-    total = 0
-    for client in doomed:
-        if dry_run:
-            total += sum(1 for g in svc.store.scan("grants").values() if g["client_id"] == client["client_id"])
-        else:
-            total += svc.clients.delete(client["client_id"])[1]
+    clients, grants = _admin().test_cleanup(dry_run)
     verb = "Would delete" if dry_run else "Deleted"
-    click.echo(f"{verb} {len(doomed)} test client(s) and {total} grant(s).")
+    click.echo(f"{verb} {clients} test client(s) and {grants} grant(s).")
 
 
 # -- backups --------------------------------------------------------------------------
@@ -383,8 +307,7 @@ def backup(output: str | None) -> None:
     """Write a consistent snapshot of clients, grants, users and keys (mode 0600)."""
     directory = _backup_dir(output)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    snapshot = _svc().store.snapshot()
-    document = {"format": BACKUP_FORMAT, "version": 1, "created_at": time.time(), **snapshot}
+    document = _admin().backup_document()
     stamp = datetime.now(tz=UTC).strftime("%Y%m%d-%H%M%S")
     path = directory / f"oauth-backup-{stamp}.json"
     n = 1
@@ -396,7 +319,7 @@ def backup(output: str | None) -> None:
         json.dump(document, handle, indent=1, sort_keys=True)
         handle.flush()
         os.fsync(handle.fileno())
-    counts = ", ".join(f"{len(snapshot[name])} {name}" for name in COLLECTIONS)
+    counts = ", ".join(f"{len(document[name])} {name}" for name in COLLECTIONS)
     click.echo(f"Wrote {path} ({counts}).")
 
 
@@ -430,21 +353,10 @@ def _load_backup(file: str | None, directory: str | None = None) -> tuple[Path, 
 
 
 def _validate_backup(path: Path, document: Any) -> None:
-    """Every record's fields and types (app/records.py), before anything changes."""
-    if not isinstance(document, dict) or document.get("format") != BACKUP_FORMAT:
-        raise CommandError(f"{path} is not an mcp-oauth backup")
-    if document.get("version") != 1:
-        raise CommandError(f"{path} has unsupported backup version {document.get('version')!r}")
-    for name in COLLECTIONS:
-        items = document.get(name)
-        if not isinstance(items, dict):
-            raise CommandError(f"{path} has no {name!r} object")
-        for key, record in items.items():
-            why = records.problem(name, key, record)
-            if why:
-                raise CommandError(f"{path}: entry {key!r} of {name!r} {why}; nothing was restored")
-    if sum(1 for r in document["signing_keys"].values() if r.get("use") == "session") > 1:
-        raise CommandError(f"{path}: more than one session secret; nothing was restored")
+    try:
+        Admin.validate_backup(document)
+    except AdminError as exc:
+        raise CommandError(f"{path}: {exc}") from None
 
 
 def _redact(value: Any, key: str = "") -> Any:
@@ -471,7 +383,7 @@ def backup_show(file: str | None, as_json: bool) -> None:
     for name in COLLECTIONS:
         click.echo(f"  {name}: {len(document[name])}")
     click.echo("\nClients:")
-    _print_clients([_client_row(r) for r in document["clients"].values()])
+    _print_clients([client_row(r) for r in document["clients"].values()])
 
 
 @command("restore", short_help="Merge a backup in (--clear replaces).")
@@ -482,29 +394,14 @@ def backup_show(file: str | None, as_json: bool) -> None:
 def restore(file: str | None, clear: bool, dry_run: bool, yes: bool) -> None:
     """Merge a backup into the store (--clear replaces instead)."""
     path, document = _load_backup(file)
-    store = _svc().store
-    plan: dict[str, tuple[int, int]] = {}
-    for name in COLLECTIONS:
-        current = store.scan(name)
-        incoming = document[name]
-        added = len(incoming) if clear else sum(1 for k in incoming if k not in current)
-        plan[name] = (added, len(current) if clear else 0)
-    summary = ", ".join(
-        f"{name}: {added} restored" + (f", {dropped} replaced" if clear else "")
-        for name, (added, dropped) in plan.items()
-    )
+    admin = _admin()
+    summary = admin.restore_plan(document, clear).summary()
     if dry_run:
         click.echo(f"Would restore {path} ({'replace' if clear else 'merge'}): {summary}.")
         return
     if clear:
-        _confirm(f"Replace everything in {store.data_dir} with {path}?", yes)
-        store.replace_all({name: dict(document[name]) for name in COLLECTIONS})
-    else:
-        # What the store has is newer than the backup and stays; all files change
-        # together or none does.
-        with store.lock():
-            current = store.snapshot()
-            store.replace_all({name: {**document[name], **current[name]} for name in COLLECTIONS})
+        _confirm(f"Replace everything in {admin.store.data_dir} with {path}?", yes)
+    admin.restore(document, clear)
     click.echo(f"Restored {path} ({'replaced' if clear else 'merged'}): {summary}.")
 
 
@@ -573,20 +470,9 @@ def list_users(as_json: bool) -> None:
 @dry_run_option
 def delete_user(name: str, dry_run: bool) -> None:
     """Delete a local user and revoke the grants they approved."""
-    svc = _svc()
-    if svc.users.get(name) is None:
-        raise CommandError(f"no user {name!r}")
-    mine = [
-        g["grant_id"]
-        for g in svc.store.scan("grants").values()
-        if g.get("subject") == name and g.get("provider") == "custom"
-    ]
-    if dry_run:
-        click.echo(f"Would delete user {name} and {len(mine)} grant(s).")
-        return
-    svc.users.delete(name)
-    svc.grants.delete_for_subject("custom", name)
-    click.echo(f"Deleted user {name} and {len(mine)} grant(s).")
+    grants = _admin().delete_user(name, dry_run)
+    verb = "Would delete" if dry_run else "Deleted"
+    click.echo(f"{verb} user {name} and {grants} grant(s).")
 
 
 @command("set-password")
@@ -605,10 +491,8 @@ def set_password(name: str, password_stdin: bool) -> None:
 @json_option
 def rotate_keys(as_json: bool) -> None:
     """Make a new signing key; the previous one verifies until its tokens expire."""
-    keys = _svc().keys
-    keys.ensure()
-    kid = keys.rotate()
-    _emit({"kid": kid, "keys": keys.summary()}, as_json, lambda: click.echo(f"New signing key {kid}."))
+    kid, keys = _admin().rotate_keys()
+    _emit({"kid": kid, "keys": keys}, as_json, lambda: click.echo(f"New signing key {kid}."))
 
 
 @command("add-resource-server", short_help="Make a client that may introspect every token.")
@@ -617,22 +501,13 @@ def rotate_keys(as_json: bool) -> None:
 def add_resource_server(name: str, as_json: bool) -> None:
     """Make a confidential client that may introspect every token (RFC 7662), for an
     MCP server or proxy of yours; prints its client_id and client_secret once."""
-    if not name.strip() or len(name) > 200:
-        raise CommandError("the name must be 1-200 characters")
-    metadata = {
-        "client_name": name,
-        "redirect_uris": [],
-        "token_endpoint_auth_method": "client_secret_basic",
-        "grant_types": [],
-        "response_types": [],
-    }
-    client, secret, _ = _svc().clients.create(metadata, resource_server=True)
-    data = {"client_id": client.client_id, "client_secret": secret, "client_name": name}
+    client_id, secret = _admin().add_resource_server(name)
+    data = {"client_id": client_id, "client_secret": secret, "client_name": name}
     _emit(
         data,
         as_json,
         lambda: click.echo(
-            f"Resource server {name}:\n  client_id:     {client.client_id}\n  client_secret: {secret}\n"
+            f"Resource server {name}:\n  client_id:     {client_id}\n  client_secret: {secret}\n"
             "The secret is shown only now; introspect with HTTP Basic authentication."
         ),
     )
