@@ -7,6 +7,7 @@ one line naming the cause, and exit status 2.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 
 from app import create_app
@@ -27,9 +28,25 @@ def main() -> int:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
 
+    print(f"Serving {config.issuer} on http://{config.host}:{config.port} ({config.provider} provider)", flush=True)
+    # A clean stop (Ctrl-C, SIGTERM from systemd or a container) compacts the store's
+    # journals into its JSON files, so that those alone are the whole truth.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        _serve(app, config)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        try:
+            app.extensions["oauth"].store.compact()
+        except StoreError as exc:
+            print(f"Error: {exc}", file=sys.stderr)
+    return 0
+
+
+def _serve(app, config: Config) -> None:
     from waitress import serve
 
-    print(f"Serving {config.issuer} on http://{config.host}:{config.port} ({config.provider} provider)", flush=True)
     serve(
         app,
         host=config.host,
@@ -46,7 +63,6 @@ def main() -> int:
         channel_timeout=IDLE_TIMEOUT,
         max_request_body_size=MAX_REQUEST_BODY,
     )
-    return 0
 
 
 if __name__ == "__main__":

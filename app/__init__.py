@@ -6,6 +6,8 @@ Authlib server and the identity provider together, then registers the endpoints.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import sys
 from dataclasses import dataclass
 from datetime import timedelta
@@ -21,7 +23,7 @@ from .oauth2 import OAuthServer
 from .pending import PendingAuthorizations
 from .providers import IdentityProvider, load_provider
 from .repositories import ClientRepository, GrantRepository, UserRepository, open_store
-from .storage import PersistentStore
+from .storage import PersistentStore, StoreError
 from .tokens import AccessTokenVerifier
 
 
@@ -99,12 +101,22 @@ def create_app(config: Config | None = None, *, for_cli: bool = False) -> Flask:
     provider.init_app(app)
     cli.init_app(app)
 
-    if not for_cli:
+    if for_cli:
+        # What a command wrote lands in the JSON files when it ends (a broken store
+        # was already reported by the command itself).
+        atexit.register(_compact_quietly, store)
+    else:
         store.check()
         keys.ensure()
         app.secret_key = keys.session_secret()
         provider.on_startup()
     return app
+
+
+def _compact_quietly(store: PersistentStore) -> None:
+    if store.wrote:  # a command that changed nothing leaves every file as it was
+        with contextlib.suppress(StoreError):
+            store.compact()
 
 
 def create_cli_app() -> Flask:

@@ -26,7 +26,8 @@ def test_public_client_response_has_no_nulls_and_integer_expiry(server):
 def test_confidential_client_gets_a_secret_that_is_stored_only_as_hash(server):
     client = register(server, token_endpoint_auth_method="client_secret_basic", redirect_uris=[CHATGPT_CALLBACK])
     assert len(client["client_secret"]) >= 43
-    stored = (server.data_dir / "clients.json").read_text()
+    # Every store file, the JSON and its journal.
+    stored = "".join(p.read_text() for p in server.data_dir.iterdir() if p.is_file() and not p.name.startswith("."))
     assert client["client_secret"] not in stored
     assert client["registration_access_token"] not in stored
     assert "client_secret_hash" in stored

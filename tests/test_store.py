@@ -24,14 +24,21 @@ def mode(path) -> int:
 def test_folder_and_files_are_private_and_versioned(server):
     client, _ = tokens_for(server)
     assert mode(server.data_dir) == 0o700
+    assert all(mode(p) == 0o600 for p in server.data_dir.iterdir()), "journals too"
+    server.stop()  # a clean stop writes the journals into the JSON files
     for name in ("clients.json", "refresh_tokens.json", "users.json", "signing_keys.json"):
         path = server.data_dir / name
         assert mode(path) == 0o600, name
         assert json.loads(path.read_text())["version"] == 1
+        assert client["client_id"] in (server.data_dir / "clients.json").read_text()
 
 
 def test_refresh_tokens_and_passwords_stored_only_as_hashes(server):
     client, tokens = tokens_for(server)
+    everything = "".join(p.read_text() for p in server.data_dir.iterdir() if p.is_file())
+    for secret in (tokens["refresh_token"], tokens["access_token"], "correct horse"):
+        assert secret not in everything  # not in a JSON file, not in a journal
+    server.stop()
     grants = (server.data_dir / "refresh_tokens.json").read_text()
     assert tokens["refresh_token"] not in grants
     assert tokens["access_token"] not in grants
@@ -58,6 +65,9 @@ def test_two_processes_writing_at_once_lose_nothing(tmp_path):
         for name in ("a", "b")
     ]
     assert [p.wait(60) for p in procs] == [0, 0]
+    store = PersistentStore(data)
+    assert len(store.scan("clients")) == 120
+    store.compact()
     items = json.loads((data / "clients.json").read_text())["clients"]
     assert len(items) == 120
     assert not list(data.glob("*.tmp"))
@@ -81,8 +91,10 @@ def test_expired_entries_dropped_on_load_and_save(tmp_path):
     assert store.get("grants", "old") is None
     assert set(PersistentStore(tmp_path, rules).scan("grants")) == {"new"}
     store.put("grants", "another", {"grant_id": "another", "expires_at": time.time() + 100})
+    store.compact()  # the save: what is expired is not written
     on_disk = json.loads((tmp_path / "refresh_tokens.json").read_text())["grants"]
     assert set(on_disk) == {"new", "another"}
+    assert set(PersistentStore(tmp_path, rules).scan("grants")) == {"new", "another"}
 
 
 def test_corrupt_file_is_refused_and_never_overwritten(tmp_path):
@@ -137,7 +149,7 @@ def test_first_start_creates_admin_and_prints_password_once(make_server):
     output = server.output
     assert "created user 'admin' with password:" in output
     password = output.split("with password:")[1].split()[0]
-    assert password not in (server.data_dir / "users.json").read_text()
+    assert not any(password in p.read_text() for p in server.data_dir.iterdir() if p.is_file())
     from conftest import Browser, get_code
 
     client = register(server)

@@ -1,18 +1,31 @@
-"""`PersistentStore`: collections of JSON records kept in plain files.
+"""`PersistentStore`: collections of JSON records kept in plain files, with writes whose
+cost follows the size of the change, not of the store.
 
-Each collection is one file, ``{"version": 1, "<collection>": {key: record}}``. The
-server and the operator CLI are separate processes writing the same files, so every
-write takes a file lock, re-reads the file under it, applies the change, and replaces
-the file atomically (temporary file, fsync, rename, fsync of the folder). Readers never
-lock: a rename is atomic, so they see the old file or the new one.
+Each collection is two files:
 
-Reads go through an in-process cache keyed on the file's (inode, size, mtime): a
-request costs one ``stat``, and the file is parsed again only when another process
-changed it. That is what lets a deletion by the CLI take effect in the running server
-at once without a file read per request.
+- `X.json`, the snapshot: ``{"version": 1, "generation": g, "<collection>": {key: record}}``;
+- `X.json.journal`, append-only: a header line ``{"generation": g}`` naming the snapshot
+  it continues, then one line per write: ``{"put": key, "record": {...}}``,
+  ``{"del": key}``, or ``{"batch": [...]}`` of those when one write changes several.
 
-Expired records (the predicate per collection comes from the caller) are invisible
-on load and are not written back on save. A file that cannot be parsed raises
+A write takes the collection's file lock (the server and the operator CLI are separate
+processes), appends its lines to the journal and fsyncs before it returns, so it is
+durable when acknowledged and costs the size of the change. Readers never lock: they
+keep the collection in memory and, on each access, `stat` both files and replay only
+the journal bytes they have not seen, so another process's write is visible at once.
+A line is complete only with its newline: a crash mid-append leaves a torn last line,
+which readers ignore and the next writer cuts off.
+
+When the journal grows larger than the snapshot (and at a clean stop, `compact`), the
+collection is compacted: the snapshot is rewritten with generation g + 1 (temporary
+file, fsync, rename, fsync of the folder), then the journal is replaced by an empty one
+for g + 1 the same way. A crash between the two renames leaves a journal of generation
+g beside a snapshot of g + 1; everything in it is already in the snapshot, so readers
+skip it and the next writer replaces it. So every file parses after a SIGKILL at any
+instant, and every acknowledged write is kept.
+
+Expired records (the predicate per collection comes from the caller) are invisible to
+every read and are not written into a snapshot. A file that cannot be parsed raises
 `CorruptStoreError` naming it, and is never overwritten.
 """
 
@@ -31,6 +44,8 @@ from typing import Any, TypeVar
 from filelock import FileLock
 
 FORMAT_VERSION = 1
+#: the journal is compacted once it is larger than this and than the snapshot
+MIN_COMPACTION_BYTES = 64 * 1024
 
 #: collection name -> file name (the contract's file names)
 COLLECTIONS: dict[str, str] = {
@@ -43,6 +58,7 @@ COLLECTIONS: dict[str, str] = {
 Record = dict[str, Any]
 ExpiryRule = Callable[[Record, float], bool]
 T = TypeVar("T")
+FileId = tuple[int, int] | None  # (device, inode); None = no file
 
 
 class StoreError(Exception):
@@ -54,11 +70,65 @@ class CorruptStoreError(StoreError):
 
 
 @dataclass
-class _Cached:
-    signature: tuple[int, int, int] | None  # (inode, size, mtime_ns); None = no file
+class _State:
+    """One collection as this process last saw it. Never changed once published
+    (but for an index built on first use): a change makes a new state, and readers
+    may still hold the old one."""
+
+    snapshot: tuple[int, int, int] | None  # the snapshot's (inode, size, mtime_ns)
+    generation: int
+    snapshot_bytes: int
+    journal: FileId
+    journal_generation: int | None  # from the journal's header line
+    offset: int  # journal bytes applied (whole lines only)
+    entries: int  # changes in the journal
     items: dict[str, Record]
-    #: field -> value -> key, built on first use (see `find`)
+    #: field -> value -> key, built on first use and kept up to date (see `find`)
     indexes: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def applied(self, entries: list[dict[str, Any]], size: int) -> _State:
+        """A new state with journal `entries` (of `size` bytes) applied; the indexes
+        follow the changed records only, so a write never rebuilds them."""
+        items = dict(self.items)
+        indexes = {name: dict(index) for name, index in self.indexes.items()}
+        for entry in entries:
+            key = entry["put"] if "put" in entry else entry["del"]
+            old = items.pop(key, None)
+            if old is not None:
+                for name, index in indexes.items():
+                    for value in _indexed(old, name):
+                        if index.get(value) == key:
+                            del index[value]
+            if "put" in entry:
+                items[key] = entry["record"]
+                for name, index in indexes.items():
+                    for value in _indexed(entry["record"], name):
+                        index[value] = key
+        return _State(
+            self.snapshot,
+            self.generation,
+            self.snapshot_bytes,
+            self.journal,
+            self.journal_generation,
+            self.offset + size,
+            self.entries + len(entries),
+            items,
+            indexes,
+        )
+
+
+def _is_change(entry: object) -> bool:
+    return isinstance(entry, dict) and (
+        (isinstance(entry.get("put"), str) and isinstance(entry.get("record"), dict))
+        or isinstance(entry.get("del"), str)
+    )
+
+
+def _indexed(record: Record, name: str) -> list[str]:
+    """The values of `record` an index on field `name` holds: a string, or the keys
+    of an object."""
+    held = record.get(name)
+    return [v for v in (held if isinstance(held, dict) else [held]) if isinstance(v, str)]
 
 
 class PersistentStore:
@@ -66,14 +136,19 @@ class PersistentStore:
     through an index), `put`, `add` (only if absent), `change` (an atomic
     read-modify-write of one record: token rotation), `delete`, `delete_where`;
     `scan` and `count` read a whole collection, and `revision` tells a derived cache
-    when it changed. For the operator: `purge` (expired records off the disk),
-    `snapshot` (all collections at one instant) and `replace_all` (restore)."""
+    when it changed. For the operator: `purge` (expired records out), `snapshot` (all
+    collections at one instant), `replace_all` (restore) and `compact`."""
 
     def __init__(self, data_dir: str | os.PathLike, expiry: Mapping[str, ExpiryRule] | None = None):
         self.data_dir = Path(data_dir)
         self._expiry = dict(expiry or {})
-        self._cache: dict[str, _Cached] = {}
+        self._state: dict[str, _State] = {}
+        #: whether this process has written anything (the CLI compacts only then)
+        self.wrote = False
         self._thread_locks = {name: threading.RLock() for name in COLLECTIONS}
+        # Readers take only this short lock to refresh their view, never the writers'
+        # lock, so a read never waits for another request's fsync.
+        self._view_locks = {name: threading.Lock() for name in COLLECTIONS}
         self._ensure_dir()
         # One instance per file: FileLock is reentrant per instance, so a holder of
         # all locks (backup, restore) can still write.
@@ -88,6 +163,9 @@ class PersistentStore:
             return self.data_dir / COLLECTIONS[collection]
         except KeyError:
             raise StoreError(f"unknown collection {collection!r}") from None
+
+    def journal_path(self, collection: str) -> Path:
+        return self.path(collection).with_name(COLLECTIONS[collection] + ".journal")
 
     def _ensure_dir(self) -> None:
         try:
@@ -110,27 +188,115 @@ class PersistentStore:
 
     # -- reading -----------------------------------------------------------------
 
-    def _signature(self, path: Path) -> tuple[int, int, int] | None:
+    @staticmethod
+    def _stat(path: Path) -> os.stat_result | None:
         try:
-            st = path.stat()
+            return path.stat()
         except FileNotFoundError:
             return None
-        return (st.st_ino, st.st_size, st.st_mtime_ns)
 
-    def _load(self, collection: str) -> dict[str, Record]:
-        """The collection's items, parsed again only when the file changed on disk."""
+    def _load(self, collection: str) -> _State:
+        """The collection as it is on disk now: two `stat`s when nothing changed, the
+        new journal lines when only those were added, everything when the snapshot or
+        the journal was replaced (compaction, restore, another process)."""
+        with self._view_locks[collection]:
+            for _ in range(10):
+                snap = self._stat(self.path(collection))
+                jour = self._stat(self.journal_path(collection))
+                snapshot = (snap.st_ino, snap.st_size, snap.st_mtime_ns) if snap else None
+                journal: FileId = (jour.st_dev, jour.st_ino) if jour else None
+                state = self._state.get(collection)
+                if state is not None and state.snapshot == snapshot and state.journal == journal:
+                    if jour is None or jour.st_size == state.offset:
+                        return state
+                    if jour.st_size > state.offset:
+                        tail = self._read_journal(collection, state.journal, state.offset)
+                        if tail is not None:
+                            entries, size, _ = tail
+                            if size:
+                                state = self._state[collection] = state.applied(entries, size)
+                            return state
+                fresh = self._read_all(collection)
+                if fresh is not None:
+                    self._state[collection] = fresh
+                    return fresh
+            raise StoreError(f"{self.path(collection)} keeps changing while being read")
+
+    def _read_all(self, collection: str) -> _State | None:
+        """Snapshot plus journal; None when either was replaced while reading (retry)."""
         path = self.path(collection)
-        signature = self._signature(path)
-        cached = self._cache.get(collection)
-        if cached is not None and cached.signature == signature:
-            return cached.items
-        items = self._read(collection, path) if signature is not None else {}
-        self._cache[collection] = _Cached(signature, items)
-        return items
+        snap = self._stat(path)
+        generation, items = self._read_snapshot(collection, path) if snap is not None else (0, {})
+        jour = self._stat(self.journal_path(collection))
+        journal: FileId = (jour.st_dev, jour.st_ino) if jour else None
+        state = _State(
+            snapshot=(snap.st_ino, snap.st_size, snap.st_mtime_ns) if snap else None,
+            generation=generation,
+            snapshot_bytes=snap.st_size if snap else 0,
+            journal=journal,
+            journal_generation=None,
+            offset=0,
+            entries=0,
+            items=items,
+        )
+        if journal is not None:
+            read = self._read_journal(collection, journal, 0)
+            if read is None:
+                return None
+            entries, size, header = read
+            if header is not None and header > generation:
+                return None  # a compaction replaced both files between our two reads
+            state.journal_generation = header
+            if header == generation:
+                state = state.applied(entries, size)
+            else:
+                state.offset = size  # an older journal, already in the snapshot
+        after = self._stat(path)
+        if (after.st_ino if after else None) != (snap.st_ino if snap else None):
+            return None
+        return state
 
-    def _read(self, collection: str, path: Path, drop_expired: bool = True) -> dict[str, Record]:
+    def _read_journal(
+        self, collection: str, journal: FileId, offset: int
+    ) -> tuple[list[dict[str, Any]], int, int | None] | None:
+        """(the changes in the journal's complete lines past `offset`, their size in
+        bytes, the header's generation when read from the start); None when the file
+        is no longer `journal` (replaced: the caller reads again)."""
+        path = self.journal_path(collection)
+        try:
+            with open(path, "rb") as handle:
+                st = os.fstat(handle.fileno())
+                if (st.st_dev, st.st_ino) != journal:
+                    return None
+                handle.seek(offset)
+                data = handle.read()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreError(f"cannot read {path}: {exc.strerror}") from None
+        size = data.rfind(b"\n") + 1  # whole lines only: a torn tail is not there yet
+        header: int | None = None
+        entries: list[dict[str, Any]] = []
+        for number, line in enumerate(data[:size].splitlines()):
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                raise CorruptStoreError(f"{path} has a damaged line; fix or move it away") from None
+            if offset == 0 and number == 0 and isinstance(entry, dict) and isinstance(entry.get("generation"), int):
+                header = entry["generation"]
+            else:
+                batch = entry.get("batch") if isinstance(entry, dict) else None
+                for change in batch if isinstance(batch, list) else [entry]:
+                    if not _is_change(change):
+                        raise CorruptStoreError(f"{path} has a line of unknown kind; fix or move it away")
+                    entries.append(change)
+        return entries, size, header
+
+    def _read_snapshot(self, collection: str, path: Path) -> tuple[int, dict[str, Record]]:
         try:
             text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return 0, {}
         except OSError as exc:
             raise StoreError(f"cannot read {path}: {exc.strerror}") from None
         try:
@@ -145,48 +311,40 @@ class PersistentStore:
         items = document[collection]
         if not all(isinstance(v, dict) for v in items.values()):
             raise CorruptStoreError(f"{path} holds entries that are not objects; fix or move it away")
-        if not drop_expired:
-            return items
-        now = time.time()
-        return {k: v for k, v in items.items() if not self._is_expired(collection, v, now)}
+        generation = document.get("generation", 0)
+        return (generation if isinstance(generation, int) else 0), items
 
     def _is_expired(self, collection: str, record: Record, now: float) -> bool:
         rule = self._expiry.get(collection)
         return bool(rule and rule(record, now))
 
     def get(self, collection: str, key: str) -> Record | None:
-        record = self._load(collection).get(key)
+        record = self._load(collection).items.get(key)
         if record is None or self._is_expired(collection, record, time.time()):
             return None
         return record
 
     def scan(self, collection: str) -> dict[str, Record]:
         """The live records of a collection. Treat them as read-only: change them
-        through `put`, `delete` or `update`."""
+        through `put`, `change` or `delete`."""
         now = time.time()
-        return {k: v for k, v in self._load(collection).items() if not self._is_expired(collection, v, now)}
+        return {k: v for k, v in self._load(collection).items.items() if not self._is_expired(collection, v, now)}
 
     def count(self, collection: str) -> int:
         return len(self.scan(collection))
 
     def revision(self, collection: str) -> object:
         """A value that changes whenever the collection does (in any process)."""
-        self._load(collection)
-        return self._cache[collection]
+        return self._load(collection)
 
     def find(self, collection: str, field: str, value: str) -> Record | None:
         """The live record whose `field` (a string, or the keys of an object) holds
         `value`, through an index rebuilt only when the collection changes."""
-        items = self._load(collection)
-        cached = self._cache[collection]
-        index = cached.indexes.get(field)
+        state = self._load(collection)
+        index = state.indexes.get(field)
         if index is None:
-            index = cached.indexes[field] = {}
-            for key, record in items.items():
-                held = record.get(field)
-                for item in held if isinstance(held, dict) else [held]:
-                    if isinstance(item, str):
-                        index[item] = key
+            index = {v: key for key, record in state.items.items() for v in _indexed(record, field)}
+            state.indexes[field] = index
         key = index.get(value)
         return self.get(collection, key) if key is not None else None
 
@@ -212,62 +370,93 @@ class PersistentStore:
 
     # -- writing -----------------------------------------------------------------
 
-    def _update(self, collection: str, change: Callable[[dict[str, Record]], tuple[T, bool]]) -> T:
-        """Apply `change` to a fresh copy of the items under the lock; it returns (a
-        value, whether to save). If it raises, nothing is written."""
+    def _write(self, collection: str, decide: Callable[[dict[str, Record]], tuple[T, list[dict[str, Any]]]]) -> T:
+        """Under the lock, on the current items: `decide` returns (a value, the journal
+        entries to append). The entries are durable when this returns."""
         try:
             with self.lock(collection):
-                path = self.path(collection)
-                current = self._read(collection, path) if path.exists() else {}
-                items = {k: dict(v) for k, v in current.items()}
-                result, dirty = change(items)
-                if dirty:
-                    self._write(collection, items)
+                state = self._load(collection)
+                result, entries = decide(state.items)
+                if entries:
+                    state = self._append(collection, state, entries)
+                    if state.offset > max(MIN_COMPACTION_BYTES, state.snapshot_bytes):
+                        self._compact_locked(collection)
                 return result
         except OSError as exc:
             raise self._write_failed(collection, exc) from None
 
+    def _append(self, collection: str, state: _State, entries: list[dict[str, Any]]) -> _State:
+        """Append `entries` to the journal and fsync; the new state."""
+        path = self.journal_path(collection)
+        # One line per write, so a write is in the journal whole or not at all.
+        line = entries[0] if len(entries) == 1 else {"batch": entries}
+        data = json.dumps(line, separators=(",", ":")).encode("utf-8") + b"\n"
+        if state.journal is None or state.journal_generation != state.generation:
+            # No journal yet, or one a crashed compaction left behind: start afresh.
+            self._install(path, json.dumps({"generation": state.generation}).encode() + b"\n")
+            self._fsync_dir()
+            state = self._load(collection)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        try:
+            if os.fstat(fd).st_size > state.offset:  # the torn line of a writer that crashed
+                os.ftruncate(fd, state.offset)
+            try:
+                written = os.write(fd, data)
+                if written != len(data):
+                    raise OSError(28, "No space left on device")
+                os.fsync(fd)
+            except OSError:
+                os.ftruncate(fd, state.offset)  # not acknowledged: leave no part of it
+                raise
+        finally:
+            os.close(fd)
+        with self._view_locks[collection]:
+            new = self._state[collection] = state.applied(entries, len(data))
+        self.wrote = True
+        return new
+
     def put(self, collection: str, key: str, record: Record) -> None:
-        self._update(collection, lambda items: (items.__setitem__(key, record), True))
+        self._write(collection, lambda items: (None, [{"put": key, "record": record}]))
 
     def add(self, collection: str, key: str, record: Record) -> bool:
         """Store `record` unless `key` exists; whether it was stored."""
 
-        def change(items: dict[str, Record]) -> tuple[bool, bool]:
-            if key in items:
-                return False, False
-            items[key] = record
-            return True, True
+        def decide(items: dict[str, Record]) -> tuple[bool, list[dict[str, Any]]]:
+            existing = items.get(key)
+            if existing is not None and not self._is_expired(collection, existing, time.time()):
+                return False, []
+            return True, [{"put": key, "record": record}]
 
-        return self._update(collection, change)
+        return self._write(collection, decide)
 
     def change(self, collection: str, key: str, change: Callable[[Record], T]) -> T | None:
         """Atomically change one record: `change` alters the copy it is given and may
         return a value. None, and nothing written, when the record does not exist."""
 
-        def apply(items: dict[str, Record]) -> tuple[T | None, bool]:
-            record = items.get(key)
-            if record is None:
-                return None, False
-            return change(record), True
+        def decide(items: dict[str, Record]) -> tuple[T | None, list[dict[str, Any]]]:
+            existing = items.get(key)
+            if existing is None or self._is_expired(collection, existing, time.time()):
+                return None, []
+            record = json.loads(json.dumps(existing))  # a deep copy the change may alter
+            return change(record), [{"put": key, "record": record}]
 
-        return self._update(collection, apply)
+        return self._write(collection, decide)
 
     def delete(self, collection: str, key: str) -> Record | None:
-        def remove(items: dict[str, Record]) -> tuple[Record | None, bool]:
-            record = items.pop(key, None)
-            return record, record is not None
+        def decide(items: dict[str, Record]) -> tuple[Record | None, list[dict[str, Any]]]:
+            existing = items.get(key)
+            return existing, ([{"del": key}] if existing is not None else [])
 
-        return self._update(collection, remove)
+        return self._write(collection, decide)
 
     def delete_where(self, collection: str, doomed: Callable[[Record], bool]) -> list[Record]:
         """Delete every record `doomed` selects, atomically; the records deleted."""
 
-        def remove(items: dict[str, Record]) -> tuple[list[Record], bool]:
+        def decide(items: dict[str, Record]) -> tuple[list[Record], list[dict[str, Any]]]:
             keys = [k for k, v in items.items() if doomed(v)]
-            return [items.pop(k) for k in keys], bool(keys)
+            return [items[k] for k in keys], [{"del": k} for k in keys]
 
-        return self._update(collection, remove)
+        return self._write(collection, decide)
 
     def _write_failed(self, collection: str, exc: OSError) -> StoreError:
         return StoreError(f"cannot write {self.path(collection)}: {exc.strerror or exc}")
@@ -275,28 +464,54 @@ class PersistentStore:
     def purge(
         self, collection: str, extra: Callable[[Record], bool] | None = None, dry_run: bool = False
     ) -> list[Record]:
-        """Remove expired records (and those `extra` selects) from the file itself.
-        Returns the records removed (or that would be, with `dry_run`)."""
-        with self.lock(collection):
-            path = self.path(collection)
-            items = self._read(collection, path, drop_expired=False) if path.exists() else {}
-            now = time.time()
-            doomed = {
+        """Remove expired records (and those `extra` selects). Returns the records
+        removed (or that would be, with `dry_run`)."""
+        now = time.time()
+
+        def decide(items: dict[str, Record]) -> tuple[list[Record], list[dict[str, Any]]]:
+            keys = sorted(
                 k for k, v in items.items() if self._is_expired(collection, v, now) or (extra is not None and extra(v))
-            }
-            if doomed and not dry_run:
-                try:
-                    self._write(collection, {k: v for k, v in items.items() if k not in doomed})
-                except OSError as exc:
-                    raise self._write_failed(collection, exc) from None
-            return [items[k] for k in sorted(doomed)]
+            )
+            return [items[k] for k in keys], ([] if dry_run else [{"del": k} for k in keys])
+
+        return self._write(collection, decide)
 
     def snapshot(self) -> dict[str, dict[str, Record]]:
         """Every collection as of one instant: read under all the locks."""
         with self.lock():
-            return {
-                name: (self._read(name, self.path(name)) if self.path(name).exists() else {}) for name in COLLECTIONS
-            }
+            return {name: self.scan(name) for name in COLLECTIONS}
+
+    # -- compaction, restore -----------------------------------------------------------
+
+    def compact(self, *collections: str) -> None:
+        """Write the snapshots and empty the journals (at a clean stop, so that the JSON
+        files alone are the whole truth)."""
+        for name in collections or COLLECTIONS:
+            try:
+                with self.lock(name):
+                    state = self._load(name)
+                    if state.entries or (state.journal is not None and state.journal_generation != state.generation):
+                        self._compact_locked(name)
+            except OSError as exc:
+                raise self._write_failed(name, exc) from None
+
+    def _compact_locked(self, collection: str) -> None:
+        """The snapshot first, then the journal (see the module docstring for why a
+        crash between them loses nothing)."""
+        state = self._load(collection)
+        generation = state.generation + 1
+        self._install(self.path(collection), self._snapshot_bytes(collection, state.items, generation))
+        self._fsync_dir()
+        self._install(self.journal_path(collection), json.dumps({"generation": generation}).encode() + b"\n")
+        self._fsync_dir()
+        with self._view_locks[collection]:
+            self._state.pop(collection, None)
+
+    def _snapshot_bytes(self, collection: str, items: dict[str, Record], generation: int) -> bytes:
+        now = time.time()
+        kept = {k: v for k, v in items.items() if not self._is_expired(collection, v, now)}
+        document = {"version": FORMAT_VERSION, "generation": generation, collection: kept}
+        return json.dumps(document, indent=1).encode("utf-8")
 
     def replace_all(self, collections: Mapping[str, dict[str, Record]]) -> None:
         """Replace the named collections' contents, all or nothing: every new file is
@@ -306,9 +521,14 @@ class PersistentStore:
             staged: list[tuple[Path, Path, bytes | None]] = []  # (tmp, final, old bytes)
             try:
                 for name, items in collections.items():
-                    path = self.path(name)
-                    old = path.read_bytes() if path.exists() else None
-                    staged.append((self._stage(name, items)[0], path, old))
+                    generation = self._load(name).generation + 1
+                    contents = {
+                        self.path(name): self._snapshot_bytes(name, items, generation),
+                        self.journal_path(name): json.dumps({"generation": generation}).encode() + b"\n",
+                    }
+                    for path, data in contents.items():
+                        old = path.read_bytes() if path.exists() else None
+                        staged.append((self._write_temp(path, data), path, old))
             except OSError as exc:
                 for tmp, _, _ in staged:
                     tmp.unlink(missing_ok=True)
@@ -328,26 +548,10 @@ class PersistentStore:
                 for tmp, _, _ in staged:
                     tmp.unlink(missing_ok=True)
                 raise self._write_failed(next(iter(collections)), exc) from None
-            self._cache.clear()
-
-    def _write(self, collection: str, items: dict[str, Record]) -> None:
-        path = self.path(collection)
-        tmp, kept = self._stage(collection, items)
-        try:
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        self._fsync_dir()
-        self._cache[collection] = _Cached(self._signature(path), kept)
-
-    def _stage(self, collection: str, items: dict[str, Record]) -> tuple[Path, dict[str, Record]]:
-        """The collection's new file, written and fsync'd beside the real one, and the
-        records it holds."""
-        now = time.time()
-        kept = {k: v for k, v in items.items() if not self._is_expired(collection, v, now)}
-        payload = json.dumps({"version": FORMAT_VERSION, collection: kept}, indent=1, sort_keys=True)
-        return self._write_temp(self.path(collection), payload.encode("utf-8")), kept
+            for name in collections:
+                with self._view_locks[name]:
+                    self._state.pop(name, None)
+            self.wrote = True
 
     def _write_temp(self, path: Path, data: bytes) -> Path:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
@@ -363,7 +567,13 @@ class PersistentStore:
         return tmp
 
     def _install(self, path: Path, data: bytes) -> None:
-        os.replace(self._write_temp(path, data), path)
+        """Replace `path` with `data` atomically (temporary file, fsync, rename)."""
+        tmp = self._write_temp(path, data)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def _fsync_dir(self) -> None:
         dir_fd = os.open(self.data_dir, os.O_RDONLY)
