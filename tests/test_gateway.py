@@ -76,6 +76,11 @@ class PersonAtTheBrowser:
 
 
 async def call_tools(server, storage: MemoryStorage, person: PersonAtTheBrowser) -> tuple[int, dict]:
+    """Connect, list and call tools; fails rather than waits past 60 s."""
+    return await asyncio.wait_for(_call_tools(server, storage, person), 60)
+
+
+async def _call_tools(server, storage: MemoryStorage, person: PersonAtTheBrowser) -> tuple[int, dict]:
     provider = OAuthClientProvider(
         server_url=server.url("/mcp"),
         client_metadata=OAuthClientMetadata(

