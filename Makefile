@@ -2,7 +2,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint clean
+.PHONY: run test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ run: $(VENV)/.requirements
 test: $(VENV)/.requirements-dev $(VENV_MCP2)/.requirements
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -n 2
+
+## Our endpoints beside a bare Flask route on waitress, at 100 and 10,000 clients + grants
+bench: $(VENV)/.requirements-dev
+	$(BIN)/python scripts/bench.py
 
 lint: $(VENV)/.requirements-dev
 	$(BIN)/ruff check .

@@ -59,12 +59,12 @@ class Admin:
     def stats(self) -> dict[str, Any]:
         grants = list(self.store.scan("grants").values())
         return {
-            "clients": self.store.count("clients"),
+            "clients": len(self.store.scan("clients")),
             "grants_active": len(grants),
             "grants_expired": len(self.store.purge("grants", dry_run=True)),
             "users_seen": len({(g.get("provider"), g.get("subject")) for g in grants}),
             "grants_per_provider": dict(Counter(g.get("provider") or "unknown" for g in grants)),
-            "local_users": self.store.count("users"),
+            "local_users": len(self.store.scan("users")),
             "provider": self.config.provider,
         }
 
@@ -88,8 +88,8 @@ class Admin:
 
     def counts_for_delete_all(self, collection: str) -> tuple[int, int]:
         """(records of the collection, grants that go with them)."""
-        grants = self.store.count("grants") if collection == "clients" else 0
-        return self.store.count(collection), grants
+        grants = len(self.store.scan("grants")) if collection == "clients" else 0
+        return len(self.store.scan(collection)), grants
 
     def delete_all(self, collection: str) -> None:
         self.store.delete_where(collection, lambda record: True)

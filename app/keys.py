@@ -66,7 +66,7 @@ class KeyManager:
 
     def _refresh(self) -> None:
         revision = self.store.revision("signing_keys")
-        if revision is self._cached_from:
+        if revision == self._cached_from:
             return
         current = self._find_current(self.store.scan("signing_keys"))
         if current is None:

@@ -71,9 +71,9 @@ class CorruptStoreError(StoreError):
 
 @dataclass
 class _State:
-    """One collection as this process last saw it. Never changed once published
-    (but for an index built on first use): a change makes a new state, and readers
-    may still hold the old one."""
+    """One collection as this process last saw it. Changes are applied in place under
+    the collection's view lock (a copy per write would cost O(store)); a lookup is a
+    single dict access, and whatever iterates copies under that lock (`scan`)."""
 
     snapshot: tuple[int, int, int] | None  # the snapshot's (inode, size, mtime_ns)
     generation: int
@@ -85,12 +85,12 @@ class _State:
     items: dict[str, Record]
     #: field -> value -> key, built on first use and kept up to date (see `find`)
     indexes: dict[str, dict[str, str]] = field(default_factory=dict)
+    version: int = 0  # counts the changes applied in this process
 
-    def applied(self, entries: list[dict[str, Any]], size: int) -> _State:
-        """A new state with journal `entries` (of `size` bytes) applied; the indexes
-        follow the changed records only, so a write never rebuilds them."""
-        items = dict(self.items)
-        indexes = {name: dict(index) for name, index in self.indexes.items()}
+    def apply(self, entries: list[dict[str, Any]], size: int) -> _State:
+        """Apply journal `entries` (of `size` bytes) in place; the indexes follow the
+        changed records only, so a write never rebuilds them. Call under the view lock."""
+        items, indexes = self.items, self.indexes
         for entry in entries:
             key = entry["put"] if "put" in entry else entry["del"]
             old = items.pop(key, None)
@@ -104,17 +104,10 @@ class _State:
                 for name, index in indexes.items():
                     for value in _indexed(entry["record"], name):
                         index[value] = key
-        return _State(
-            self.snapshot,
-            self.generation,
-            self.snapshot_bytes,
-            self.journal,
-            self.journal_generation,
-            self.offset + size,
-            self.entries + len(entries),
-            items,
-            indexes,
-        )
+        self.offset += size
+        self.entries += len(entries)
+        self.version += 1
+        return self
 
 
 def _is_change(entry: object) -> bool:
@@ -214,7 +207,7 @@ class PersistentStore:
                         if tail is not None:
                             entries, size, _ = tail
                             if size:
-                                state = self._state[collection] = state.applied(entries, size)
+                                state.apply(entries, size)
                             return state
                 fresh = self._read_all(collection)
                 if fresh is not None:
@@ -248,7 +241,7 @@ class PersistentStore:
                 return None  # a compaction replaced both files between our two reads
             state.journal_generation = header
             if header == generation:
-                state = state.applied(entries, size)
+                state.apply(entries, size)
             else:
                 state.offset = size  # an older journal, already in the snapshot
         after = self._stat(path)
@@ -328,14 +321,20 @@ class PersistentStore:
         """The live records of a collection. Treat them as read-only: change them
         through `put`, `change` or `delete`."""
         now = time.time()
-        return {k: v for k, v in self._load(collection).items.items() if not self._is_expired(collection, v, now)}
+        state = self._load(collection)
+        with self._view_locks[collection]:
+            items = list(state.items.items())
+        return {k: v for k, v in items if not self._is_expired(collection, v, now)}
 
     def count(self, collection: str) -> int:
-        return len(self.scan(collection))
+        """How many records there are, expired ones not yet compacted away included
+        (cheap: for limits; `scan` for an exact count)."""
+        return len(self._load(collection).items)
 
     def revision(self, collection: str) -> object:
         """A value that changes whenever the collection does (in any process)."""
-        return self._load(collection)
+        state = self._load(collection)
+        return (id(state), state.version)
 
     def find(self, collection: str, field: str, value: str) -> Record | None:
         """The live record whose `field` (a string, or the keys of an object) holds
@@ -343,8 +342,9 @@ class PersistentStore:
         state = self._load(collection)
         index = state.indexes.get(field)
         if index is None:
-            index = {v: key for key, record in state.items.items() for v in _indexed(record, field)}
-            state.indexes[field] = index
+            with self._view_locks[collection]:
+                index = {v: key for key, record in state.items.items() for v in _indexed(record, field)}
+                state.indexes[field] = index
         key = index.get(value)
         return self.get(collection, key) if key is not None else None
 
@@ -396,6 +396,7 @@ class PersistentStore:
             self._install(path, json.dumps({"generation": state.generation}).encode() + b"\n")
             self._fsync_dir()
             state = self._load(collection)
+        start = state.offset
         fd = os.open(path, os.O_WRONLY | os.O_APPEND)
         try:
             if os.fstat(fd).st_size > state.offset:  # the torn line of a writer that crashed
@@ -411,9 +412,12 @@ class PersistentStore:
         finally:
             os.close(fd)
         with self._view_locks[collection]:
-            new = self._state[collection] = state.applied(entries, len(data))
+            # A reader may have replayed our line already (it is in the file): we
+            # hold the file lock, so the bytes past `start` can only be ours.
+            if state.offset == start:
+                state.apply(entries, len(data))
         self.wrote = True
-        return new
+        return state
 
     def put(self, collection: str, key: str, record: Record) -> None:
         self._write(collection, lambda items: (None, [{"put": key, "record": record}]))
