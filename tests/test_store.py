@@ -343,3 +343,42 @@ def test_backup_and_restore_round_trip_at_10000_records(tmp_path):
     target = PersistentStore(tmp_path / "b")
     assert target.scan("grants") == grants and len(target.scan("clients")) == 10_000
     assert target.find("grants", "refresh_token_hashes", f"{9999:064x}")["grant_id"] == "g9999"
+
+
+def test_readers_and_writers_in_one_process_keep_one_view(tmp_path):
+    """Threads writing while another reads: the reader may replay a writer's line
+    before the writer applies it, and the line must count once (a double count made
+    every later read reload the whole store)."""
+    import threading
+
+    store = PersistentStore(tmp_path)
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            store.get("grants", "g0")
+
+    journal = tmp_path / "refresh_tokens.json.journal"
+    ahead: list[int] = []
+
+    def write(worker: int) -> None:
+        for i in range(60):
+            store.put("grants", f"g{worker}-{i}", {"grant_id": f"g{worker}-{i}"})
+            # The journal only grows here (far below the compaction size), so a view
+            # past its end counted a line twice.
+            offset = store._state["grants"].offset
+            if offset > journal.stat().st_size:
+                ahead.append(offset)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    writers = [threading.Thread(target=write, args=(w,)) for w in range(4)]
+    for t in writers:
+        t.start()
+    for t in writers:
+        t.join()
+    stop.set()
+    reader.join()
+    assert not ahead
+    assert store._state["grants"].offset == journal.stat().st_size
+    assert len(store.scan("grants")) == 240 == len(PersistentStore(tmp_path).scan("grants"))
