@@ -22,6 +22,7 @@ from conftest import (
     tokens_for,
     verify,
 )
+from support.records import grant
 
 # -- URLs come from OAUTH_ISSUER, never from Host ------------------------------------
 
@@ -459,22 +460,6 @@ def test_a_full_disk_is_503_and_healthz_says_so(make_server, small_disk):
     assert "Traceback" not in server.output
 
 
-def _grant(i: int) -> dict:
-    return {
-        "grant_id": f"g{i:06d}",
-        "client_id": "c",
-        "subject": "alice",
-        "provider": "custom",
-        "scope": "mcp",
-        "resource": ["http://127.0.0.1/mcp"],
-        "issued_at": time.time(),
-        "refreshed_at": None,
-        "expires_at": time.time() + 3600,
-        "refresh_token_hashes": {f"{i:064x}": None},
-        "padding": "p" * 300,
-    }
-
-
 def test_a_restore_that_fails_half_way_changes_no_file(make_server, small_disk, tmp_path):
     server = make_server(data_dir=small_disk / "data")
     tokens_for(server)
@@ -484,7 +469,7 @@ def test_a_restore_that_fails_half_way_changes_no_file(make_server, small_disk, 
         "version": 1,
         "created_at": time.time(),
         "clients": {},
-        "grants": {g["grant_id"]: g for g in map(_grant, range(6000))},  # ~2.5 MB: does not fit
+        "grants": {f"g{i}": grant(i, padding="p" * 300) for i in range(6000)},  # ~2.5 MB: does not fit
         "users": {},
         "signing_keys": {},
     }

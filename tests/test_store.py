@@ -13,6 +13,7 @@ import time
 import pytest
 import requests
 from conftest import ROOT, Server, base_env, failed_start, register, run_cli, tokens_for, verify
+from support.records import grant
 
 from app.storage import CorruptStoreError, PersistentStore
 
@@ -315,21 +316,7 @@ def test_a_cli_write_during_a_write_storm_from_the_server(make_server):
 def test_backup_and_restore_round_trip_at_10000_records(tmp_path):
     now = time.time()
     source = PersistentStore(tmp_path / "a")
-    grants = {
-        f"g{i}": {
-            "grant_id": f"g{i}",
-            "client_id": f"c{i}",
-            "subject": "alice",
-            "provider": "custom",
-            "scope": "mcp",
-            "resource": ["http://127.0.0.1/mcp"],
-            "issued_at": time.time(),
-            "refreshed_at": None,
-            "expires_at": time.time() + 3600,
-            "refresh_token_hashes": {f"{i:064x}": None},
-        }
-        for i in range(10_000)
-    }
+    grants = {f"g{i}": grant(i, client_id=f"c{i}") for i in range(10_000)}
     clients = {
         f"c{i}": {"client_id": f"c{i}", "metadata": {"redirect_uris": ["https://a.example/cb"]}, "created_at": now}
         for i in range(10_000)

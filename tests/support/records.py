@@ -1,0 +1,24 @@
+"""Store records as the server writes them, for tests that fill a store directly."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+
+def grant(i: int, client_id: str = "c", **extra: Any) -> dict[str, Any]:
+    """A live grant `g{i}` of `client_id`, with one live refresh-token hash."""
+    now = time.time()
+    return {
+        "grant_id": f"g{i}",
+        "client_id": client_id,
+        "subject": "alice",
+        "provider": "custom",
+        "scope": "mcp",
+        "resource": ["http://127.0.0.1/mcp"],
+        "issued_at": now,
+        "refreshed_at": None,
+        "expires_at": now + 3600,
+        "refresh_token_hashes": {f"{i:064x}": None},
+        **extra,
+    }
