@@ -14,7 +14,7 @@ from . import records
 from .config import Config
 from .keys import KeyManager
 from .repositories import ClientRepository, GrantRepository, UserRepository
-from .storage import COLLECTIONS, PersistentStore
+from .storage import COLLECTIONS, Store
 
 BACKUP_FORMAT = "mcp-oauth-backup"
 
@@ -39,7 +39,7 @@ class RestorePlan:
 @dataclass
 class Admin:
     config: Config
-    store: PersistentStore
+    store: Store
     clients: ClientRepository
     grants: GrantRepository
     users: UserRepository

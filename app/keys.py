@@ -13,7 +13,7 @@ from typing import Any
 
 from joserfc.jwk import KeySet, RSAKey
 
-from .storage import PersistentStore
+from .storage import Store
 
 ALGORITHM = "RS256"
 SESSION_ENTRY = "session"
@@ -25,7 +25,7 @@ def key_expired(record: dict[str, Any], now: float, access_token_ttl: int) -> bo
 
 
 class KeyManager:
-    def __init__(self, store: PersistentStore):
+    def __init__(self, store: Store):
         self.store = store
         self._cached_from: object = None
         self._current: RSAKey | None = None

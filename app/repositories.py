@@ -1,4 +1,4 @@
-"""Repositories: clients, grants and users on top of `PersistentStore`.
+"""Repositories: clients, grants and users on top of the store's interface (`Store`).
 
 This is where records get their shape and their expiry rules; the protocol code asks
 for models and never touches the store's files.
@@ -20,7 +20,7 @@ from .config import Config
 from .keys import key_expired
 from .models import Client, Grant
 from .security import hash_secret, new_secret
-from .storage import PersistentStore
+from .storage import PersistentStore, Store
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def open_store(config: Config) -> PersistentStore:
 
 
 class ClientRepository:
-    def __init__(self, store: PersistentStore, config: Config, documents: DocumentFetcher | None = None):
+    def __init__(self, store: Store, config: Config, documents: DocumentFetcher | None = None):
         self.store = store
         self.config = config
         self.documents = documents
@@ -200,7 +200,7 @@ class ClientRepository:
 
 
 class GrantRepository:
-    def __init__(self, store: PersistentStore, config: Config):
+    def __init__(self, store: Store, config: Config):
         self.store = store
         self.config = config
 
@@ -327,7 +327,7 @@ class GrantRepository:
 class UserRepository:
     """Local users of the Custom provider (users.json), passwords as scrypt hashes."""
 
-    def __init__(self, store: PersistentStore):
+    def __init__(self, store: Store):
         self.store = store
 
     def get(self, name: str) -> dict[str, Any] | None:

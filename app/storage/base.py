@@ -1,0 +1,77 @@
+"""The store's interface: what repositories, the key manager and the admin service may
+ask of a backend, and nothing more. The file store (`store.PersistentStore`) is the
+default; a backend for PostgreSQL or memory implements the same methods.
+
+Records are plain dicts reached one at a time; a backend keeps the mechanics (locks,
+journals, transactions, indexes), the repositories keep the policy (rotation's grace
+rules, what expires when)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any, Protocol, TypeVar
+
+Record = dict[str, Any]
+T = TypeVar("T")
+
+
+class Store(Protocol):
+    # -- one record at a time (the hot paths) --------------------------------------
+    def get(self, collection: str, key: str) -> Record | None:
+        """The live record (None when absent or expired). Treat it as read-only."""
+
+    def find(self, collection: str, field: str, value: str) -> Record | None:
+        """The live record whose `field` (a string, or the keys of an object) holds
+        `value`, through an index (the refresh-token hashes of grants)."""
+
+    def put(self, collection: str, key: str, record: Record) -> None:
+        """Store `record` under `key`, durably before returning."""
+
+    def add(self, collection: str, key: str, record: Record) -> bool:
+        """Store `record` unless a live one exists under `key`; whether it was stored."""
+
+    def change(self, collection: str, key: str, change: Callable[[Record], T]) -> T | None:
+        """Atomically (across processes) apply `change` to a copy of the record and
+        store it; what `change` returned, or None when there is no such record."""
+
+    def delete(self, collection: str, key: str) -> Record | None:
+        """Delete and return the record (None when there was none)."""
+
+    def delete_where(self, collection: str, doomed: Callable[[Record], bool]) -> list[Record]:
+        """Delete, atomically, every record `doomed` selects; the records deleted."""
+
+    # -- whole collections (listings, limits, derived caches) --------------------------
+    def scan(self, collection: str) -> dict[str, Record]:
+        """Every live record. Treat them as read-only."""
+
+    def count(self, collection: str) -> int:
+        """How many records (cheap; may count expired ones not yet removed)."""
+
+    def revision(self, collection: str) -> object:
+        """A value that changes whenever the collection does, in any process."""
+
+    # -- health and the operator's side ---------------------------------------------------
+    def check(self) -> None:
+        """Raise StoreError unless every collection can be read."""
+
+    def check_writable(self) -> None:
+        """Raise StoreError unless the store can be written now."""
+
+    def lock(self, *collections: str) -> AbstractContextManager[None]:
+        """Hold the named collections (all when none) against every writer."""
+
+    def purge(
+        self, collection: str, extra: Callable[[Record], bool] | None = None, dry_run: bool = False
+    ) -> list[Record]:
+        """Remove expired records (and those `extra` selects); the records removed."""
+
+    def snapshot(self) -> dict[str, dict[str, Record]]:
+        """Every collection as of one instant (backups)."""
+
+    def replace_all(self, collections: dict[str, dict[str, Record]]) -> None:
+        """Replace the named collections' contents, all or nothing (restore)."""
+
+    def compact(self, *collections: str) -> None:
+        """Bring the backend's durable form up to date (at a clean stop)."""
+
