@@ -16,6 +16,13 @@ Record = dict[str, Any]
 T = TypeVar("T")
 
 
+def indexed_values(record: Record, field: str) -> list[str]:
+    """What `find` matches in a record's `field`: the string it holds, or the keys of
+    the object it holds (a grant's refresh-token hashes)."""
+    held = record.get(field)
+    return [v for v in (held if isinstance(held, dict) else [held]) if isinstance(v, str)]
+
+
 class Store(Protocol):
     # -- one record at a time (the hot paths) --------------------------------------
     def get(self, collection: str, key: str) -> Record | None:

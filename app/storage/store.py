@@ -43,6 +43,8 @@ from typing import Any, TypeVar
 
 from filelock import FileLock
 
+from .base import indexed_values
+
 FORMAT_VERSION = 1
 #: the journal is compacted once it is larger than this and than the snapshot
 MIN_COMPACTION_BYTES = 64 * 1024
@@ -96,13 +98,13 @@ class _State:
             old = items.pop(key, None)
             if old is not None:
                 for name, index in indexes.items():
-                    for value in _indexed(old, name):
+                    for value in indexed_values(old, name):
                         if index.get(value) == key:
                             del index[value]
             if "put" in entry:
                 items[key] = entry["record"]
                 for name, index in indexes.items():
-                    for value in _indexed(entry["record"], name):
+                    for value in indexed_values(entry["record"], name):
                         index[value] = key
         self.offset += size
         self.entries += len(entries)
@@ -115,13 +117,6 @@ def _is_change(entry: object) -> bool:
         (isinstance(entry.get("put"), str) and isinstance(entry.get("record"), dict))
         or isinstance(entry.get("del"), str)
     )
-
-
-def _indexed(record: Record, name: str) -> list[str]:
-    """The values of `record` an index on field `name` holds: a string, or the keys
-    of an object."""
-    held = record.get(name)
-    return [v for v in (held if isinstance(held, dict) else [held]) if isinstance(v, str)]
 
 
 class PersistentStore:
@@ -173,6 +168,8 @@ class PersistentStore:
         """Hold the locks of the named collections (all when none are named), in a fixed
         order so two holders never deadlock. Used by writes and by consistent backups."""
         names = sorted(collections or COLLECTIONS)
+        for name in names:
+            self.path(name)  # an unknown name is a StoreError, before any lock is taken
         with ExitStack() as stack:
             for name in names:
                 stack.enter_context(self._thread_locks[name])
@@ -343,7 +340,7 @@ class PersistentStore:
         index = state.indexes.get(field)
         if index is None:
             with self._view_locks[collection]:
-                index = {v: key for key, record in state.items.items() for v in _indexed(record, field)}
+                index = {v: key for key, record in state.items.items() for v in indexed_values(record, field)}
                 state.indexes[field] = index
         key = index.get(value)
         return self.get(collection, key) if key is not None else None
