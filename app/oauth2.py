@@ -38,6 +38,7 @@ from joserfc.jwk import KeySet
 from .config import Config
 from .keys import ALGORITHM, KeyManager
 from .models import IGNORED_SCOPES, AuthorizationCode, Client, Grant, User
+from .policy import same_resource
 from .repositories import ClientRepository, GrantRepository
 from .security import new_secret
 
@@ -52,10 +53,6 @@ class InvalidTargetError(OAuth2Error):
     error = "invalid_target"
 
 
-def _same_resource(a: str, b: str) -> bool:
-    return a.rstrip("/") == b.rstrip("/")
-
-
 def resolve_resources(requested: list[str], config: Config, allowed: list[str] | None = None) -> list[str]:
     """The configured resource URIs a request names (RFC 8707), in their configured
     spelling; the first configured one when none is named."""
@@ -64,7 +61,7 @@ def resolve_resources(requested: list[str], config: Config, allowed: list[str] |
         return candidates[:1] if allowed is None else candidates
     resolved = []
     for value in requested:
-        match = next((c for c in candidates if _same_resource(c, value)), None)
+        match = next((c for c in candidates if same_resource(c, value)), None)
         if match is None:
             raise InvalidTargetError(f"The resource {value!r} is not served by this authorization server.")
         if match not in resolved:

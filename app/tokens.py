@@ -18,6 +18,7 @@ from joserfc.errors import JoseError
 from .config import Config
 from .keys import ALGORITHM, KeyManager
 from .models import AccessToken
+from .policy import same_resource
 from .repositories import ClientRepository, GrantRepository
 
 
@@ -58,14 +59,10 @@ class AccessTokenVerifier:
         audience = claims.get("aud")
         audiences = audience if isinstance(audience, list) else [audience]
         wanted = [resource] if resource else list(self.config.resources)
-        if not any(_same(a, w) for a in audiences if isinstance(a, str) for w in wanted):
+        if not any(same_resource(a, w) for a in audiences if isinstance(a, str) for w in wanted):
             raise InvalidAccessToken("The access token is not meant for this resource.")
         if self.clients.get(claims.get("client_id")) is None:
             raise InvalidAccessToken("The client of this access token is no longer registered.")
         if not self.grants.exists(claims.get("grant_id")):
             raise InvalidAccessToken("The access token was revoked.")
         return AccessToken(claims)
-
-
-def _same(a: str, b: str) -> bool:
-    return a.rstrip("/") == b.rstrip("/")

@@ -21,7 +21,7 @@ from werkzeug.routing import PathConverter
 from ..config import Config
 from ..errors import error_response
 from ..forwarded import client_address
-from ..policy import InvalidPath, encode_query, normalize_path, within
+from ..policy import InvalidPath, encode_query, normalize_path, same_resource, within
 from .verify import check_request
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ CORS_HEADERS = {
 def gateway_resource(config: Config) -> str:
     """The resource URI the gateway path stands for."""
     own = config.issuer + config.resource_path
-    return next((r for r in config.resources if r.rstrip("/") == own), config.default_resource)
+    return next((r for r in config.resources if same_resource(r, own)), config.default_resource)
 
 
 class Upstream:
