@@ -38,13 +38,13 @@ from joserfc.jwk import KeySet
 from .config import Config
 from .keys import ALGORITHM, KeyManager
 from .models import IGNORED_SCOPES, AuthorizationCode, Client, Grant, User
-from .policy import same_resource
+from .policy import AUTH_METHODS, same_resource
 from .repositories import ClientRepository, GrantRepository
 from .security import new_secret
 
 log = logging.getLogger(__name__)
 
-CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+CLIENT_AUTH_METHODS = AUTH_METHODS
 
 
 class InvalidTargetError(OAuth2Error):

@@ -106,6 +106,13 @@ def resource_for_url(config: Config, scheme: str, host: str, raw_path: str) -> s
     return best[1] if best else None
 
 
+# -- client authentication ---------------------------------------------------------
+
+#: How a client may authenticate at the token endpoint (RFC 7591 §2); metadata,
+#: registration, Authlib's grants and restore read this list.
+AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+
+
 # -- client metadata ---------------------------------------------------------------
 
 #: What one client's metadata may hold (registered or from a metadata document):

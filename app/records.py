@@ -15,11 +15,12 @@ from typing import Any
 from joserfc.errors import JoseError
 from joserfc.jwk import RSAKey
 
+from .policy import AUTH_METHODS
+
 Check = Callable[[Any], bool]
 
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 USERNAME = re.compile(r"^[A-Za-z0-9._@+-]{1,64}$")
-AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post")
 
 
 def number(value: Any) -> bool:

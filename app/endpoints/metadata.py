@@ -12,8 +12,7 @@ from flask import Blueprint, Flask, jsonify
 
 from .. import services
 from ..config import Config
-
-AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+from ..policy import AUTH_METHODS
 
 
 def authorization_server_metadata(config: Config) -> dict:
