@@ -9,8 +9,10 @@ Each collection is two files:
   ``{"del": key}``, or ``{"batch": [...]}`` of those when one write changes several.
 
 A write takes the collection's file lock (the server and the operator CLI are separate
-processes), appends its lines to the journal and fsyncs before it returns, so it is
-durable when acknowledged and costs the size of the change. Readers never lock: they
+processes) and appends its line to the journal; it then fsyncs before it returns, so it
+is durable when acknowledged and costs the size of the change. The fsync is outside the
+lock and shared: writers that appended while one fsync ran are covered by the next,
+one for all (group commit). Readers never lock: they
 keep the collection in memory and, on each access, `stat` both files and replay only
 the journal bytes they have not seen, so another process's write is visible at once.
 A line is complete only with its newline: a crash mid-append leaves a torn last line,
@@ -31,6 +33,7 @@ every read and are not written into a snapshot. A file that cannot be parsed rai
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import threading
@@ -40,8 +43,6 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
-
-from filelock import FileLock
 
 from .base import indexed_values
 
@@ -112,6 +113,35 @@ class _State:
         return self
 
 
+class _FileLock:
+    """An exclusive `flock` on a lock file, between processes. Reentrant, so that a
+    holder of every lock (backup, restore) can still write; callers hold the
+    collection's thread lock first, which keeps the count to one thread. The file is
+    opened per acquisition, so a lock file removed by hand is simply made again."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._fd: int | None = None
+        self._depth = 0
+
+    def __enter__(self) -> None:
+        if self._depth == 0:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except BaseException:
+                os.close(fd)
+                raise
+            self._fd = fd
+        self._depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self._depth -= 1
+        if self._depth == 0 and self._fd is not None:
+            os.close(self._fd)  # closing releases the lock
+            self._fd = None
+
+
 def _is_change(entry: object) -> bool:
     return isinstance(entry, dict) and (
         (isinstance(entry.get("put"), str) and isinstance(entry.get("record"), dict))
@@ -131,18 +161,20 @@ class PersistentStore:
         self.data_dir = Path(data_dir)
         self._expiry = dict(expiry or {})
         self._state: dict[str, _State] = {}
+        self._file_names: dict[str, tuple[str, str]] = {}
         #: whether this process has written anything (the CLI compacts only then)
         self.wrote = False
         self._thread_locks = {name: threading.RLock() for name in COLLECTIONS}
+        self._file_locks = {name: _FileLock(self.data_dir / f".{file}.lock") for name, file in COLLECTIONS.items()}
         # Readers take only this short lock to refresh their view, never the writers'
         # lock, so a read never waits for another request's fsync.
         self._view_locks = {name: threading.Lock() for name in COLLECTIONS}
+        # Group commit: writes are numbered as they are appended; one fsync makes every
+        # write appended before it durable, so concurrent writers share it.
+        self._appended = dict.fromkeys(COLLECTIONS, 0)
+        self._durable = dict.fromkeys(COLLECTIONS, 0)
+        self._sync_locks = {name: threading.Lock() for name in COLLECTIONS}
         self._ensure_dir()
-        # One instance per file: FileLock is reentrant per instance, so a holder of
-        # all locks (backup, restore) can still write.
-        self._file_locks = {
-            name: FileLock(str(self.data_dir / f".{file}.lock"), mode=0o600) for name, file in COLLECTIONS.items()
-        }
 
     # -- paths and locks ---------------------------------------------------------
 
@@ -154,6 +186,14 @@ class PersistentStore:
 
     def journal_path(self, collection: str) -> Path:
         return self.path(collection).with_name(COLLECTIONS[collection] + ".journal")
+
+    def _names(self, collection: str) -> tuple[str, str]:
+        """(snapshot, journal) as plain strings: the read path `stat`s them on every
+        access, and building `Path`s there would cost more than the `stat`s."""
+        names = self._file_names.get(collection)
+        if names is None:
+            names = self._file_names[collection] = (str(self.path(collection)), str(self.journal_path(collection)))
+        return names
 
     def _ensure_dir(self) -> None:
         try:
@@ -179,9 +219,9 @@ class PersistentStore:
     # -- reading -----------------------------------------------------------------
 
     @staticmethod
-    def _stat(path: Path) -> os.stat_result | None:
+    def _stat(path: str | Path) -> os.stat_result | None:
         try:
-            return path.stat()
+            return os.stat(path)
         except FileNotFoundError:
             return None
 
@@ -189,10 +229,11 @@ class PersistentStore:
         """The collection as it is on disk now: two `stat`s when nothing changed, the
         new journal lines when only those were added, everything when the snapshot or
         the journal was replaced (compaction, restore, another process)."""
+        snapshot_name, journal_name = self._names(collection)
         with self._view_locks[collection]:
             for _ in range(10):
-                snap = self._stat(self.path(collection))
-                jour = self._stat(self.journal_path(collection))
+                snap = self._stat(snapshot_name)
+                jour = self._stat(journal_name)
                 snapshot = (snap.st_ino, snap.st_size, snap.st_mtime_ns) if snap else None
                 journal: FileId = (jour.st_dev, jour.st_ino) if jour else None
                 state = self._state.get(collection)
@@ -374,16 +415,39 @@ class PersistentStore:
             with self.lock(collection):
                 state = self._load(collection)
                 result, entries = decide(state.items)
-                if entries:
-                    state = self._append(collection, state, entries)
-                    if state.offset > max(MIN_COMPACTION_BYTES, state.snapshot_bytes):
-                        self._compact_locked(collection)
-                return result
+                if not entries:
+                    return result
+                state = self._append(collection, state, entries)
+                self._appended[collection] += 1
+                number = self._appended[collection]
+                if state.offset > max(MIN_COMPACTION_BYTES, state.snapshot_bytes):
+                    self._compact_locked(collection)
+            # The fsync happens outside the lock, so that the writers queued behind
+            # this one append meanwhile and one fsync covers them all.
+            self._make_durable(collection, number)
+            return result
         except OSError as exc:
             raise self._write_failed(collection, exc) from None
 
+    def _make_durable(self, collection: str, number: int) -> None:
+        """Return once write `number` of this process is on disk: fsync the journal,
+        unless another writer's fsync (or a compaction) already covered it."""
+        with self._sync_locks[collection]:
+            if self._durable[collection] >= number:
+                return
+            covered = self._appended[collection]  # every one of these is in the file
+            # By name: if the journal was replaced since (a compaction, here or in
+            # another process), its snapshot holds our write and was fsync'd first.
+            fd = os.open(self._names(collection)[1], os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._durable[collection] = max(self._durable[collection], covered)
+
     def _append(self, collection: str, state: _State, entries: list[dict[str, Any]]) -> _State:
-        """Append `entries` to the journal and fsync; the new state."""
+        """Append `entries` to the journal (the caller makes them durable); the new
+        state."""
         path = self.journal_path(collection)
         # One line per write, so a write is in the journal whole or not at all.
         line = entries[0] if len(entries) == 1 else {"batch": entries}
@@ -402,7 +466,6 @@ class PersistentStore:
                 written = os.write(fd, data)
                 if written != len(data):
                     raise OSError(28, "No space left on device")
-                os.fsync(fd)
             except OSError:
                 os.ftruncate(fd, state.offset)  # not acknowledged: leave no part of it
                 raise
@@ -507,6 +570,8 @@ class PersistentStore:
         self._fsync_dir()
         with self._view_locks[collection]:
             self._state.pop(collection, None)
+        with self._sync_locks[collection]:  # everything appended so far is in the snapshot
+            self._durable[collection] = max(self._durable[collection], self._appended[collection])
 
     def _snapshot_bytes(self, collection: str, items: dict[str, Record], generation: int) -> bytes:
         now = time.time()
