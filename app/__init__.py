@@ -107,6 +107,7 @@ def create_app(config: Config | None = None, *, for_cli: bool = False) -> Flask:
         atexit.register(_compact_quietly, store)
     else:
         store.check()
+        store.sweep()
         keys.ensure()
         app.secret_key = keys.session_secret()
         provider.on_startup()

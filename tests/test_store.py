@@ -369,3 +369,22 @@ def test_readers_and_writers_in_one_process_keep_one_view(tmp_path):
     assert not ahead
     assert store._state["grants"].offset == journal.stat().st_size
     assert len(store.scan("grants")) == 240 == len(PersistentStore(tmp_path).scan("grants"))
+
+
+def test_start_up_sweeps_temporary_files_a_crash_left_behind(tmp_path):
+    """A process killed between writing a temporary file and renaming it leaves the
+    file; the next start removes it, but never a fresh one another process may be
+    about to rename."""
+    store = PersistentStore(tmp_path)
+    store.put("clients", "a", {"client_id": "a"})
+    old = tmp_path / ".refresh_tokens.json.4242.17.tmp"
+    probe = tmp_path / ".probe.4242.17"
+    fresh = tmp_path / ".clients.json.4343.18.tmp"
+    for path in (old, probe, fresh):
+        path.write_bytes(b'{"half": ')
+    hours_ago = time.time() - 2 * 3600
+    for path in (old, probe):
+        os.utime(path, (hours_ago, hours_ago))
+    assert set(PersistentStore(tmp_path).sweep()) == {old, probe}
+    assert not old.exists() and not probe.exists() and fresh.exists()
+    assert PersistentStore(tmp_path).get("clients", "a") == {"client_id": "a"}

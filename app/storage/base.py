@@ -65,6 +65,9 @@ class Store(Protocol):
     def check_writable(self) -> None:
         """Raise StoreError unless the store can be written now."""
 
+    def sweep(self) -> list[Any]:
+        """Remove what a crash left behind (at start-up); what was removed."""
+
     def lock(self, *collections: str) -> AbstractContextManager[None]:
         """Hold the named collections (all when none) against every writer."""
 

@@ -107,6 +107,10 @@ class MemoryStore:
     def check_writable(self) -> None:
         """Memory can always be written."""
 
+    def sweep(self) -> list[object]:
+        """A crash leaves nothing in memory."""
+        return []
+
     @contextmanager
     def lock(self, *collections: str) -> Iterator[None]:
         with self._lock:
