@@ -11,6 +11,7 @@ import contextlib
 import sys
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from flask import Flask, current_app
 
@@ -25,6 +26,9 @@ from .providers import IdentityProvider, load_provider
 from .repositories import ClientRepository, GrantRepository, UserRepository, open_store
 from .storage import PersistentStore, StoreError
 from .tokens import AccessTokenVerifier
+
+if TYPE_CHECKING:
+    from .endpoints.metadata import JWKSDocument
 
 
 @dataclass
@@ -42,6 +46,7 @@ class Services:
     pending: PendingAuthorizations
     provider: IdentityProvider
     admin: Admin
+    jwks: JWKSDocument
 
 
 def services() -> Services:
@@ -66,7 +71,10 @@ def create_app(config: Config | None = None, *, for_cli: bool = False) -> Flask:
     # Werkzeug would answer `//x` with a redirect whose Location it builds from the
     # Host header; paths are normalised where it matters (app/policy.py) instead.
     app.url_map.merge_slashes = False
-    app.wsgi_app = IssuerOrigin(app.wsgi_app, config.issuer)  # type: ignore[method-assign]
+
+    # Endpoint modules reach the services through this package: imported once it exists.
+    from .endpoints.metadata import JWKSDocument
+    from .hotpath import HotPaths
 
     store = open_store(config)
     keys = KeyManager(store)
@@ -87,6 +95,7 @@ def create_app(config: Config | None = None, *, for_cli: bool = False) -> Flask:
         pending=PendingAuthorizations(ttl=config.auth_code_ttl),
         provider=provider,
         admin=Admin(config, store, clients, grants, users, keys),
+        jwks=JWKSDocument(keys),
     )
 
     from . import cli, cors, errors
@@ -100,6 +109,7 @@ def create_app(config: Config | None = None, *, for_cli: bool = False) -> Flask:
         module.init_app(app, config)
     provider.init_app(app)
     cli.init_app(app)
+    app.wsgi_app = HotPaths(IssuerOrigin(app.wsgi_app, config.issuer), app.extensions["oauth"])  # type: ignore[method-assign]
 
     if for_cli:
         # What a command wrote lands in the JSON files when it ends (a broken store

@@ -44,6 +44,7 @@ MAX_TTL = 86400
 #: a failed fetch is not tried again for this long (the shipped copy serves meanwhile)
 FAILURE_TTL = 30
 
+
 def _published(client_id: str, name: str, client_uri: str, redirect_uris: list[str]) -> dict[str, Any]:
     return {
         "client_id": client_id,

@@ -62,18 +62,24 @@ def _trusted(address: ipaddress.IPv4Address | ipaddress.IPv6Address | None, prox
     return address is not None and any(address in network for network in proxies)
 
 
-def peer_is_trusted(config: Config) -> bool:
-    return _trusted(_address(request.remote_addr or ""), config.trusted_proxies)
+WSGIEnviron = dict[str, Any]
 
 
-def client_address(config: Config) -> str:
+def peer_is_trusted(config: Config, environ: WSGIEnviron) -> bool:
+    return _trusted(_address(environ.get("REMOTE_ADDR") or ""), config.trusted_proxies)
+
+
+def client_address(config: Config, environ: WSGIEnviron | None = None) -> str:
     """The client's IP address: the socket peer, or, when that is a trusted proxy, the
     right-most address in X-Forwarded-For that is not itself a trusted proxy (the
-    left-most entries are whatever the client chose to send)."""
-    peer = request.remote_addr or ""
+    left-most entries are whatever the client chose to send). Of the current Flask
+    request unless an `environ` is given."""
+    environ = request.environ if environ is None else environ
+    peer = environ.get("REMOTE_ADDR") or ""
     if not _trusted(_address(peer), config.trusted_proxies):
         return peer
-    hops = [h for value in request.headers.getlist("X-Forwarded-For") for h in value.split(",")]
+    # Repeated header lines arrive joined by commas (waitress, RFC 9110 §5.3).
+    hops = (environ.get("HTTP_X_FORWARDED_FOR") or "").split(",")
     for hop in reversed(hops):
         address = _address(hop)
         if address is None:
@@ -92,11 +98,11 @@ class ForwardedURL:
     raw_path: str
 
 
-def forwarded_url(config: Config) -> ForwardedURL | None:
+def forwarded_url(config: Config, environ: WSGIEnviron) -> ForwardedURL | None:
     """The original request's URL from X-Forwarded-*, when a trusted proxy sent them."""
-    host = request.headers.get("X-Forwarded-Host")
-    if not host or not peer_is_trusted(config):
+    host = environ.get("HTTP_X_FORWARDED_HOST")
+    if not host or not peer_is_trusted(config, environ):
         return None
-    scheme = request.headers.get("X-Forwarded-Proto") or config.issuer.split(":", 1)[0]
-    uri = request.headers.get("X-Forwarded-Uri") or "/"
+    scheme = environ.get("HTTP_X_FORWARDED_PROTO") or config.issuer.split(":", 1)[0]
+    uri = environ.get("HTTP_X_FORWARDED_URI") or "/"
     return ForwardedURL(scheme.split(",")[0].strip().lower(), host.split(",")[0].strip().lower(), uri)

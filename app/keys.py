@@ -64,6 +64,10 @@ class KeyManager:
         live = [r for r in items.values() if r.get("use") == "sig" and r.get("retired_at") is None]
         return max(live, key=lambda r: r["created_at"]) if live else None
 
+    def revision(self) -> object:
+        """Changes whenever a key is added, retired or dropped (in any process)."""
+        return self.store.revision("signing_keys")
+
     def _refresh(self) -> None:
         revision = self.store.revision("signing_keys")
         if revision == self._cached_from:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from typing import Any
 
 from flask import abort, request, session
 
@@ -33,9 +34,11 @@ def secret_matches(value: str | None, expected_hash: str | None) -> bool:
     return hmac.compare_digest(hash_secret(value), expected_hash)
 
 
-def bearer_token() -> str | None:
-    """The token of an `Authorization: Bearer …` header of the current request."""
-    scheme, _, value = (request.headers.get("Authorization") or "").partition(" ")
+def bearer_token(environ: dict[str, Any] | None = None) -> str | None:
+    """The token of an `Authorization: Bearer …` header (RFC 6750 §2.1), of the
+    current Flask request unless a WSGI `environ` is given."""
+    environ = request.environ if environ is None else environ
+    scheme, _, value = (environ.get("HTTP_AUTHORIZATION") or "").partition(" ")
     return (value.strip() or None) if scheme.lower() == "bearer" else None
 
 

@@ -100,7 +100,7 @@ def test_resource_binds_audience_and_defaults_to_first(make_server):
     issuer = f"http://127.0.0.1:{port}"
     server = make_server(PORT=str(port), OAUTH_RESOURCES=f"{issuer}/mcp,{issuer}/other")
     client = register(server)
-    from test_flow import jwt_parts
+    from support.jwt import jwt_parts
 
     code, verifier, _ = get_code(server, client, resource=f"{issuer}/other")
     tokens = exchange(server, client, code, verifier).json()
@@ -205,17 +205,33 @@ def test_pending_request_is_bound_to_the_browser(server):
     assert page.status_code == 400
 
 
-def test_remembered_consent_skips_the_page(server):
+def test_a_returning_person_gets_the_code_at_once(server):
+    """Logged in and approved before: /authorize answers with the code itself, no
+    login page, no consent page, no password; the code redeems."""
     client = register(server)
     browser = Browser(server)
     get_code(server, client, browser=browser)
-    _, challenge = pkce_pair()
+    verifier, challenge = pkce_pair()
     first = browser.get(server.url("/authorize?" + urlencode(auth_params(client, challenge))))
-    assert "/consent" in first.headers["Location"]  # logged in: no login page
-    second = browser.get(browser.absolute(first.headers["Location"]))
-    assert second.status_code == 302
-    assert second.headers["Location"].startswith(client["redirect_uris"][0])
-    assert "code=" in second.headers["Location"]
+    assert first.status_code == 302
+    assert first.headers["Location"].startswith(client["redirect_uris"][0] + "?")
+    params = redirect_params(first)
+    assert params["iss"] == server.issuer
+    tokens = exchange(server, client, params["code"], verifier)
+    assert tokens.status_code == 200 and tokens.json()["access_token"]
+
+
+def test_a_returning_person_is_asked_for_a_wider_scope(make_server):
+    """The remembered approval covers the scopes approved, not more."""
+    server = make_server(OAUTH_SCOPES="mcp admin")
+    client = register(server)
+    browser = Browser(server)
+    get_code(server, client, browser=browser, scope="mcp")
+    _, challenge = pkce_pair()
+    wider = browser.get(server.url("/authorize?" + urlencode(auth_params(client, challenge, scope="mcp admin"))))
+    assert "/consent" in wider.headers["Location"]
+    page = browser.get(browser.absolute(wider.headers["Location"]))
+    assert page.status_code == 200 and 'value="approve"' in page.text
 
 
 def test_password_guessing_is_throttled(server):
@@ -264,7 +280,7 @@ def test_password_change_or_deletion_ends_login_sessions(server):
     get_code(server, client, browser=browser)
     _, challenge = pkce_pair()
     url = server.url("/authorize?" + urlencode(auth_params(client, challenge)))
-    assert "/consent" in browser.get(url).headers["Location"]  # still logged in
+    assert "code=" in browser.get(url).headers["Location"]  # still logged in
     assert server.cli("set-password", "alice", "--password-stdin", input="a brand new one\n").returncode == 0
     assert "/login" in browser.get(url).headers["Location"]
 

@@ -3,9 +3,6 @@ and carrying on after a restart without registering again."""
 
 from __future__ import annotations
 
-import base64
-import json
-
 import requests
 from conftest import (
     CHATGPT_CALLBACK,
@@ -17,12 +14,7 @@ from conftest import (
     tokens_for,
     verify,
 )
-
-
-def jwt_parts(token: str) -> tuple[dict, dict]:
-    header, payload, _ = token.split(".")
-    decode = lambda part: json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))  # noqa: E731
-    return decode(header), decode(payload)
+from support.jwt import jwt_parts
 
 
 def test_discover_register_authorize_token_refresh(server):

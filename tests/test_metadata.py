@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import requests
 from conftest import free_port, refresh, register, tokens_for, verify
-from test_flow import jwt_parts
+from support.jwt import jwt_parts
 
 
 def test_metadata_endpoints_derive_from_issuer(server):

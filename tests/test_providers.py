@@ -18,7 +18,7 @@ from conftest import (
     redirect_params,
     register,
 )
-from test_flow import jwt_parts
+from support.jwt import jwt_parts
 
 CLIENT_ID = "our-client-id"
 SECRET = "idp-secret"

@@ -65,6 +65,11 @@ def _validate(params: dict[str, list[str]], user: User | None = None) -> Any:
         ) from None
 
 
+def _asks_for_consent(params: dict[str, list[str]]) -> bool:
+    """OIDC `prompt=consent`: show the page even when the approval is remembered."""
+    return "consent" in (params.get("prompt") or [""])[0].split()
+
+
 def _user(identity: Any) -> User:
     return User(subject=identity.subject, provider=identity.provider, name=identity.name, email=identity.email)
 
@@ -88,8 +93,16 @@ def init_app(app: Flask, config: Config) -> None:
             _validate(params)
         except OAuth2Error as error:
             return _error_response(error)
+        identity = current_identity(svc.provider)
+        if identity is not None and not _asks_for_consent(params):
+            # A returning person (login session) who approved this client for this
+            # scope and resource before: the code at once, with no page in between.
+            user = _user(identity)
+            grant = _validate(params, user)
+            if svc.clients.approved(grant.client, user.subject, grant.request.scope, grant.request.resource):
+                return svc.server.create_authorization_response(request=params, grant_user=user, grant=grant)
         pending = svc.pending.create(params, browser_id())
-        if current_identity(svc.provider):
+        if identity is not None:
             return redirect(url_for("authorize.consent", request_id=pending.id))
         return svc.provider.start_login(pending)
 
@@ -130,9 +143,7 @@ def init_app(app: Flask, config: Config) -> None:
             if decision == "approve":
                 svc.clients.remember_approval(client, user.subject, scope, resource)
             return _finish(pending, grant, user if decision == "approve" else None)
-        # OIDC `prompt=consent` asks for the page even when the approval is remembered.
-        asked_again = "consent" in (pending.params.get("prompt") or [""])[0].split()
-        if not asked_again and svc.clients.approved(client, user.subject, scope, resource):
+        if not _asks_for_consent(pending.params) and svc.clients.approved(client, user.subject, scope, resource):
             return _finish(pending, grant, user)
         destination, native_app = redirect_destination(grant.redirect_uri)
         return render_template(

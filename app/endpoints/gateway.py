@@ -18,11 +18,12 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Flask, Response, request
 from werkzeug.routing import PathConverter
 
+from .. import services
 from ..config import Config
 from ..errors import error_response
 from ..forwarded import client_address
 from ..policy import InvalidPath, encode_query, normalize_path, same_resource, within
-from .verify import check_request
+from .verify import Refusal, challenge, check_bearer
 
 log = logging.getLogger(__name__)
 
@@ -184,11 +185,12 @@ def init_app(app: Flask, config: Config) -> None:
         if request.method == "OPTIONS":
             return Response(status=204, headers=CORS_HEADERS)
         request.max_content_length = MAX_BODY
-        result = check_request(resource)
-        if isinstance(result, Response):
-            result.headers["Access-Control-Allow-Origin"] = "*"
-            result.headers["Access-Control-Expose-Headers"] = "WWW-Authenticate"
-            return result
+        result = check_bearer(services(), request.environ, resource)
+        if isinstance(result, Refusal):
+            response = challenge(config, resource, result)
+            response.headers["Access-Control-Allow-Origin"] = "*"
+            response.headers["Access-Control-Expose-Headers"] = "WWW-Authenticate"
+            return response
         return upstream.forward(path[len(prefix) :], result, config)
 
     app.register_blueprint(bp)

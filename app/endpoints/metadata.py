@@ -6,12 +6,16 @@ Clients look for metadata both at the root and path-inserted, so both are served
 
 from __future__ import annotations
 
+import json
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, jsonify
+from flask import Blueprint, Flask, Response
 
 from .. import services
 from ..config import Config
+from ..cors import HEADERS as CORS_HEADERS
+from ..errors import SECURITY_HEADERS
+from ..keys import KeyManager
 from ..policy import AUTH_METHODS
 
 
@@ -54,41 +58,71 @@ def resource_metadata_url(config: Config, resource: str) -> str:
     return f"{parts.scheme}://{parts.netloc}/.well-known/oauth-protected-resource{parts.path.rstrip('/')}"
 
 
-def init_app(app: Flask, config: Config) -> None:
-    bp = Blueprint("metadata", __name__)
-    as_metadata = authorization_server_metadata(config)
+Document = tuple[bytes, dict[str, str]]  # body, headers
 
-    def server_metadata():
-        response = jsonify(as_metadata)
-        response.headers["Cache-Control"] = "public, max-age=3600"
-        return response
 
+def json_document(value: object, cache_control: str | None = None) -> Document:
+    """A JSON document's bytes and headers, computed once and served as they are (by
+    the Flask views and by app/hotpath.py alike)."""
+    body = json.dumps(value, separators=(",", ":")).encode() + b"\n"
+    headers = {"Content-Type": "application/json", "Content-Length": str(len(body))}
+    if cache_control:
+        headers["Cache-Control"] = cache_control
+    # Browser-based MCP clients read discovery directly (app/cors.py).
+    headers.update(CORS_HEADERS)
+    headers.update(SECURITY_HEADERS)
+    return body, headers
+
+
+def static_documents(config: Config) -> dict[str, Document]:
+    """Path -> document, for everything in discovery that never changes while the
+    server runs: RFC 8414 metadata (root and path-inserted, since clients look in
+    both places) and RFC 9728 metadata, one per resource of ours at its path-inserted
+    URL, the bare well-known URL answering for the default resource."""
+    documents: dict[str, Document] = {}
+    server = json_document(authorization_server_metadata(config), "public, max-age=3600")
     well_known = "/.well-known/oauth-authorization-server"
-    paths = {well_known}
+    documents[well_known] = server
     if config.issuer_path:
-        paths |= {well_known + config.issuer_path, config.issuer_path + well_known}
-    for i, path in enumerate(sorted(paths)):
-        bp.add_url_rule(path, f"authorization_server_{i}", server_metadata)
-
-    # RFC 9728: one document per resource of ours, at its path-inserted URL; the bare
-    # well-known URL answers for the default resource.
+        documents[well_known + config.issuer_path] = server
+        documents[config.issuer_path + well_known] = server
     origin = config.issuer_origin
     served = {"/.well-known/oauth-protected-resource": config.default_resource}
     for resource in config.resources:
         if resource.startswith(origin):
             served[urlsplit(resource_metadata_url(config, resource)).path] = resource
-    for i, (path, resource) in enumerate(served.items()):
-        document = protected_resource_metadata(config, resource)
+    for path, resource in served.items():
+        documents[path] = json_document(protected_resource_metadata(config, resource))
+    return documents
 
-        def resource_view(document=document):
-            return jsonify(document)
 
-        bp.add_url_rule(path, f"protected_resource_{i}", resource_view)
+class JWKSDocument:
+    """The public keys as a document, rebuilt only when the keys change."""
+
+    def __init__(self, keys: KeyManager):
+        self.keys = keys
+        self._built: tuple[object, Document] | None = None
+
+    def get(self) -> Document:
+        revision = self.keys.revision()
+        built = self._built
+        if built is None or built[0] != revision:
+            built = self._built = (revision, json_document(self.keys.public_jwks(), "public, max-age=300"))
+        return built[1]
+
+
+def init_app(app: Flask, config: Config) -> None:
+    bp = Blueprint("metadata", __name__)
+    for i, (path, (body, headers)) in enumerate(static_documents(config).items()):
+
+        def view(body: bytes = body, headers: dict[str, str] = headers) -> Response:
+            return Response(body, headers=headers)
+
+        bp.add_url_rule(path, f"document_{i}", view)
 
     @bp.get(f"{config.issuer_path}/jwks.json")
-    def jwks():
-        response = jsonify(services().keys.public_jwks())
-        response.headers["Cache-Control"] = "public, max-age=300"
-        return response
+    def jwks() -> Response:
+        body, headers = services().jwks.get()
+        return Response(body, headers=headers)
 
     app.register_blueprint(bp)

@@ -9,18 +9,24 @@ the store's cache answers whether its client and grant still exist.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl
 
 from flask import Blueprint, Flask, Response, jsonify, request
 
 from .. import services
 from ..config import Config
-from ..errors import error_response
-from ..forwarded import forwarded_url
+from ..errors import SECURITY_HEADERS, error_response
+from ..forwarded import WSGIEnviron, forwarded_url
 from ..policy import InvalidPath, resource_for_url
 from ..security import bearer_token
 from ..storage import StoreError
 from ..tokens import InvalidAccessToken
 from .metadata import resource_metadata_url
+
+if TYPE_CHECKING:
+    from .. import Services
 
 #: RFC 6749 §3.3 scope-token characters.
 SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
@@ -30,13 +36,13 @@ class NoResource(Exception):
     """The forwarded URL names none of several configured resources."""
 
 
-def forwarded_resource(config: Config) -> str | None:
+def forwarded_resource(config: Config, environ: WSGIEnviron) -> str:
     """The configured resource the original request was for. With one resource, that
     one; with several, the one the (trusted) forwarded URL names after normalisation,
     and `NoResource` when it names none (never "any of them")."""
     if len(config.resources) == 1:
         return config.default_resource
-    url = forwarded_url(config)
+    url = forwarded_url(config, environ)
     try:
         resource = resource_for_url(config, url.scheme, url.host, url.raw_path) if url else None
     except InvalidPath:
@@ -46,6 +52,12 @@ def forwarded_resource(config: Config) -> str | None:
     return resource
 
 
+def required_scope(environ: WSGIEnviron) -> str | None:
+    """`?scope=` (scopes the token must hold), or None when it is not scope tokens."""
+    scope = next((v for k, v in parse_qsl(environ.get("QUERY_STRING", "")) if k == "scope"), "")
+    return scope if all(SCOPE_TOKEN.match(s) for s in scope.split(" ") if s) else None
+
+
 def quoted(value: str) -> str:
     """An RFC 9110 §5.6.4 quoted-string: backslash before `"` and `\\`, control
     characters dropped, so nothing a client sent can end the header or the string."""
@@ -53,40 +65,44 @@ def quoted(value: str) -> str:
     return '"' + kept.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def challenge(
-    config: Config, resource: str, status: int, error: str | None, description: str, scope: str = ""
-) -> Response:
+@dataclass
+class Refusal:
+    """Why a bearer token does not pass: an RFC 6750 §3 challenge to answer."""
+
+    status: int
+    error: str | None  # None when no token was sent (RFC 6750 §3.1)
+    description: str
+    scope: str = ""
+
+
+def challenge(config: Config, resource: str, refusal: Refusal) -> Response:
     """An RFC 6750 §3 challenge with the RFC 9728 pointer to our resource metadata.
     With no token at all there is no error code (RFC 6750 §3.1)."""
-    params = [f"error={quoted(error)}"] if error else []
+    params = [f"error={quoted(refusal.error)}"] if refusal.error else []
     params.append(f"resource_metadata={quoted(resource_metadata_url(config, resource))}")
-    if scope:
-        params.append(f"scope={quoted(scope)}")
-    if error:
-        params.append(f"error_description={quoted(description)}")
-    response = jsonify(error=error or "invalid_request", error_description=description)
-    response.status_code = status
+    if refusal.scope:
+        params.append(f"scope={quoted(refusal.scope)}")
+    if refusal.error:
+        params.append(f"error_description={quoted(refusal.description)}")
+    response = jsonify(error=refusal.error or "invalid_request", error_description=refusal.description)
+    response.status_code = refusal.status
     response.headers["WWW-Authenticate"] = "Bearer " + ", ".join(params)
     response.headers["Cache-Control"] = "no-store"
     return response
 
 
-def check_request(resource: str, required_scope: str = "") -> Response | dict[str, str]:
-    """The X-Auth-* headers for the request's bearer token, or the error response."""
-    svc = services()
-    config = svc.config
-    token = bearer_token()
+def check_bearer(svc: Services, environ: WSGIEnviron, resource: str, scope: str = "") -> dict[str, str] | Refusal:
+    """The X-Auth-* headers for the request's bearer token, or why it is refused.
+    Shared by /verify (in Flask and on the hot path) and the gateway."""
+    token = bearer_token(environ)
     if token is None:
-        return challenge(config, resource, 401, None, "An access token is required.")
+        return Refusal(401, None, "An access token is required.")
     try:
         access = svc.verifier.verify(token, resource)
     except InvalidAccessToken as exc:
-        return challenge(config, resource, 401, "invalid_token", str(exc))
-    missing = set(required_scope.split()) - set(access.get_scope().split())
-    if missing:
-        return challenge(
-            config, resource, 403, "insufficient_scope", "The access token lacks a required scope.", required_scope
-        )
+        return Refusal(401, "invalid_token", str(exc))
+    if set(scope.split()) - set(access.get_scope().split()):
+        return Refusal(403, "insufficient_scope", "The access token lacks a required scope.", scope)
     return {
         "X-Auth-Subject": str(access.claims.get("sub", "")),
         "X-Auth-Client-Id": access.client_id,
@@ -94,25 +110,48 @@ def check_request(resource: str, required_scope: str = "") -> Response | dict[st
     }
 
 
+def verified_headers(svc: Services, environ: WSGIEnviron) -> dict[str, str] | None:
+    """/verify's success, when it is one: the headers of the 200 answer. None for any
+    other outcome, which the Flask view answers in full."""
+    scope = required_scope(environ)
+    if scope is None:
+        return None
+    try:
+        result = check_bearer(svc, environ, forwarded_resource(svc.config, environ), scope)
+    except NoResource:
+        return None
+    if isinstance(result, Refusal):
+        return None
+    return {**result, **PASSED_HEADERS}
+
+
+#: on every 200 from /verify, whichever path answered it
+PASSED_HEADERS = {
+    "Content-Type": "text/plain; charset=utf-8",
+    "Cache-Control": "no-store",
+    **SECURITY_HEADERS,
+}
+
+
 def init_app(app: Flask, config: Config) -> None:
     bp = Blueprint("verify", __name__, url_prefix=config.issuer_path)
 
     @bp.route("/verify", methods=["GET", "HEAD", "POST"])
     def verify() -> Response:
-        scope = request.args.get("scope", "")
-        if not all(SCOPE_TOKEN.match(s) for s in scope.split(" ") if s):
+        # A plain GET that passes is answered by the hot path (app/hotpath.py) before
+        # it gets here; the same checks run here for everything else.
+        environ = request.environ
+        scope = required_scope(environ)
+        if scope is None:
             return error_response(400, "invalid_request", "scope must be space-separated scope tokens.")
         try:
-            resource = forwarded_resource(config)
+            resource = forwarded_resource(config, environ)
         except NoResource:
             return error_response(403, "invalid_target", "The request names no resource this server protects.")
-        result = check_request(resource, scope)
-        if isinstance(result, Response):
-            return result
-        response = Response(status=200)
-        response.headers.update(result)
-        response.headers["Cache-Control"] = "no-store"
-        return response
+        result = check_bearer(services(), environ, resource, scope)
+        if isinstance(result, Refusal):
+            return challenge(config, resource, result)
+        return Response(b"", 200, headers={**result, **PASSED_HEADERS})
 
     @bp.get("/healthz")
     def healthz() -> Response:

@@ -84,4 +84,3 @@ class Store(Protocol):
 
     def compact(self, *collections: str) -> None:
         """Bring the backend's durable form up to date (at a clean stop)."""
-

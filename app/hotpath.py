@@ -1,0 +1,62 @@
+"""The requests every discovery and every MCP call make, answered in front of Flask.
+
+A reverse proxy asks /verify once per MCP request, and clients fetch metadata and the
+JWKS on every connection, so what these cost sets what the deployment costs. Flask's
+request machinery (request and app contexts, routing, session, hooks) costs more than
+a verified token does. This WSGI layer answers only the plain successful cases:
+
+- GET of a metadata document or the JWKS: bytes computed once (the JWKS again when
+  the keys change), with the headers the Flask views send;
+- GET /verify whose token passes: the same checks as the Flask view
+  (`verify.verified_headers`), sharing the verified-token cache.
+
+Everything else (HEAD, OPTIONS, a missing or refused token, a bad `scope`, a store
+that cannot be read) goes on to the Flask app, which answers it in full. So the
+rules live in one place and this module only decides who answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from .endpoints.metadata import Document, static_documents
+from .endpoints.verify import verified_headers
+
+if TYPE_CHECKING:
+    from . import Services
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class HotPaths:
+    def __init__(self, app: WSGIApp, services: Services):
+        self.app = app
+        self.services = services
+        prefix = services.config.issuer_path
+        self.documents: dict[str, Document] = static_documents(services.config)
+        self.jwks_path = prefix + "/jwks.json"
+        self.verify_path = prefix + "/verify"
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("REQUEST_METHOD") == "GET":
+            path = environ.get("PATH_INFO", "")
+            document = self.documents.get(path)
+            if document is None and path == self.jwks_path:
+                document = self.services.jwks.get()
+            if document is not None:
+                body, headers = document
+                start_response("200 OK", list(headers.items()))
+                return [body]
+            if path == self.verify_path:
+                passed = self._verify(environ)
+                if passed is not None:
+                    start_response("200 OK", [*passed.items(), ("Content-Length", "0")])
+                    return [b""]
+        return self.app(environ, start_response)
+
+    def _verify(self, environ: dict[str, Any]) -> dict[str, str] | None:
+        try:
+            return verified_headers(self.services, environ)
+        except Exception:  # noqa: BLE001 - e.g. an unreadable store: Flask answers 503
+            return None

@@ -1,0 +1,141 @@
+"""The hot paths: the verified-token cache never outlives what makes a token valid,
+and the WSGI layer in front of Flask answers exactly as the Flask views do."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import requests
+from conftest import refresh, tokens_for, verify
+from joserfc import jwt
+from joserfc.jwk import RSAKey
+from support.jwt import jwt_parts
+
+from app import create_app
+from app.cache import TTLCache
+from app.config import Config
+
+VOLATILE = {"date", "server"}
+
+
+def comparable(response: requests.Response) -> dict[str, str]:
+    return {k.lower(): v for k, v in response.headers.items() if k.lower() not in VOLATILE}
+
+
+def test_a_cached_token_is_refused_at_once_when_revoked_or_deleted(server):
+    """Each token passes twice (the second time from the cache), then its grant or
+    client goes, by /revoke or by the CLI process: the next check refuses it."""
+    client, tokens = tokens_for(server)
+    assert [verify(server, tokens["access_token"]).status_code for _ in range(2)] == [200, 200]
+    revoked = requests.post(
+        server.url("/revoke"), data={"token": tokens["refresh_token"], "client_id": client["client_id"]}
+    )
+    assert revoked.status_code == 200
+    assert verify(server, tokens["access_token"]).status_code == 401
+
+    client, tokens = tokens_for(server)
+    assert [verify(server, tokens["access_token"]).status_code for _ in range(2)] == [200, 200]
+    assert server.cli("delete-client", client["client_id"]).returncode == 0
+    refused = verify(server, tokens["access_token"])
+    assert refused.status_code == 401 and "no longer registered" in refused.json()["error_description"]
+
+    client, tokens = tokens_for(server)
+    assert [verify(server, tokens["access_token"]).status_code for _ in range(2)] == [200, 200]
+    assert server.cli("delete-all-tokens", "--yes").returncode == 0
+    assert verify(server, tokens["access_token"]).status_code == 401
+
+
+def test_a_cached_token_is_refused_at_its_exp(make_server):
+    server = make_server(OAUTH_ACCESS_TOKEN_TTL="2")
+    _, tokens = tokens_for(server)
+    assert verify(server, tokens["access_token"]).status_code == 200  # now cached
+    exp = jwt_parts(tokens["access_token"])[1]["exp"]
+    time.sleep(max(0.0, exp - time.time()) + 0.2)
+    expired = verify(server, tokens["access_token"])
+    assert expired.status_code == 401 and "expired" in expired.json()["error_description"]
+
+
+def test_key_rotation_keeps_cached_and_uncached_old_tokens_valid(server):
+    client, cached = tokens_for(server)
+    _, uncached = tokens_for(server)
+    before = requests.get(server.url("/jwks.json"), timeout=5).json()
+    assert len(before["keys"]) == 1
+    assert verify(server, cached["access_token"]).status_code == 200
+    assert server.cli("rotate-keys").returncode == 0
+    after = requests.get(server.url("/jwks.json"), timeout=5).json()
+    assert len(after["keys"]) == 2  # the hot path rebuilt the JWKS when the keys changed
+    assert verify(server, cached["access_token"]).status_code == 200
+    assert verify(server, uncached["access_token"]).status_code == 200
+    new = refresh(server, client, cached["refresh_token"]).json()
+    assert verify(server, new["access_token"]).status_code == 200
+
+
+def test_the_hot_path_answers_as_flask_does(server):
+    """GET of the documents and a passing /verify are answered in front of Flask;
+    HEAD (and POST for /verify) still go through Flask. Same status, same headers."""
+    _, tokens = tokens_for(server)
+    for path in (
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/oauth-protected-resource",
+        "/.well-known/oauth-protected-resource/mcp",
+        "/jwks.json",
+    ):
+        hot = requests.get(server.base + path, timeout=5)
+        flask = requests.head(server.base + path, timeout=5)
+        assert hot.status_code == flask.status_code == 200, path
+        assert comparable(hot) == comparable(flask), path
+        assert hot.json()
+    bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
+    hot = requests.get(server.url("/verify"), headers=bearer, timeout=5)
+    flask = requests.post(server.url("/verify"), headers=bearer, timeout=5)
+    assert hot.status_code == flask.status_code == 200
+    assert comparable(hot) == comparable(flask)
+    assert hot.headers["X-Auth-Subject"] == "alice" and hot.headers["Cache-Control"] == "no-store"
+    # Whatever does not pass is Flask's to answer, in full.
+    refused = requests.get(server.url("/verify"), headers={"Authorization": "Bearer x.y.z"}, timeout=5)
+    assert refused.status_code == 401 and refused.json()["error"] == "invalid_token"
+    assert requests.get(server.url("/verify?scope=%22"), headers=bearer, timeout=5).status_code == 400
+
+
+@pytest.fixture
+def app(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no .env from the repo
+    config = Config.from_env({"OAUTH_DATA_DIR": str(tmp_path / "data")}, env_file=None)
+    return create_app(config)
+
+
+def test_a_flood_of_garbage_tokens_never_enters_the_cache(app):
+    """Only tokens whose signature and claims check are kept: junk, tampered tokens
+    and well-formed JWTs signed by another key are refused and leave no trace."""
+    verifier = app.extensions["oauth"].verifier
+    stranger = RSAKey.generate_key(2048, parameters={"kid": "stranger"})
+    now = int(time.time())
+    client = app.test_client()
+    for i in range(1500):
+        if i % 3 == 0:
+            token = f"junk{i}.x.y"
+        elif i % 3 == 1:
+            token = f"{i}"
+        else:
+            claims = {"iss": app.extensions["oauth"].config.issuer, "sub": "alice", "exp": now + 600, "jti": str(i)}
+            token = jwt.encode({"alg": "RS256", "typ": "at+jwt", "kid": "stranger"}, claims, stranger)
+        response = client.get("/verify", headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 401
+    assert len(verifier.verified) == 0
+
+
+def test_ttl_cache_is_bounded_keeps_what_is_used_and_expires():
+    cache: TTLCache[str, int] = TTLCache(max_items=3)
+    now = time.time()
+    for i in range(3):
+        cache.put(f"k{i}", i, now + 60)
+    assert cache.get("k0") == 0  # k0 used: k1 is now the least recently used
+    cache.put("k3", 3, now + 60)
+    assert len(cache) == 3 and cache.get("k1") is None and cache.get("k0") == 0
+    cache.put("short", 9, now + 0.05)
+    assert cache.get("short") == 9
+    assert cache.get("short", now=now + 0.06) is None
+    for i in range(10_000):
+        cache.put(f"flood{i}", i, now + 60)
+    assert len(cache) == 3
