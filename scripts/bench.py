@@ -11,8 +11,11 @@ measured at 10,000 + 10,000.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -21,6 +24,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import requests
 
@@ -31,6 +35,7 @@ from app.storage import PersistentStore  # noqa: E402
 
 CLIENTS = 4
 SECONDS = 3.0
+PASSWORD = "a bench password"
 FLOOR = """
 import sys
 from flask import Flask
@@ -138,17 +143,24 @@ def fill(data: Path, size: int, issuer: str) -> list[tuple[str, str]]:
     return chains
 
 
-def start_server(data: Path, port: int) -> subprocess.Popen:
-    env = {
+def server_env(data: Path, port: int, **extra: str) -> dict[str, str]:
+    return {
         **{k: v for k, v in os.environ.items() if not k.startswith("OAUTH_")},
         "PORT": str(port),
         "OAUTH_DATA_DIR": str(data),
         "OAUTH_REGISTRATION_RATE": "0",
         "OAUTH_MAX_CLIENTS": "0",
         "PYTHONPATH": str(ROOT),
+        **extra,
     }
+
+
+def start_server(data: Path, port: int, **extra: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, str(ROOT / "wsgi.py")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [sys.executable, str(ROOT / "wsgi.py")],
+        env=server_env(data, port, **extra),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
 
 
@@ -185,6 +197,174 @@ def bench_store_size(size: int) -> dict[str, float]:
             proc.wait(30)
 
 
+def login_and_consent(session: requests.Session, base: str, client_id: str) -> str:
+    """A first visit: /authorize, the login form, the consent form; the code."""
+    _, challenge = pkce()
+    response = session.get(base + "/authorize", params=auth_params(client_id, challenge), allow_redirects=False)
+    for form in ("login", "consent"):
+        page = session.get(
+            base + response.headers["Location"]
+            if response.headers["Location"].startswith("/")
+            else response.headers["Location"]
+        )
+        fields = dict(re.findall(r'type="hidden" name="(\w+)" value="([^"]*)"', page.text))
+        fields.update({"username": "bench", "password": PASSWORD} if form == "login" else {"decision": "approve"})
+        response = session.post(base + "/" + form, data=fields, allow_redirects=False)
+    return parse_qs(urlsplit(response.headers["Location"]).query)["code"][0]
+
+
+def pkce() -> tuple[str, str]:
+    verifier = secrets.token_urlsafe(48)
+    digest = hashlib.sha256(verifier.encode()).digest()
+    return verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def auth_params(client_id: str, challenge: str) -> dict[str, str]:
+    return {
+        "response_type": "code",
+        "client_id": client_id,
+        "redirect_uri": "https://app.example/cb",
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+        "state": secrets.token_urlsafe(8),
+    }
+
+
+def redeem(session: requests.Session, base: str, client_id: str, code: str, verifier: str) -> dict:
+    response = session.post(
+        base + "/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": "https://app.example/cb",
+            "client_id": client_id,
+            "code_verifier": verifier,
+        },
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+
+MCP_CALL = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "add", "arguments": {"a": 1, "b": 2}}}
+MCP_HEADERS = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2025-06-18"}
+
+
+def bench_hot_paths() -> dict[str, float]:
+    """Metadata, /verify, introspection, the returning-person flow (ops per server
+    CPU-second) and the gateway against its upstream reached directly."""
+    from app.repositories import UserRepository
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        UserRepository(PersistentStore(data)).set_password("bench", PASSWORD, create=True)
+        upstream_port, port = free_port(), free_port()
+        base = f"http://127.0.0.1:{port}"
+        upstream_url = f"http://127.0.0.1:{upstream_port}/mcp"
+        upstream = subprocess.Popen(
+            [sys.executable, str(ROOT / "scripts" / "bench_upstream.py"), str(upstream_port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        proc = start_server(data, port, OAUTH_UPSTREAM_URL=upstream_url)
+        try:
+            wait_until_up(base + "/healthz", proc)
+            wait_for_port(upstream_port, upstream)
+            browser = requests.Session()
+            client_id = browser.post(
+                base + "/register",
+                json={"redirect_uris": ["https://app.example/cb"], "token_endpoint_auth_method": "none"},
+            ).json()["client_id"]
+            login_and_consent(browser, base, client_id)  # now a returning person
+            verifier, challenge = pkce()
+            location = browser.get(
+                base + "/authorize", params=auth_params(client_id, challenge), allow_redirects=False
+            ).headers["Location"]
+            code = parse_qs(urlsplit(location).query)["code"][0]
+            access_token = redeem(browser, base, client_id, code, verifier)["access_token"]
+            bearer = {"Authorization": f"Bearer {access_token}"}
+            resource_server = json.loads(
+                subprocess.run(
+                    [sys.executable, "-m", "flask", "oauth", "add-resource-server", "bench", "--json"],
+                    env=server_env(data, port),
+                    cwd=ROOT,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout
+            )
+            introspector = (resource_server["client_id"], resource_server["client_secret"])
+            cookies = browser.cookies
+
+            def metadata(session: requests.Session, worker: int) -> None:
+                assert session.get(base + "/.well-known/oauth-authorization-server", timeout=30).status_code == 200
+
+            def verify(session: requests.Session, worker: int) -> None:
+                assert session.get(base + "/verify", headers=bearer, timeout=30).status_code == 200
+
+            def introspect(session: requests.Session, worker: int) -> None:
+                response = session.post(
+                    base + "/introspect", data={"token": access_token}, auth=introspector, timeout=30
+                )
+                assert response.json()["active"] is True
+
+            def returning_person(session: requests.Session, worker: int) -> None:
+                session.cookies.update(cookies)
+                verifier, challenge = pkce()
+                location = session.get(
+                    base + "/authorize", params=auth_params(client_id, challenge), allow_redirects=False, timeout=30
+                ).headers["Location"]
+                redeem(session, base, client_id, parse_qs(urlsplit(location).query)["code"][0], verifier)
+
+            figures = {
+                "metadata": load(proc.pid, metadata)[0],
+                "verify": load(proc.pid, verify)[0],
+                "introspection": load(proc.pid, introspect)[0],
+                "returning": load(proc.pid, returning_person)[0],
+            }
+
+            def call(url: str, headers: dict[str, str]):
+                def work(session: requests.Session, worker: int) -> None:
+                    response = session.post(url, json=MCP_CALL, headers={**MCP_HEADERS, **headers}, timeout=30)
+                    assert response.status_code == 200, response.text
+
+                return work
+
+            direct, gateway = call(upstream_url, {}), call(base + "/mcp", bearer)
+            for name, work in (("direct", direct), ("gateway", gateway)):
+                session, times = requests.Session(), []
+                for _ in range(50):
+                    work(session, 0)  # warm-up
+                for _ in range(400):
+                    started = time.perf_counter()
+                    work(session, 0)
+                    times.append(time.perf_counter() - started)
+                figures[f"{name}_p50_ms"] = percentile(times, 0.5) * 1000
+                figures[f"{name}_per_s"] = load(upstream.pid, work)[1] / SECONDS
+            return figures
+        finally:
+            for process in (proc, upstream):
+                process.terminate()
+                process.wait(30)
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"helper exited with {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise SystemExit(f"port {port} did not open")
+
+
 def bench_floor() -> float:
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-c", FLOOR, str(port)], stdout=subprocess.DEVNULL)
@@ -201,6 +381,25 @@ def main() -> None:
     print(f"{CLIENTS} concurrent keep-alive clients, {SECONDS:.0f} s per cell; ops per server CPU-second", flush=True)
     floor = bench_floor()
     print(f"bare Flask route on waitress (the floor): {floor:,.0f}", flush=True)
+    hot = bench_hot_paths()
+    print()
+    print("| endpoint | ops per server CPU-second | vs the floor |")
+    print("| --- | --- | --- |")
+    print(f"| bare Flask route (the floor) | {floor:,.0f} | 1.00x |")
+    for name, key in (
+        ("metadata (RFC 8414)", "metadata"),
+        ("/verify, valid token", "verify"),
+        ("introspection, valid token", "introspection"),
+        ("returning person: /authorize -> code -> /token", "returning"),
+    ):
+        print(f"| {name} | {hot[key]:,.0f} | {hot[key] / floor:.2f}x |")
+    print()
+    print("| MCP tools/call POST | p50 latency (ms) | requests per second, 4 clients |")
+    print("| --- | --- | --- |")
+    print(f"| upstream directly | {hot['direct_p50_ms']:.2f} | {hot['direct_per_s']:,.0f} |")
+    print(f"| through the gateway | {hot['gateway_p50_ms']:.2f} | {hot['gateway_per_s']:,.0f} |")
+    added = hot["gateway_p50_ms"] - hot["direct_p50_ms"]
+    print(f"| gateway adds | {added:.2f} | {hot['gateway_per_s'] / hot['direct_per_s']:.0%} of direct |")
     small, large = bench_store_size(100), bench_store_size(10_000)
     print()
     print("| store: clients + grants | 100 + 100 | 10,000 + 10,000 | cost growth |")
