@@ -6,7 +6,11 @@ doing it again after our server restarts, without registering again."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import http.server
+import itertools
 import json
+import socket
 import threading
 import time
 from pathlib import Path
@@ -201,3 +205,71 @@ def test_upstream_down_is_502(make_server):
         server.url("/mcp"), json={}, timeout=10, headers={"Authorization": f"Bearer {tokens['access_token']}"}
     )
     assert response.status_code == 502 and response.json()["error"] == "bad_gateway"
+
+
+class CountingUpstream:
+    """A keep-alive HTTP/1.1 server that numbers its connections and answers every
+    POST with the number of the connection that carried it."""
+
+    def __init__(self, port: int, first_number: int = 1):
+        counter = itertools.count(first_number)
+        sockets = self.sockets = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                self.connection_number = next(counter)
+                sockets.append(self.connection)
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = json.dumps({"connection": self.connection_number}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        http.server.ThreadingHTTPServer.allow_reuse_address = True
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        """Stop, closing the kept-alive connections too (as a process exit would)."""
+        self.server.shutdown()
+        self.server.server_close()
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+
+def test_upstream_connections_are_kept_alive_and_a_restart_breaks_nothing(make_server):
+    """Consecutive requests ride one kept-alive upstream connection; after the
+    upstream restarts (every kept connection dead), the next request still gets
+    through, on a new connection, with no error."""
+    port = free_port()
+    server = make_server(OAUTH_UPSTREAM_URL=f"http://127.0.0.1:{port}/mcp")
+    _, tokens = tokens_for(server)
+    bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
+
+    def connection() -> int:
+        response = requests.post(server.url("/mcp"), headers=bearer, json={"n": 1}, timeout=10)
+        assert response.status_code == 200, response.text
+        return response.json()["connection"]
+
+    first = CountingUpstream(port)
+    assert [connection() for _ in range(5)] == [1] * 5
+    first.stop()
+    second = CountingUpstream(port, first_number=101)
+    try:
+        assert connection() == 101  # no error, and not the dead connection
+        assert connection() == 101
+    finally:
+        second.stop()

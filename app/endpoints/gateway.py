@@ -12,6 +12,10 @@ from __future__ import annotations
 
 import http.client
 import logging
+import select
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
@@ -43,6 +47,12 @@ DROPPED_RESPONSE_HEADERS = {
 CONNECT_TIMEOUT = 10
 MAX_BODY = 32 * 1024 * 1024
 CHUNK = 64 * 1024
+#: an upstream answer of known length up to this is read whole and sent in one piece
+WHOLE_BODY = 1024 * 1024
+#: kept-alive upstream connections, and how long one may idle (below the keep-alive
+#: timeouts of common servers: uvicorn's is 5 s)
+MAX_IDLE_CONNECTIONS = 32
+MAX_IDLE = 4.0
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
@@ -59,7 +69,9 @@ def gateway_resource(config: Config) -> str:
 
 
 class Upstream:
-    """One request to the upstream MCP server over http.client, streamed."""
+    """Requests to the upstream MCP server over http.client, streamed, on kept-alive
+    connections (a new TCP connection per MCP request would cost more than the whole
+    token check)."""
 
     def __init__(self, base_url: str, response_timeout: int):
         parts = urlsplit(base_url)
@@ -68,10 +80,41 @@ class Upstream:
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         self.base_path = parts.path.rstrip("/")
         self.response_timeout = response_timeout
+        self._idle: list[tuple[float, http.client.HTTPConnection]] = []
+        self._lock = threading.Lock()
 
     def connect(self) -> http.client.HTTPConnection:
         cls = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
-        return cls(self.host, self.port, timeout=CONNECT_TIMEOUT)
+        conn = cls(self.host, self.port, timeout=CONNECT_TIMEOUT)
+        conn.connect()
+        return conn
+
+    def _checkout(self) -> http.client.HTTPConnection:
+        """An idle kept-alive connection, or a new one. One the upstream may have
+        closed meanwhile (idle too long, or readable: EOF) is not reused, so that a
+        request is never sent into a dead connection and never needs a retry."""
+        now = time.monotonic()
+        while True:
+            with self._lock:
+                if not self._idle:
+                    break
+                since, conn = self._idle.pop()
+            if now - since < MAX_IDLE and conn.sock is not None and not _readable(conn.sock):
+                return conn
+            conn.close()
+        return self.connect()
+
+    def checkin(self, conn: http.client.HTTPConnection, upstream: http.client.HTTPResponse) -> None:
+        """Keep a connection whose response was read to its end, unless either side
+        said it closes."""
+        if upstream.will_close or conn.sock is None:
+            conn.close()
+            return
+        with self._lock:
+            if len(self._idle) < MAX_IDLE_CONNECTIONS:
+                self._idle.append((time.monotonic(), conn))
+                return
+        conn.close()
 
     def forward(self, rest: str, auth_headers: dict[str, str], config: Config) -> Response:
         """Forward the request; `rest` is the normalised, encoded path below the
@@ -99,56 +142,83 @@ class Upstream:
         elif request.headers.get("Transfer-Encoding", "").lower() == "chunked":
             body = request.stream  # http.client re-chunks a body of unknown length
 
-        conn = self.connect()
+        conn = None
         try:
-            conn.connect()
+            conn = self._checkout()
+            assert conn.sock is not None
             conn.sock.settimeout(self.response_timeout)
             conn.request(request.method, path, body=body, headers=headers)
             upstream = conn.getresponse()
         except TimeoutError:
-            conn.close()
+            if conn is not None:
+                conn.close()
             return error_response(504, "gateway_timeout", "The MCP server did not answer in time.")
         except (OSError, http.client.HTTPException) as exc:
-            conn.close()
+            if conn is not None:
+                conn.close()
             log.warning("upstream %s:%s unreachable: %s", self.host, self.port, type(exc).__name__)
             return error_response(502, "bad_gateway", "The MCP server is unreachable.")
+
+        response_headers = [(k, v) for k, v in upstream.getheaders() if k.lower() not in DROPPED_RESPONSE_HEADERS]
+        length = upstream.getheader("Content-Length")
+        if length is not None and length.isdigit() and int(length) <= WHOLE_BODY:
+            # A small answer of known length (a JSON-RPC response): read it at once,
+            # under the response timeout, and give the connection back.
+            try:
+                content = upstream.read()
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                return error_response(502, "bad_gateway", "The MCP server's answer broke off.")
+            self.checkin(conn, upstream)
+            return Response(content, status=upstream.status, headers=response_headers, direct_passthrough=True)
 
         # Headers are in: from now on the body may idle for as long as the stream
         # lives (an SSE stream waiting for server notifications).
         if conn.sock is not None:
             conn.sock.settimeout(None)
-        response_headers = [(k, v) for k, v in upstream.getheaders() if k.lower() not in DROPPED_RESPONSE_HEADERS]
-        is_event_stream = (upstream.getheader("Content-Type") or "").startswith(
-            "text/event-stream"
-        ) and upstream.getheader("Content-Length") is None
+        is_event_stream = (upstream.getheader("Content-Type") or "").startswith("text/event-stream") and length is None
         return Response(
-            _stream(conn, upstream, open_event_stream=is_event_stream),
+            self._stream(conn, upstream, open_event_stream=is_event_stream),
             status=upstream.status,
             headers=response_headers,
             direct_passthrough=True,
         )
 
+    def _stream(
+        self, conn: http.client.HTTPConnection, upstream: http.client.HTTPResponse, open_event_stream: bool
+    ) -> Iterator[bytes]:
+        """The upstream body, passed on as it arrives (read1 returns what is there)."""
+        finished = False
+        try:
+            if open_event_stream:
+                # A WSGI server sends the headers with the first non-empty chunk (PEP
+                # 3333), but an SSE stream may carry no event for a long time while the
+                # client waits for its headers. An SSE comment line is ignored by
+                # every parser.
+                yield b":\n\n"
+            while True:
+                try:
+                    chunk = upstream.read1(CHUNK)
+                except (TimeoutError, OSError, http.client.HTTPException):
+                    return
+                if not chunk:
+                    finished = True
+                    return
+                yield chunk
+        finally:
+            # Read to its end: the connection can carry the next request. Cut short
+            # (the client went away mid-stream): it cannot.
+            if finished:
+                self.checkin(conn, upstream)
+            else:
+                conn.close()
 
-def _stream(
-    conn: http.client.HTTPConnection, upstream: http.client.HTTPResponse, open_event_stream: bool
-) -> Iterator[bytes]:
-    """The upstream body, passed on as it arrives (read1 returns what is there)."""
-    try:
-        if open_event_stream:
-            # A WSGI server sends the headers with the first non-empty chunk (PEP 3333),
-            # but an SSE stream may carry no event for a long time while the client
-            # waits for its headers. An SSE comment line is ignored by every parser.
-            yield b":\n\n"
-        while True:
-            try:
-                chunk = upstream.read1(CHUNK)
-            except (TimeoutError, OSError, http.client.HTTPException):
-                return
-            if not chunk:
-                return
-            yield chunk
-    finally:
-        conn.close()
+
+def _readable(sock: socket.socket) -> bool:
+    """Whether an idle connection has something to read: only EOF or junk can be
+    there, so it must not carry another request."""
+    readable, _, _ = select.select([sock], [], [], 0)
+    return bool(readable)
 
 
 class AnyPath(PathConverter):
