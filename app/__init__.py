@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from flask import Flask, current_app
+from flask import Flask, Request, current_app
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 
 from .admin import Admin
 from .cimd import DocumentFetcher
@@ -67,6 +68,7 @@ def create_app(config: Config | None = None, *, for_cli: bool = False) -> Flask:
         PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
         MAX_CONTENT_LENGTH=1024 * 1024,
     )
+    app.session_interface = LazySessionInterface()
     app.json.sort_keys = False  # metadata reads best in the order the RFCs list it
     # Werkzeug would answer `//x` with a redirect whose Location it builds from the
     # Host header; paths are normalised where it matters (app/policy.py) instead.
@@ -122,6 +124,17 @@ def create_app(config: Config | None = None, *, for_cli: bool = False) -> Flask:
         app.secret_key = keys.session_secret()
         provider.on_startup()
     return app
+
+
+class LazySessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie session, opened only when the request carries the cookie:
+    API calls (token, introspection, the gateway) never do, and building the signer
+    for them cost more than some of those endpoints' own work."""
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        if self.get_cookie_name(app) not in request.cookies:
+            return self.session_class()
+        return super().open_session(app, request)
 
 
 def _compact_quietly(store: PersistentStore) -> None:

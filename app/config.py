@@ -7,6 +7,7 @@ exactly what to fix instead of a traceback.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 from collections.abc import Mapping
@@ -74,12 +75,20 @@ class Config:
     def issuer_is_https(self) -> bool:
         return self.issuer.startswith("https://")
 
-    @property
-    def issuer_origin(self) -> str:
-        parts = urlsplit(self.issuer)
-        return f"{parts.scheme}://{parts.netloc}"
+    # Cached: some of these are read on every request.
+    @functools.cached_property
+    def issuer_scheme(self) -> str:
+        return urlsplit(self.issuer).scheme
 
-    @property
+    @functools.cached_property
+    def issuer_netloc(self) -> str:
+        return urlsplit(self.issuer).netloc
+
+    @functools.cached_property
+    def issuer_origin(self) -> str:
+        return f"{self.issuer_scheme}://{self.issuer_netloc}"
+
+    @functools.cached_property
     def issuer_path(self) -> str:
         """The issuer's path without a trailing slash ('' when the issuer has none)."""
         return urlsplit(self.issuer).path.rstrip("/")

@@ -377,10 +377,18 @@ def bench_floor() -> float:
         proc.wait(30)
 
 
-def main() -> None:
+def main(parts: list[str]) -> None:
+    """`make bench` runs everything; `scripts/bench.py hot` or `store` one part."""
     print(f"{CLIENTS} concurrent keep-alive clients, {SECONDS:.0f} s per cell; ops per server CPU-second", flush=True)
     floor = bench_floor()
     print(f"bare Flask route on waitress (the floor): {floor:,.0f}", flush=True)
+    if not parts or "hot" in parts:
+        report_hot_paths(floor)
+    if not parts or "store" in parts:
+        report_store()
+
+
+def report_hot_paths(floor: float) -> None:
     hot = bench_hot_paths()
     print()
     print("| endpoint | ops per server CPU-second | vs the floor |")
@@ -400,6 +408,9 @@ def main() -> None:
     print(f"| through the gateway | {hot['gateway_p50_ms']:.2f} | {hot['gateway_per_s']:,.0f} |")
     added = hot["gateway_p50_ms"] - hot["direct_p50_ms"]
     print(f"| gateway adds | {added:.2f} | {hot['gateway_per_s'] / hot['direct_per_s']:.0%} of direct |")
+
+
+def report_store() -> None:
     small, large = bench_store_size(100), bench_store_size(10_000)
     print()
     print("| store: clients + grants | 100 + 100 | 10,000 + 10,000 | cost growth |")
@@ -411,4 +422,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -17,6 +17,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, Response, request
@@ -87,6 +88,8 @@ class Upstream:
         cls = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
         conn = cls(self.host, self.port, timeout=CONNECT_TIMEOUT)
         conn.connect()
+        if conn.sock is not None:  # requests are written whole; never wait to coalesce
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return conn
 
     def _checkout(self) -> http.client.HTTPConnection:
@@ -133,12 +136,15 @@ class Upstream:
         }
         headers.update(auth_headers)
         headers["X-Forwarded-For"] = client_address(config)
-        headers["X-Forwarded-Host"] = urlsplit(config.issuer).netloc
-        headers["X-Forwarded-Proto"] = urlsplit(config.issuer).scheme
-        body = None
+        headers["X-Forwarded-Host"] = config.issuer_netloc
+        headers["X-Forwarded-Proto"] = config.issuer_scheme
+        body: Any = None
         if request.content_length:
             headers["Content-Length"] = str(request.content_length)
-            body = request.stream
+            # A small body goes out with the headers in one write: http.client sends a
+            # stream's first block separately, and Nagle's algorithm then holds it
+            # until the upstream acknowledges the headers.
+            body = request.stream.read() if request.content_length <= WHOLE_BODY else request.stream
         elif request.headers.get("Transfer-Encoding", "").lower() == "chunked":
             body = request.stream  # http.client re-chunks a body of unknown length
 
