@@ -41,7 +41,26 @@ def test_unregistered_redirect_uri_is_shown_not_redirected(server):
     response = start(server, auth_params(client, challenge, redirect_uri="https://attacker.example/cb"))
     assert response.status_code == 400
     assert "Location" not in response.headers
-    assert "attacker.example" not in response.headers.get("Location", "")
+    assert "invalid" in response.text.lower()  # an error page for the person, not a redirect
+
+
+def test_a_redirect_uri_that_only_extends_a_registered_one_is_refused(server):
+    """Exact match (RFC 9700 §4.1.3): a registered URI as a prefix is not enough, not
+    even for a host that merely starts with the registered host, nor for an added
+    path, query or dot segment."""
+    client = register(server, redirect_uris=["https://app.example.com", "https://app.example.com/cb"])
+    _, challenge = pkce_pair()
+    for extended in (
+        "https://app.example.com.evil.example/cb",
+        "https://app.example.com/cb.evil",
+        "https://app.example.com/cb/",
+        "https://app.example.com/cb/../../evil",
+        "https://app.example.com/cb?next=https://evil.example",
+        "https://app.example.com@evil.example/cb",
+    ):
+        response = start(server, auth_params(client, challenge, redirect_uri=extended))
+        assert response.status_code == 400, extended
+        assert "Location" not in response.headers, extended
 
 
 def test_loopback_redirect_may_change_port_but_not_host_or_path(server):

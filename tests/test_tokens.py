@@ -295,3 +295,25 @@ def test_refresh_with_a_foreign_resource_is_invalid_target(server):
     response = refresh(server, client, tokens["refresh_token"], resource="https://elsewhere.example/mcp")
     assert response.status_code == 400 and response.json()["error"] == "invalid_target"
     assert refresh(server, client, tokens["refresh_token"], resource=server.issuer + "/mcp").status_code == 200
+
+
+def test_a_token_whose_client_vanished_while_its_grant_stayed_is_refused(server):
+    """The client check stands on its own: the client's record alone goes (written by
+    another process into the running server's store), its grant stays, and the token
+    is refused at once, by /verify and by introspection."""
+    from app.storage import PersistentStore
+
+    client, tokens = tokens_for(server)
+    assert verify(server, tokens["access_token"]).status_code == 200
+    store = PersistentStore(server.data_dir)
+    assert store.delete("clients", client["client_id"]) is not None
+    assert any(g["client_id"] == client["client_id"] for g in store.scan("grants").values())
+    refused = verify(server, tokens["access_token"])
+    assert refused.status_code == 401 and "no longer registered" in refused.json()["error_description"]
+    caller = json.loads(server.cli("add-resource-server", "resource server", "--json").stdout)
+    inactive = requests.post(
+        server.url("/introspect"),
+        auth=(caller["client_id"], caller["client_secret"]),
+        data={"token": tokens["access_token"]},
+    ).json()
+    assert inactive == {"active": False}
