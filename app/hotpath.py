@@ -43,7 +43,7 @@ class HotPaths:
             path = environ.get("PATH_INFO", "")
             document = self.documents.get(path)
             if document is None and path == self.jwks_path:
-                document = self.services.jwks.get()
+                document = self._jwks()
             if document is not None:
                 body, headers = document
                 start_response("200 OK", list(headers.items()))
@@ -54,6 +54,12 @@ class HotPaths:
                     start_response("200 OK", [*passed.items(), ("Content-Length", "0")])
                     return [b""]
         return self.app(environ, start_response)
+
+    def _jwks(self) -> Document | None:
+        try:
+            return self.services.jwks.get()
+        except Exception:  # noqa: BLE001 - e.g. an unreadable store: Flask answers 503
+            return None
 
     def _verify(self, environ: dict[str, Any]) -> dict[str, str] | None:
         try:

@@ -166,6 +166,18 @@ def test_healthz_reports_an_unreadable_store(server):
     assert response.status_code == 503
 
 
+def test_hot_paths_answer_503_not_500_when_the_keys_cannot_be_read(server):
+    """The JWKS and /verify are answered in front of Flask; a damaged keys file
+    there must still be Flask's JSON 503, never a bare 500."""
+    _, tokens = tokens_for(server)
+    (server.data_dir / "signing_keys.json").write_text("garbage")
+    (server.data_dir / "signing_keys.json.journal").unlink(missing_ok=True)
+    jwks = requests.get(server.url("/jwks.json"), timeout=5)
+    assert jwks.status_code == 503 and jwks.json()["error"] == "temporarily_unavailable"
+    checked = verify(server, tokens["access_token"])
+    assert checked.status_code == 503 and checked.json()["error"] == "temporarily_unavailable"
+
+
 def test_cli_deletion_takes_effect_in_running_server(server):
     client, tokens = tokens_for(server)
     assert verify(server, tokens["access_token"]).status_code == 200

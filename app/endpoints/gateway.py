@@ -223,8 +223,10 @@ class Upstream:
 def _readable(sock: socket.socket) -> bool:
     """Whether an idle connection has something to read: only EOF or junk can be
     there, so it must not carry another request."""
-    readable, _, _ = select.select([sock], [], [], 0)
-    return bool(readable)
+    # poll, not select: with many connections open, descriptors pass select's 1024.
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 class AnyPath(PathConverter):
