@@ -93,7 +93,7 @@ def create_app(config: Config | None = None, *, for_cli: bool = False) -> Flask:
         grants=grants,
         users=users,
         server=server,
-        verifier=AccessTokenVerifier(config, keys, clients, grants),
+        verifier=server.verifier,
         pending=PendingAuthorizations(ttl=config.auth_code_ttl),
         provider=provider,
         admin=Admin(config, store, clients, grants, users, keys),

@@ -8,7 +8,9 @@ a verified token does. This WSGI layer answers only the plain successful cases:
 - GET of a metadata document or the JWKS: bytes computed once (the JWKS again when
   the keys change), with the headers the Flask views send;
 - GET /verify whose token passes: the same checks as the Flask view
-  (`verify.verified_headers`), sharing the verified-token cache.
+  (`verify.verified_headers`), sharing the verified-token cache;
+- POST /introspect that Authlib's RFC 7662 endpoint answers with 200: the same
+  endpoint class the Flask view uses, given a request read from the WSGI environ.
 
 Everything else (HEAD, OPTIONS, a missing or refused token, a bad `scope`, a store
 that cannot be read) goes on to the Flask app, which answers it in full. So the
@@ -17,16 +19,28 @@ rules live in one place and this module only decides who answers.
 
 from __future__ import annotations
 
+import io
+import json
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+from authlib.consts import default_json_headers
 
 from .endpoints.metadata import Document, static_documents
+from .endpoints.token import Introspection
 from .endpoints.verify import verified_headers
+from .errors import SECURITY_HEADERS
+from .oauth2 import EnvironFormRequest
 
 if TYPE_CHECKING:
     from . import Services
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+#: an introspection request is a token and a hint; anything longer goes to Flask
+MAX_FORM = 16 * 1024
+FORM = "application/x-www-form-urlencoded"
 
 
 class HotPaths:
@@ -37,6 +51,9 @@ class HotPaths:
         self.documents: dict[str, Document] = static_documents(services.config)
         self.jwks_path = prefix + "/jwks.json"
         self.verify_path = prefix + "/verify"
+        self.introspect_path = prefix + "/introspect"
+        self.introspect_url = services.config.url("/introspect")
+        self.introspection = Introspection(services.server)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if environ.get("REQUEST_METHOD") == "GET":
@@ -53,6 +70,12 @@ class HotPaths:
                 if passed is not None:
                     start_response("200 OK", [*passed.items(), ("Content-Length", "0")])
                     return [b""]
+        elif environ.get("REQUEST_METHOD") == "POST" and environ.get("PATH_INFO") == self.introspect_path:
+            body = self._introspect(environ)
+            if body is not None:
+                headers = [*default_json_headers, *SECURITY_HEADERS.items(), ("Content-Length", str(len(body)))]
+                start_response("200 OK", headers)
+                return [body]
         return self.app(environ, start_response)
 
     def _jwks(self) -> Document | None:
@@ -60,6 +83,22 @@ class HotPaths:
             return self.services.jwks.get()
         except Exception:  # noqa: BLE001 - e.g. an unreadable store: Flask answers 503
             return None
+
+    def _introspect(self, environ: dict[str, Any]) -> bytes | None:
+        """The body of a 200 introspection answer; None leaves the request to Flask
+        (which then reads the same body: it is put back as it was read)."""
+        length = environ.get("CONTENT_LENGTH") or ""
+        content_type = (environ.get("CONTENT_TYPE") or "").partition(";")[0].strip().lower()
+        if content_type != FORM or not length.isdigit() or int(length) > MAX_FORM:
+            return None
+        raw = environ["wsgi.input"].read(int(length))
+        environ["wsgi.input"] = io.BytesIO(raw)
+        try:
+            params = parse_qs(raw.decode("ascii"), keep_blank_values=True, errors="strict")
+            status, payload, _ = self.introspection(EnvironFormRequest(self.introspect_url, environ, params))
+        except Exception:  # noqa: BLE001 - an OAuth error, a store error, bad bytes: Flask answers
+            return None
+        return json.dumps(payload).encode() if status == 200 else None
 
     def _verify(self, environ: dict[str, Any]) -> dict[str, str] | None:
         try:

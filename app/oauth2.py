@@ -34,6 +34,7 @@ from authlib.oauth2.rfc9207 import IssuerParameter
 from flask import g
 from flask import request as flask_request
 from joserfc.jwk import KeySet
+from werkzeug.datastructures import EnvironHeaders
 
 from .config import Config
 from .keys import ALGORITHM, KeyManager
@@ -41,6 +42,7 @@ from .models import IGNORED_SCOPES, AuthorizationCode, Client, Grant, User
 from .policy import AUTH_METHODS, same_resource
 from .repositories import ClientRepository, GrantRepository
 from .security import new_secret
+from .tokens import AccessTokenVerifier
 
 log = logging.getLogger(__name__)
 
@@ -362,6 +364,7 @@ class OAuthServer(AuthorizationServer):
         self.clients = clients
         self.grants = grant_repo
         self.keys = keys
+        self.verifier = AccessTokenVerifier(config, keys, clients, grant_repo)
         self.codes = AuthorizationCodeStore(config.code_retry_window)
         self._query_client = clients.resolve
         self.scopes_supported = list(config.scopes)
@@ -381,6 +384,8 @@ class OAuthServer(AuthorizationServer):
     def create_oauth2_request(self, request: Any) -> OAuth2Request:
         """A stored authorization request (a dict of its parameters, kept while the
         person logs in and consents) or the current Flask request."""
+        if isinstance(request, OAuth2Request):  # built from a WSGI environ (app/hotpath.py)
+            return request
         if isinstance(request, dict):
             oauth_request = OAuth2Request("GET", self.config.url("/authorize"), headers={})
             oauth_request.payload = _MultiPayload(request)
@@ -393,6 +398,23 @@ class OAuthServer(AuthorizationServer):
         json_request = FlaskJsonRequest(flask_request)
         json_request.payload = _SafeJsonPayload(flask_request)
         return json_request
+
+
+class EnvironFormRequest(OAuth2Request):
+    """A form POST read straight from a WSGI environ (app/hotpath.py). Authlib's
+    endpoints need only its method, URL, headers and form, none of Flask's context."""
+
+    def __init__(self, uri: str, environ: dict[str, Any], params: dict[str, list[str]]):
+        super().__init__(environ["REQUEST_METHOD"], uri, headers=EnvironHeaders(environ))
+        self.payload = _MultiPayload(params)
+
+    @property
+    def form(self) -> dict[str, str]:
+        return self.payload.data
+
+    @property
+    def args(self) -> dict[str, str]:
+        return {}
 
 
 class _MultiPayload(BasicOAuth2Payload):

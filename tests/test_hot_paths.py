@@ -3,6 +3,7 @@ and the WSGI layer in front of Flask answers exactly as the Flask views do."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -15,6 +16,7 @@ from support.jwt import jwt_parts
 from app import create_app
 from app.cache import TTLCache
 from app.config import Config
+from app.hotpath import MAX_FORM
 
 VOLATILE = {"date", "server"}
 
@@ -96,6 +98,31 @@ def test_the_hot_path_answers_as_flask_does(server):
     refused = requests.get(server.url("/verify"), headers={"Authorization": "Bearer x.y.z"}, timeout=5)
     assert refused.status_code == 401 and refused.json()["error"] == "invalid_token"
     assert requests.get(server.url("/verify?scope=%22"), headers=bearer, timeout=5).status_code == 400
+
+
+def test_introspection_on_the_hot_path_answers_as_flask_does(server):
+    """A 200 from /introspect comes from the hot path; a form too long for it goes
+    to Flask, which runs the same Authlib endpoint: same answer, same headers. A
+    failure (wrong secret) is Flask's to answer, in OAuth's terms."""
+    _, tokens = tokens_for(server)
+    made = server.cli("add-resource-server", "rs", "--json")
+    assert made.returncode == 0, made.stderr
+    rs = json.loads(made.stdout)
+    auth = (rs["client_id"], rs["client_secret"])
+    for token in (tokens["access_token"], tokens["refresh_token"], "junk"):
+        hot = requests.post(server.url("/introspect"), data={"token": token}, auth=auth, timeout=5)
+        padded = {"token": token, "padding": "x" * (MAX_FORM + 1)}
+        flask = requests.post(server.url("/introspect"), data=padded, auth=auth, timeout=5)
+        assert hot.status_code == flask.status_code == 200
+        assert hot.json() == flask.json()
+        assert hot.json()["active"] is (token != "junk")
+        drop = {"content-length"}
+        assert {k: v for k, v in comparable(hot).items() if k not in drop} == {
+            k: v for k, v in comparable(flask).items() if k not in drop
+        }
+    wrong = requests.post(server.url("/introspect"), data={"token": "x"}, auth=(rs["client_id"], "nope"), timeout=5)
+    assert wrong.status_code == 401 and wrong.json()["error"] == "invalid_client"
+    assert "WWW-Authenticate" in wrong.headers
 
 
 @pytest.fixture

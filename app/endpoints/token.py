@@ -13,41 +13,45 @@ from flask import Blueprint, Flask, Response
 from .. import services
 from ..config import Config
 from ..models import AccessToken, Client, Grant
-from ..oauth2 import CLIENT_AUTH_METHODS
+from ..oauth2 import CLIENT_AUTH_METHODS, OAuthServer
 from ..tokens import InvalidAccessToken
 
 
-def _find_token(token: str, hint: str | None) -> AccessToken | Grant | None:
+def _find_token(server: OAuthServer, token: str, hint: str | None) -> AccessToken | Grant | None:
     """An access token (JWT) or the grant of a refresh token, whichever this is. A
     rotated refresh token past its grace window is a replay here as at /token: its
     grant is revoked (RFC 9700 §4.14.2)."""
-    svc = services()
     if hint != "refresh_token" and token.count(".") == 2:
         try:
-            return svc.verifier.verify(token)
+            return server.verifier.verify(token)
         except InvalidAccessToken:
             return None
-    return svc.grants.find_by_refresh_token(token)
+    return server.grants.find_by_refresh_token(token)
 
 
 class Revocation(RevocationEndpoint):
     CLIENT_AUTH_METHODS = CLIENT_AUTH_METHODS
+    server: OAuthServer
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> AccessToken | Grant | None:
-        return _find_token(token_string, token_type_hint)
+        return _find_token(self.server, token_string, token_type_hint)
 
     def revoke_token(self, token: AccessToken | Grant, request: Any) -> None:
         # A refresh token revokes its grant, and with it every access token of the
         # grant. An access token does the same (RFC 7009 §2.1 allows it): access
         # tokens are stateless JWTs, and revoking the grant is what survives a restart.
-        services().grants.revoke(token.grant_id)
+        self.server.grants.revoke(token.grant_id)
 
 
 class Introspection(IntrospectionEndpoint):
+    """RFC 7662. Needs no Flask context, so the hot path (app/hotpath.py) can call
+    it with a request built from the WSGI environ."""
+
     CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+    server: OAuthServer
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> AccessToken | Grant | None:
-        return _find_token(token_string, token_type_hint)
+        return _find_token(self.server, token_string, token_type_hint)
 
     def check_permission(self, token: AccessToken | Grant, client: Client, request: Any) -> bool:
         """RFC 7662 §4: a client learns only about its own tokens; a resource server
@@ -55,7 +59,7 @@ class Introspection(IntrospectionEndpoint):
         return client.is_resource_server or token.client_id == client.client_id
 
     def introspect_token(self, token: AccessToken | Grant) -> dict[str, Any]:
-        config = services().config
+        config = self.server.config
         if isinstance(token, AccessToken):
             claims = token.claims
             return {
