@@ -21,12 +21,12 @@ from .cimd import DocumentFetcher
 from .config import Config, ConfigError
 from .forwarded import IssuerOrigin
 from .keys import KeyManager
-from .oauth2 import OAuthServer
+from .oauth2 import AccessTokenVerifier, OAuthServer
 from .pending import PendingAuthorizations
 from .providers import IdentityProvider, load_provider
 from .repositories import ClientRepository, GrantRepository, UserRepository, open_store
 from .storage import PersistentStore, StoreError
-from .tokens import AccessTokenVerifier
+from .throttle import SlidingWindow
 
 if TYPE_CHECKING:
     from .endpoints.metadata import JWKSDocument
@@ -48,6 +48,7 @@ class Services:
     provider: IdentityProvider
     admin: Admin
     jwks: JWKSDocument
+    registration_rate: SlidingWindow
 
 
 def services() -> Services:
@@ -98,6 +99,7 @@ def create_app(config: Config | None = None, *, for_cli: bool = False) -> Flask:
         provider=provider,
         admin=Admin(config, store, clients, grants, users, keys),
         jwks=JWKSDocument(keys),
+        registration_rate=SlidingWindow(config.registration_rate, 60),
     )
 
     from . import cli, cors, errors
@@ -107,7 +109,9 @@ def create_app(config: Config | None = None, *, for_cli: bool = False) -> Flask:
     app.jinja_env.globals["csrf_token"] = csrf_token
     errors.init_app(app)
     cors.init_app(app, config)
-    for module in (metadata, registration, authorize, token, verify, gateway):
+    for blueprint in (registration.bp, token.bp):
+        app.register_blueprint(blueprint, url_prefix=config.issuer_path)
+    for module in (metadata, authorize, verify, gateway):
         module.init_app(app, config)
     provider.init_app(app)
     cli.init_app(app)

@@ -189,7 +189,9 @@ def _parse(env: Mapping[str, str]) -> Config:
         issuer + resource_path,
     )
 
-    scopes = tuple(s for s in _list(env, "OAUTH_SCOPES", " ") if s != "offline_access") or ("mcp",)
+    from .policy import IGNORED_SCOPES  # policy reads Config: imported once both exist
+
+    scopes = tuple(s for s in _list(env, "OAUTH_SCOPES", " ") if s not in IGNORED_SCOPES) or ("mcp",)
 
     upstream = env.get("OAUTH_UPSTREAM_URL", "").strip() or None
     if upstream:

@@ -28,10 +28,10 @@ from urllib.parse import parse_qs
 from authlib.consts import default_json_headers
 
 from .endpoints.metadata import Document, static_documents
-from .endpoints.token import Introspection
 from .endpoints.verify import verified_headers
 from .errors import SECURITY_HEADERS
-from .oauth2 import EnvironFormRequest
+from .oauth2.requests import EnvironFormRequest
+from .oauth2.rfc7662 import Introspection
 
 if TYPE_CHECKING:
     from . import Services

@@ -15,15 +15,14 @@ from authlib.oauth2.rfc6749 import AuthorizationCodeMixin, ClientMixin, TokenMix
 from authlib.oauth2.rfc6749.util import scope_to_list
 
 from .config import is_loopback_host
+from .policy import CONFIDENTIAL_AUTH_METHODS, requested_scopes
 from .security import secret_matches
-
-IGNORED_SCOPES = {"offline_access"}
 
 
 def normalize_scope(requested: str | None, offered: tuple[str, ...]) -> str | None:
     """The scope to grant: all offered scopes when none (or only ignored ones) are
     asked for, else the requested ones; None when something unknown is asked for."""
-    wanted = [s for s in scope_to_list(requested or "") or [] if s not in IGNORED_SCOPES]
+    wanted = requested_scopes(requested)
     if not wanted:
         return " ".join(offered)
     if not set(wanted) <= set(offered):
@@ -124,7 +123,7 @@ class Client(ClientMixin):
         # clients register the RFC 7591 default, client_secret_basic, and then post.
         if self.is_public:
             return method == "none" and endpoint != "introspection"
-        return method in ("client_secret_basic", "client_secret_post")
+        return method in CONFIDENTIAL_AUTH_METHODS
 
     def check_response_type(self, response_type: str) -> bool:
         return response_type in self.metadata.get("response_types", ["code"])
@@ -206,13 +205,16 @@ class Grant(TokenMixin):
 
 
 @dataclass(frozen=True)
-class User:
-    """The person an authorization is for, as a provider identified them."""
+class Person:
+    """A person as a provider identified them: who logs in, consents, and whom a
+    grant is for. `subject` becomes the `sub` of our tokens."""
 
     subject: str
     provider: str
     name: str = ""
     email: str | None = None
+    #: when the person logged in here (from the login session; 0 when not known)
+    login_at: float = 0.0
 
     def get_user_id(self) -> str:
         return self.subject

@@ -110,7 +110,22 @@ def resource_for_url(config: Config, scheme: str, host: str, raw_path: str) -> s
 
 #: How a client may authenticate at the token endpoint (RFC 7591 §2); metadata,
 #: registration, Authlib's grants and restore read this list.
-AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+#: A confidential client sends a secret either way, whichever it registered (some
+#: register the RFC 7591 default, client_secret_basic, and then post it).
+CONFIDENTIAL_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+AUTH_METHODS = [*CONFIDENTIAL_AUTH_METHODS, "none"]
+
+
+# -- scopes ------------------------------------------------------------------------
+
+#: Asked for by some clients (OIDC's way to ask for a refresh token); every client
+#: that may refresh gets one here, so it is accepted and never granted.
+IGNORED_SCOPES = frozenset({"offline_access"})
+
+
+def requested_scopes(scope: str | None) -> list[str]:
+    """The scope tokens of a request (RFC 6749 §3.3), ignored ones left out."""
+    return [s for s in (scope or "").split() if s not in IGNORED_SCOPES]
 
 
 # -- client metadata ---------------------------------------------------------------

@@ -14,13 +14,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from authlib.oauth2.rfc6749 import OAuth2Error
-from flask import Blueprint, Flask, redirect, render_template, request, url_for
+from flask import Blueprint, Flask, render_template, request
 from flask.typing import ResponseReturnValue
 
 from .. import services
 from ..cimd import DocumentError, is_document_url
 from ..config import Config
-from ..models import User
+from ..models import Person
 from ..pending import PendingAuthorization
 from ..policy import redirect_destination
 from ..providers.base import browser_id, current_identity
@@ -51,7 +51,7 @@ def _error_response(error: OAuth2Error) -> ResponseReturnValue:
     return response
 
 
-def _validate(params: dict[str, list[str]], user: User | None = None) -> Any:
+def _validate(params: dict[str, list[str]], user: Person | None = None) -> Any:
     """Authlib's validation of a (stored or live) authorization request."""
     try:
         return services().server.get_consent_grant(request=params, end_user=user)
@@ -68,10 +68,6 @@ def _validate(params: dict[str, list[str]], user: User | None = None) -> Any:
 def _asks_for_consent(params: dict[str, list[str]]) -> bool:
     """OIDC `prompt=consent`: show the page even when the approval is remembered."""
     return "consent" in (params.get("prompt") or [""])[0].split()
-
-
-def _user(identity: Any) -> User:
-    return User(subject=identity.subject, provider=identity.provider, name=identity.name, email=identity.email)
 
 
 def init_app(app: Flask, config: Config) -> None:
@@ -97,13 +93,13 @@ def init_app(app: Flask, config: Config) -> None:
         if identity is not None and not _asks_for_consent(params):
             # A returning person (login session) who approved this client for this
             # scope and resource before: the code at once, with no page in between.
-            user = _user(identity)
+            user = identity
             grant = _validate(params, user)
             if svc.clients.approved(grant.client, user.subject, grant.request.scope, grant.request.resource):
                 return svc.server.create_authorization_response(request=params, grant_user=user, grant=grant)
         pending = svc.pending.create(params, browser_id())
         if identity is not None:
-            return redirect(url_for("authorize.consent", request_id=pending.id))
+            return svc.provider.to_consent(pending)
         return svc.provider.start_login(pending)
 
     @bp.route("/consent", methods=["GET", "POST"])
@@ -126,7 +122,7 @@ def init_app(app: Flask, config: Config) -> None:
         identity = current_identity(svc.provider)
         if identity is None:
             return svc.provider.start_login(pending)
-        user = _user(identity)
+        user = identity
         try:
             grant = _validate(pending.params, user)
         except OAuth2Error as error:
@@ -162,7 +158,7 @@ def init_app(app: Flask, config: Config) -> None:
     app.register_blueprint(bp)
 
 
-def _finish(pending: PendingAuthorization, grant: Any, user: User | None) -> ResponseReturnValue:
+def _finish(pending: PendingAuthorization, grant: Any, user: Person | None) -> ResponseReturnValue:
     """Issue the code (or access_denied) to the client's redirect URI, with iss."""
     svc = services()
     svc.pending.finish(pending.id)

@@ -16,7 +16,7 @@ from ..config import Config
 from ..cors import HEADERS as CORS_HEADERS
 from ..errors import SECURITY_HEADERS
 from ..keys import KeyManager
-from ..policy import AUTH_METHODS
+from ..policy import AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS
 
 
 def authorization_server_metadata(config: Config) -> dict:
@@ -34,7 +34,7 @@ def authorization_server_metadata(config: Config) -> dict:
         "grant_types_supported": ["authorization_code", "refresh_token"],
         "token_endpoint_auth_methods_supported": AUTH_METHODS,
         "revocation_endpoint_auth_methods_supported": AUTH_METHODS,
-        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "introspection_endpoint_auth_methods_supported": CONFIDENTIAL_AUTH_METHODS,
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": True,
         "resource_indicators_supported": True,

@@ -19,10 +19,10 @@ from .. import services
 from ..config import Config
 from ..errors import SECURITY_HEADERS, error_response
 from ..forwarded import WSGIEnviron, forwarded_url
+from ..oauth2 import InvalidAccessToken
 from ..policy import InvalidPath, resource_for_url
 from ..security import bearer_token
 from ..storage import StoreError
-from ..tokens import InvalidAccessToken
 from .metadata import resource_metadata_url
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Identity
+from ..models import Person
 from .oidc import NotAllowed, OIDCProvider
 
 MULTI_TENANT = {"common", "organizations", "consumers"}
@@ -55,16 +55,16 @@ class AzureProvider(OIDCProvider):
 
         return {**super().claims_options(), "iss": {"essential": True, "validate": issuer_names_token_tenant}}
 
-    def identity(self, claims: dict[str, Any]) -> Identity:
+    def identity(self, claims: dict[str, Any]) -> Person:
         tid, oid = claims.get("tid"), claims.get("oid")
         if not isinstance(tid, str) or not tid or not isinstance(oid, str) or not oid:
             raise NotAllowed("Microsoft sent no tenant or object id for this account.")
         email = claims.get("email") or claims.get("preferred_username")
         email = email if isinstance(email, str) and "@" in email else None
-        return Identity(
+        return Person(
             subject=f"{tid}:{oid}", provider=self.name, name=claims.get("name") or email or oid, email=email
         )
 
-    def is_allowed(self, identity: Identity, claims: dict[str, Any]) -> bool:
+    def is_allowed(self, identity: Person, claims: dict[str, Any]) -> bool:
         domain = identity.email.rsplit("@", 1)[1] if identity.email else None
         return self._allowed_by_lists(identity.email, domain)

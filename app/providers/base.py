@@ -1,6 +1,6 @@
 """The boundary between "who is this person" and the OAuth machinery.
 
-A provider logs a person in (locally or upstream) and reports an `Identity`; it never
+A provider logs a person in (locally or upstream) and reports a `Person`; it never
 touches tokens, codes or the store's internals. Everything after that (consent, the
 code, tokens) is the same whichever provider is configured.
 """
@@ -10,32 +10,22 @@ from __future__ import annotations
 import secrets
 import time
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import TYPE_CHECKING, ClassVar
 
-from flask import Flask, session
+from flask import Flask, redirect, session, url_for
 from flask.typing import ResponseReturnValue
 
+from ..models import Person
 from ..security import CSRF_FIELD
 
 if TYPE_CHECKING:
     from ..config import Config
     from ..pending import PendingAuthorization
+    from ..repositories import UserRepository
 
 IDENTITY_KEY = "identity"
 BROWSER_KEY = "browser_id"
-
-
-@dataclass(frozen=True)
-class Identity:
-    """A logged-in person: `subject` becomes the `sub` of our tokens."""
-
-    subject: str
-    provider: str
-    name: str
-    email: str | None = None
-    #: when the person logged in here (set from the session)
-    login_at: float = 0.0
 
 
 class IdentityProvider(ABC):
@@ -43,6 +33,11 @@ class IdentityProvider(ABC):
 
     def __init__(self, config: Config):
         self.config = config
+
+    @classmethod
+    def create(cls, config: Config, users: UserRepository) -> IdentityProvider:
+        """The provider for this configuration (the local one also needs the users)."""
+        return cls(config)
 
     def init_app(self, app: Flask) -> None:
         """Register the provider's own routes (login page, upstream callback)."""
@@ -52,10 +47,19 @@ class IdentityProvider(ABC):
 
     @abstractmethod
     def start_login(self, pending: PendingAuthorization) -> ResponseReturnValue:
-        """Send the person to log in; afterwards they must land on the consent page
-        for `pending` with `remember_login` called."""
+        """Send the person to log in; once they have, call `logged_in`."""
 
-    def identity_still_valid(self, identity: Identity) -> bool:
+    def logged_in(self, person: Person, pending: PendingAuthorization) -> ResponseReturnValue:
+        """Remember the login in the session and hand the person on to consent for
+        the authorization request they came with."""
+        remember_login(person)
+        return self.to_consent(pending)
+
+    @staticmethod
+    def to_consent(pending: PendingAuthorization) -> ResponseReturnValue:
+        return redirect(url_for("authorize.consent", request_id=pending.id))
+
+    def identity_still_valid(self, identity: Person) -> bool:
         """Whether a remembered login may still be used (e.g. the user still exists)."""
         return True
 
@@ -68,18 +72,18 @@ def browser_id() -> str:
     return value
 
 
-def remember_login(identity: Identity) -> None:
+def remember_login(identity: Person) -> None:
     session.permanent = True
     session[IDENTITY_KEY] = {**asdict(identity), "login_at": time.time()}
     # A fresh CSRF token after login (the pre-login one may have been seen by others).
     session.pop(CSRF_FIELD, None)
 
 
-def current_identity(provider: IdentityProvider) -> Identity | None:
+def current_identity(provider: IdentityProvider) -> Person | None:
     data = session.get(IDENTITY_KEY)
     if not isinstance(data, dict) or data.get("provider") != provider.name:
         return None
-    identity = Identity(
+    identity = Person(
         subject=data["subject"],
         provider=data["provider"],
         name=data.get("name", ""),

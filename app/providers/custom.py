@@ -18,11 +18,12 @@ from flask.typing import ResponseReturnValue
 from .. import services
 from ..config import Config
 from ..forwarded import client_address
+from ..models import Person
 from ..pending import PendingAuthorization
 from ..repositories import UserRepository
 from ..security import check_csrf
 from ..throttle import SlidingWindow
-from .base import Identity, IdentityProvider, browser_id, current_identity, remember_login
+from .base import IdentityProvider, browser_id, current_identity, remember_login
 
 FIRST_USER = "admin"
 #: longer inputs fail without a hash: no user name is longer (the CLI's rule), and
@@ -102,6 +103,10 @@ class LoginThrottle:
 class CustomProvider(IdentityProvider):
     name = "custom"
 
+    @classmethod
+    def create(cls, config: Config, users: UserRepository) -> CustomProvider:
+        return cls(config, users)
+
     def __init__(self, config: Config, users: UserRepository):
         super().__init__(config)
         self.users = users
@@ -128,7 +133,7 @@ class CustomProvider(IdentityProvider):
     def start_login(self, pending: PendingAuthorization) -> ResponseReturnValue:
         return redirect(url_for("custom.login", request_id=pending.id))
 
-    def identity_still_valid(self, identity: Identity) -> bool:
+    def identity_still_valid(self, identity: Person) -> bool:
         """The user still exists and the password did not change since this login."""
         user = self.users.get(identity.subject)
         return user is not None and user.get("password_changed_at", 0) <= identity.login_at
@@ -138,7 +143,7 @@ class CustomProvider(IdentityProvider):
         pending = services().pending.get(request_id, browser_id())
         if request.method == "GET":
             if pending and current_identity(self):
-                return redirect(url_for("authorize.consent", request_id=pending.id))
+                return self.to_consent(pending)
             return render_template("login.html", request_id=request_id, pending=pending, error=None)
 
         check_csrf()
@@ -171,7 +176,8 @@ class CustomProvider(IdentityProvider):
                 401,
             )
         self.throttle.succeeded(attempt)
-        remember_login(Identity(subject=username, provider=self.name, name=username))
+        person = Person(subject=username, provider=self.name, name=username)
         if pending:
-            return redirect(url_for("authorize.consent", request_id=pending.id))
+            return self.logged_in(person, pending)
+        remember_login(person)
         return render_template("message.html", title="Signed in", message=f"You are signed in as {username}.")

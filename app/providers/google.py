@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Identity
+from ..models import Person
 from .oidc import NotAllowed, OIDCProvider
 
 
@@ -24,13 +24,13 @@ class GoogleProvider(OIDCProvider):
     def discovery_url(self) -> str:
         return self.config.google["discovery_url"]
 
-    def identity(self, claims: dict[str, Any]) -> Identity:
+    def identity(self, claims: dict[str, Any]) -> Person:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise NotAllowed("Google sent no subject for this account.")
         email = claims.get("email") if claims.get("email_verified") is True else None
-        return Identity(subject=subject, provider=self.name, name=claims.get("name") or email or subject, email=email)
+        return Person(subject=subject, provider=self.name, name=claims.get("name") or email or subject, email=email)
 
-    def is_allowed(self, identity: Identity, claims: dict[str, Any]) -> bool:
+    def is_allowed(self, identity: Person, claims: dict[str, Any]) -> bool:
         hd = claims.get("hd")
         return self._allowed_by_lists(identity.email, hd if isinstance(hd, str) else None)

@@ -24,14 +24,15 @@ import requests
 from authlib.common.errors import AuthlibBaseError
 from authlib.integrations.base_client import MismatchingStateError, OAuthError
 from authlib.integrations.flask_client import OAuth
-from flask import Blueprint, Flask, redirect, render_template, session, url_for
+from flask import Blueprint, Flask, render_template, session
 from flask.typing import ResponseReturnValue
 from joserfc.errors import JoseError
 
 from .. import services
 from ..config import Config
+from ..models import Person
 from ..pending import PendingAuthorization
-from .base import Identity, IdentityProvider, browser_id, remember_login
+from .base import IdentityProvider, browser_id
 
 log = logging.getLogger(__name__)
 
@@ -111,10 +112,10 @@ class OIDCProvider(IdentityProvider):
         audiences = value if isinstance(value, list) else [value]
         return self.client_id() in audiences
 
-    def identity(self, claims: dict[str, Any]) -> Identity:
+    def identity(self, claims: dict[str, Any]) -> Person:
         raise NotImplementedError
 
-    def is_allowed(self, identity: Identity, claims: dict[str, Any]) -> bool:
+    def is_allowed(self, identity: Person, claims: dict[str, Any]) -> bool:
         raise NotImplementedError
 
     # -- the flow ---------------------------------------------------------------------
@@ -186,8 +187,7 @@ class OIDCProvider(IdentityProvider):
                 403, "Access denied", "This account may not use this server. Ask its operator to allow it."
             )
         session.pop(PENDING_KEY, None)
-        remember_login(identity)
-        return redirect(url_for("authorize.consent", request_id=pending.id))
+        return self.logged_in(identity, pending)
 
     @staticmethod
     def _page(status: int, title: str, message: str) -> ResponseReturnValue:

@@ -1,4 +1,5 @@
-"""Access token verification, for /verify, /introspect, /revoke and the gateway.
+"""RFC 9068 JWT access tokens: issued (by the grants) and verified (by /verify,
+/introspect, /revoke and the gateway) here.
 
 A token is valid when its RS256 signature checks against one of our keys, `typ` is
 `at+jwt`, `iss` is us, it has not expired, `aud` names the resource asked about, and
@@ -15,18 +16,64 @@ once.
 from __future__ import annotations
 
 import hashlib
+import secrets
 import time
+from dataclasses import dataclass
 from typing import Any
 
+from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
 from joserfc import jwt
 from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
 
-from .cache import TTLCache
-from .config import Config
-from .keys import ALGORITHM, KeyManager
-from .models import AccessToken
-from .policy import same_resource
-from .repositories import ClientRepository, GrantRepository
+from ..cache import TTLCache
+from ..config import Config
+from ..keys import ALGORITHM, KeyManager
+from ..models import AccessToken, Client, Grant, Person
+from ..policy import same_resource
+from ..repositories import ClientRepository, GrantRepository
+from ..security import new_secret
+
+
+@dataclass(frozen=True)
+class TokenSubject:
+    """What a token is issued for: the person, the grant it belongs to and the
+    resources it may be used at. Handed to Authlib as the token's `user`, so the
+    generator reads all it needs from its arguments."""
+
+    person: Person
+    grant_id: str
+    resource: list[str]
+
+    def get_user_id(self) -> str:
+        return self.person.subject
+
+
+class AccessTokenGenerator(JWTBearerTokenGenerator):
+    """RFC 9068 JWT access tokens signed with the current key; `aud` is the resource
+    bound at authorization, and `grant_id` ties the token to its grant so that it
+    dies with it."""
+
+    def __init__(self, config: Config, keys: KeyManager):
+        super().__init__(
+            issuer=config.issuer,
+            alg=ALGORITHM,
+            refresh_token_generator=lambda **_: new_secret(),
+            expires_generator=config.access_token_ttl,
+        )
+        self.keys = keys
+
+    def get_jwks(self) -> KeySet:
+        return KeySet([self.keys.current])
+
+    def get_audiences(self, client: Client, user: TokenSubject, scope: str) -> str | list[str]:
+        return user.resource[0] if len(user.resource) == 1 else user.resource
+
+    def get_extra_claims(self, client: Client, grant_type: str, user: TokenSubject, scope: str) -> dict[str, Any]:
+        return {"grant_id": user.grant_id}
+
+    def get_jti(self, client: Client, grant_type: str, user: TokenSubject, scope: str) -> str:
+        return secrets.token_urlsafe(16)
 
 
 class InvalidAccessToken(Exception):
@@ -89,3 +136,17 @@ class AccessTokenVerifier:
         if not self.grants.exists(claims.get("grant_id")):
             raise InvalidAccessToken("The access token was revoked.")
         return AccessToken(claims)
+
+
+def find_token(
+    verifier: AccessTokenVerifier, grants: GrantRepository, token: str, hint: str | None
+) -> AccessToken | Grant | None:
+    """An access token (JWT) or the grant of a refresh token, whichever this is, for
+    revocation and introspection. A rotated refresh token past its grace window is a
+    replay here as at /token: its grant is revoked (RFC 9700 §4.14.2)."""
+    if hint != "refresh_token" and token.count(".") == 2:
+        try:
+            return verifier.verify(token)
+        except InvalidAccessToken:
+            return None
+    return grants.find_by_refresh_token(token)

@@ -1,0 +1,28 @@
+"""RFC 7009 token revocation."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from authlib.oauth2.rfc7009 import RevocationEndpoint
+
+from ..models import AccessToken, Grant
+from ..policy import AUTH_METHODS
+from .tokens import find_token
+
+if TYPE_CHECKING:
+    from .server import OAuthServer
+
+
+class Revocation(RevocationEndpoint):
+    CLIENT_AUTH_METHODS = AUTH_METHODS
+    server: OAuthServer
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> AccessToken | Grant | None:
+        return find_token(self.server.verifier, self.server.grants, token_string, token_type_hint)
+
+    def revoke_token(self, token: AccessToken | Grant, request: Any) -> None:
+        # A refresh token revokes its grant, and with it every access token of the
+        # grant. An access token does the same (RFC 7009 §2.1 allows it): access
+        # tokens are stateless JWTs, and revoking the grant is what survives a restart.
+        self.server.grants.revoke(token.grant_id)

@@ -1,0 +1,96 @@
+"""The authorization server: every grant, extension and endpoint registered in one
+place, on Authlib's Flask `AuthorizationServer`.
+
+Authlib does the protocol (request validation, client authentication, PKCE, error
+responses); the rest of this package supplies what it leaves to the application:
+where codes and grants live (codes.py, grants.py), the RFC 9068 access token (tokens.py),
+RFC 8707 resource indicators, RFC 9207 `iss`, revocation, introspection, registration.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.integrations.flask_oauth2.requests import FlaskJsonRequest
+from authlib.oauth2.rfc6749 import InvalidClientError, InvalidScopeError, OAuth2Error, OAuth2Request
+from flask import Response
+from flask import request as flask_request
+
+from ..config import Config
+from ..keys import KeyManager
+from ..policy import requested_scopes
+from ..repositories import ClientRepository, GrantRepository
+from .codes import AuthorizationCodeStore
+from .grants import AuthorizationCodeGrant, RefreshTokenGrant
+from .requests import SafeJsonPayload, StoredPayload
+from .rfc7009 import Revocation
+from .rfc7591 import RegistrationEndpoint, claims_class
+from .rfc7592 import ConfigurationEndpoint
+from .rfc7636 import S256CodeChallenge
+from .rfc7662 import Introspection
+from .rfc8707 import ResourceIndicator
+from .rfc9207 import Issuer
+from .tokens import AccessTokenGenerator, AccessTokenVerifier
+
+
+class OAuthServer(AuthorizationServer):
+    def __init__(self, config: Config, clients: ClientRepository, grants: GrantRepository, keys: KeyManager):
+        super().__init__()
+        self.config = config
+        self.clients = clients
+        self.grants = grants
+        self.keys = keys
+        self.verifier = AccessTokenVerifier(config, keys, clients, grants)
+        self.codes = AuthorizationCodeStore(config.code_retry_window)
+        self._query_client = clients.resolve
+        self.scopes_supported = list(config.scopes)
+        #: where a failed client authentication is a 401 (see handle_error_response)
+        self.client_authenticated_paths = {config.issuer_path + p for p in ("/token", "/revoke", "/introspect")}
+
+        self.register_token_generator("default", AccessTokenGenerator(config, keys))
+        self.register_grant(AuthorizationCodeGrant, [S256CodeChallenge(required=True), ResourceIndicator(config)])
+        self.register_grant(RefreshTokenGrant)
+        self.register_extension(Issuer(config.issuer))
+        self.register_endpoint(Revocation)
+        self.register_endpoint(Introspection)
+        claims = [claims_class(config)]
+        self.register_endpoint(RegistrationEndpoint(self, claims_classes=claims))
+        self.register_endpoint(ConfigurationEndpoint(self, claims_classes=claims))
+
+    def save_token(self, token: dict, request: OAuth2Request) -> None:
+        """Grants persist their own state (see the grant classes)."""
+
+    def validate_requested_scope(self, scope: str | None) -> None:
+        if not set(requested_scopes(scope)) <= set(self.config.scopes):
+            raise InvalidScopeError(f"Unknown scope; this server offers: {' '.join(self.config.scopes)}.")
+
+    def handle_error_response(self, request: Any, error: OAuth2Error) -> Response:
+        """RFC 6749 §5.2 allows 401 for every `invalid_client`, and MCP clients need
+        it: Claude registers again on a 401 from /token, whichever way it sent its
+        credentials (Authlib answers 400 unless they came in the Authorization header)."""
+        if isinstance(error, InvalidClientError) and error.status_code == 400:
+            path = urlsplit(getattr(request, "uri", "") or "").path
+            if path in self.client_authenticated_paths:
+                error.status_code = 401
+        return super().handle_error_response(request, error)
+
+    def create_oauth2_request(self, request: Any) -> OAuth2Request:
+        """A request already built (from a WSGI environ, app/hotpath.py), a stored
+        authorization request (its parameters, kept while the person logs in and
+        consents), or the current Flask request."""
+        if isinstance(request, OAuth2Request):
+            return request
+        if isinstance(request, dict):
+            oauth_request = OAuth2Request("GET", self.config.url("/authorize"), headers={})
+            oauth_request.payload = StoredPayload(request)
+            return oauth_request
+        # request.url is the issuer's origin + path (app.forwarded.IssuerOrigin), so
+        # Authlib's https check sees what clients see, not the proxy's plain http.
+        return super().create_oauth2_request(request)
+
+    def create_json_request(self, request: Any) -> FlaskJsonRequest:
+        json_request = FlaskJsonRequest(flask_request)
+        json_request.payload = SafeJsonPayload(flask_request)
+        return json_request
