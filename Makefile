@@ -29,16 +29,17 @@ run: $(VENV)/.requirements
 	$(BIN)/python wsgi.py
 
 ## Install the dev requirements and run the whole suite
-test: $(VENV)/.requirements-dev $(VENV_MCP2)/.requirements
-	$(BIN)/ruff check .
+test: lint $(VENV_MCP2)/.requirements
 	$(BIN)/python -m pytest -q -n 2
 
 ## Our endpoints beside a bare Flask route on waitress, at 100 and 10,000 clients + grants
 bench: $(VENV)/.requirements-dev
 	$(BIN)/python scripts/bench.py
 
+## ruff, and mypy over app/, wsgi.py and scripts/
 lint: $(VENV)/.requirements-dev
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) $(VENV_MCP2) .pytest_cache .ruff_cache

@@ -218,10 +218,10 @@ class DocumentFetcher:
             raise DocumentError(f"the host {host} cannot be resolved") from None
         addresses = []
         for info in infos:
-            address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
-            if not address_allowed(address, self.config.cimd_allow_private):
+            resolved = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+            if not address_allowed(resolved, self.config.cimd_allow_private):
                 raise DocumentError(f"the host {host} resolves to an address this server does not fetch from")
-            addresses.append(str(address))
+            addresses.append(str(resolved))
         last_error = "no address"
         for address in addresses:
             remaining = deadline - time.monotonic()

@@ -190,14 +190,15 @@ def list_tokens(as_json: bool) -> None:
 def show_all(as_json: bool) -> None:
     """Stats, clients and grants together."""
     admin = _admin()
-    data = {"stats": admin.stats(), "clients": admin.client_rows(), "grants": admin.grant_rows()}
+    stats, clients, grants = admin.stats(), admin.client_rows(), admin.grant_rows()
+    data = {"stats": stats, "clients": clients, "grants": grants}
 
     def human() -> None:
-        _print_stats(data["stats"])
+        _print_stats(stats)
         click.echo("\nClients:")
-        _print_clients(data["clients"])
+        _print_clients(clients)
         click.echo("\nGrants:")
-        _print_grants(data["grants"])
+        _print_grants(grants)
 
     _emit(data, as_json, human)
 
@@ -400,7 +401,7 @@ def restore(file: str | None, clear: bool, dry_run: bool, yes: bool) -> None:
         click.echo(f"Would restore {path} ({'replace' if clear else 'merge'}): {summary}.")
         return
     if clear:
-        _confirm(f"Replace everything in {admin.store.data_dir} with {path}?", yes)
+        _confirm(f"Replace everything in {admin.store.location} with {path}?", yes)
     admin.restore(document, clear)
     click.echo(f"Restored {path} ({'replaced' if clear else 'merged'}): {summary}.")
 

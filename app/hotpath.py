@@ -71,11 +71,11 @@ class HotPaths:
                     start_response("200 OK", [*passed.items(), ("Content-Length", "0")])
                     return [b""]
         elif environ.get("REQUEST_METHOD") == "POST" and environ.get("PATH_INFO") == self.introspect_path:
-            body = self._introspect(environ)
-            if body is not None:
-                headers = [*default_json_headers, *SECURITY_HEADERS.items(), ("Content-Length", str(len(body)))]
-                start_response("200 OK", headers)
-                return [body]
+            answer = self._introspect(environ)
+            if answer is not None:
+                json_headers = [*default_json_headers, *SECURITY_HEADERS.items(), ("Content-Length", str(len(answer)))]
+                start_response("200 OK", json_headers)
+                return [answer]
         return self.app(environ, start_response)
 
     def _jwks(self) -> Document | None:

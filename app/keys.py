@@ -97,7 +97,7 @@ class KeyManager:
         return self._verifiers
 
     def public_jwks(self) -> dict[str, Any]:
-        return self.verifiers.as_dict(private=False)
+        return dict(self.verifiers.as_dict(private=False))
 
     def session_secret(self) -> str:
         self.ensure()

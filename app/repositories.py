@@ -209,7 +209,9 @@ class GrantRepository:
         return Grant(record) if record else None
 
     def exists(self, grant_id: str | None) -> bool:
-        return bool(grant_id) and self.store.get("grants", grant_id) is not None
+        if not grant_id:
+            return False
+        return self.store.get("grants", grant_id) is not None
 
     def all(self) -> list[Grant]:
         return [Grant(r) for r in self.store.scan("grants").values()]
@@ -296,7 +298,7 @@ class GrantRepository:
             # refreshes): the sibling the first one got stays live, since the client keeps
             # whichever response it stored last.
             hashes[hash_secret(new_refresh_token)] = None
-            rotated = sorted((h for h, at in hashes.items() if at is not None), key=lambda h: hashes[h])
+            rotated = sorted((h for h, at in hashes.items() if at is not None), key=lambda h: hashes[h] or 0.0)
             for h in rotated[:-ROTATED_HASHES_KEPT]:
                 del hashes[h]
             record["refreshed_at"] = now

@@ -24,6 +24,9 @@ def indexed_values(record: Record, field: str) -> list[str]:
 
 
 class Store(Protocol):
+    #: where the state lives, for the operator's messages (a folder, a database)
+    location: str
+
     # -- one record at a time (the hot paths) --------------------------------------
     def get(self, collection: str, key: str) -> Record | None:
         """The live record (None when absent or expired). Treat it as read-only."""

@@ -22,6 +22,7 @@ class MemoryStore:
         self._items: dict[str, dict[str, Record]] = {name: {} for name in COLLECTIONS}
         self._versions = dict.fromkeys(COLLECTIONS, 0)
         self._lock = threading.RLock()
+        self.location = "memory"
 
     def _collection(self, collection: str) -> dict[str, Record]:
         try:

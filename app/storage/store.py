@@ -162,6 +162,7 @@ class PersistentStore:
 
     def __init__(self, data_dir: str | os.PathLike, expiry: Mapping[str, ExpiryRule] | None = None):
         self.data_dir = Path(data_dir)
+        self.location = str(self.data_dir)
         self._expiry = dict(expiry or {})
         self._state: dict[str, _State] = {}
         self._file_names: dict[str, tuple[str, str]] = {}
