@@ -110,10 +110,11 @@ def create_app(config: Config | None = None, *, for_cli: bool = False) -> Flask:
     app.jinja_env.globals["csrf_token"] = csrf_token
     errors.init_app(app)
     cors.init_app(app, config)
-    for blueprint in (registration.bp, token.bp):
+    for blueprint in (registration.bp, authorize.bp, token.bp, verify.bp):
         app.register_blueprint(blueprint, url_prefix=config.issuer_path)
-    for module in (metadata, authorize, verify, gateway):
-        module.init_app(app, config)
+    # Their URLs come from the configuration (resources, the gateway's path).
+    metadata.init_app(app, config)
+    gateway.init_app(app, config)
     provider.init_app(app)
     cli.init_app(app)
     app.wsgi_app = HotPaths(IssuerOrigin(app.wsgi_app, config.issuer), app.extensions["oauth"])  # type: ignore[method-assign]

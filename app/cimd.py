@@ -25,10 +25,10 @@ import socket
 import ssl
 import threading
 import time
-from collections import OrderedDict
 from typing import Any
 from urllib.parse import urlsplit
 
+from .cache import TTLCache
 from .config import Config
 from .policy import MetadataTooLarge, accepted_redirect_uris, check_bounds
 
@@ -158,8 +158,8 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
 class DocumentFetcher:
     def __init__(self, config: Config):
         self.config = config
-        self._cache: OrderedDict[str, tuple[float, dict[str, Any] | None, str]] = OrderedDict()
-        self._lock = threading.Lock()
+        #: URL -> (validated metadata, or None with why the fetch failed)
+        self._cache: TTLCache[str, tuple[dict[str, Any] | None, str]] = TTLCache(MAX_CACHED)
         self._slots = threading.BoundedSemaphore(MAX_CONCURRENT_FETCHES)
         self._context = ssl.create_default_context()
         extra = os.environ.get("SSL_CERT_FILE")
@@ -169,14 +169,11 @@ class DocumentFetcher:
     def metadata(self, url: str) -> dict[str, Any]:
         """The validated client metadata of a document URL (cached), or raise
         DocumentError. A shipped document stands in when the live fetch fails."""
-        now = time.time()
-        with self._lock:
-            cached = self._cache.get(url)
-            if cached and cached[0] > now:
-                self._cache.move_to_end(url)
-                if cached[1] is None:
-                    return self._shipped_or_raise(url, cached[2])
-                return cached[1]
+        cached = self._cache.get(url)
+        if cached is not None:
+            if cached[0] is None:
+                return self._shipped_or_raise(url, cached[1])
+            return cached[0]
         try:
             document, ttl = self._fetch(url)
             metadata = self.validate(url, document)
@@ -194,11 +191,7 @@ class DocumentFetcher:
     def _remember(self, url: str, metadata: dict[str, Any] | None, ttl: int, reason: str) -> None:
         if ttl <= 0:
             return
-        with self._lock:
-            self._cache[url] = (time.time() + ttl, metadata, reason)
-            self._cache.move_to_end(url)
-            while len(self._cache) > MAX_CACHED:
-                self._cache.popitem(last=False)
+        self._cache.put(url, (metadata, reason), time.time() + ttl)
 
     def _fetch(self, url: str) -> tuple[Any, int]:
         if not self._slots.acquire(blocking=False):

@@ -1,8 +1,8 @@
 """Configuration from environment variables (and `.env`), validated once at start-up.
 
-Every setting of the contract lives here with its default. A bad value raises
-`ConfigError`, whose message is one line naming the variable, so the operator sees
-exactly what to fix instead of a traceback.
+Every OAUTH_* setting the README lists lives here with its default. A bad value
+raises `ConfigError`, whose message is one line naming the variable, so the operator
+sees exactly what to fix instead of a traceback.
 """
 
 from __future__ import annotations

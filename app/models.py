@@ -145,7 +145,8 @@ class AuthorizationCode(AuthorizationCodeMixin):
     code_challenge: str
     code_challenge_method: str
     expires_at: float
-    # Set once redeemed, for the contract's retry window and replay detection.
+    # Set once redeemed: for the retry window (a client posting /token twice) and
+    # for replay detection (RFC 6749 §4.1.2).
     redeemed_at: float | None = None
     grant_id: str | None = None
     response: dict[str, Any] | None = None

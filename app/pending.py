@@ -8,9 +8,10 @@ pending request is worthless, and expires after OAUTH_AUTH_CODE_TTL.
 from __future__ import annotations
 
 import secrets
-import threading
 import time
 from dataclasses import dataclass, field
+
+from .cache import TTLCache
 
 
 @dataclass
@@ -30,37 +31,25 @@ class PendingAuthorizations:
     #: that a flood of /authorize requests cannot exhaust memory.
     MAX_ITEMS = 10_000
 
-    def __init__(self, ttl: int):
+    def __init__(self, ttl: int, max_items: int = MAX_ITEMS):
         self.ttl = ttl
-        self._items: dict[str, PendingAuthorization] = {}
-        self._lock = threading.Lock()
+        self._items: TTLCache[str, PendingAuthorization] = TTLCache(max_items)
 
     def create(self, params: dict[str, list[str]], browser_id: str) -> PendingAuthorization:
         pending = PendingAuthorization(secrets.token_urlsafe(24), params, browser_id)
-        with self._lock:
-            self._drop_expired()
-            while len(self._items) >= self.MAX_ITEMS:
-                del self._items[next(iter(self._items))]  # dicts keep insertion order
-            self._items[pending.id] = pending
+        self._items.put(pending.id, pending, pending.created_at + self.ttl)
         return pending
 
     def get(self, pending_id: str | None, browser_id: str | None) -> PendingAuthorization | None:
         """The pending request, if it exists, is fresh and belongs to this browser."""
         if not pending_id or not browser_id:
             return None
-        with self._lock:
-            pending = self._items.get(pending_id)
-        if pending is None or time.time() - pending.created_at > self.ttl:
+        pending = self._items.get(pending_id)  # None once expired
+        if pending is None:
             return None
         if not secrets.compare_digest(pending.browser_id, browser_id):
             return None
         return pending
 
     def finish(self, pending_id: str) -> None:
-        with self._lock:
-            self._items.pop(pending_id, None)
-
-    def _drop_expired(self) -> None:
-        now = time.time()
-        for key in [k for k, p in self._items.items() if now - p.created_at > self.ttl]:
-            del self._items[key]
+        self._items.pop(pending_id)

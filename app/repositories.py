@@ -247,11 +247,13 @@ class GrantRepository:
         record = self.store.find("grants", "refresh_token_hashes", token_hash)
         return record["grant_id"] if record else None
 
-    def find_by_refresh_token(self, refresh_token: str) -> Grant | None:
-        """The grant a presented refresh token belongs to, if it may still be used.
+    def present_refresh_token(self, refresh_token: str) -> Grant | None:
+        """A client presents a refresh token (at /token, /revoke or /introspect): the
+        grant it belongs to, if it may still be used.
 
-        A token rotated more than OAUTH_REFRESH_GRACE seconds ago is a replay: the
-        whole grant is revoked (RFC 9700 §4.14.2), and the caller refuses."""
+        Presenting is an act, not a lookup: a token rotated more than
+        OAUTH_REFRESH_GRACE seconds ago is a replay, so the whole grant is revoked
+        here (RFC 9700 §4.14.2) and None returned. `peek_refresh_token` only looks."""
         grant = self.peek_refresh_token(refresh_token)
         if grant is not None:
             return grant

@@ -1,5 +1,6 @@
 """Sliding-window counters in memory, bounded: anyone on the internet can make a new
-key (an address, a user name), so past `max_keys` the stalest are forgotten."""
+key (an address, a user name), so past `max_keys` the least recently used go (a key
+whose last event left the window is gone already)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import contextlib
 import threading
 import time
 from collections import deque
+
+from .cache import TTLCache
 
 
 class SlidingWindow:
@@ -16,17 +19,16 @@ class SlidingWindow:
         self.limit = limit
         self.window = window
         self.max_keys = max_keys
-        self._events: dict[str, deque[float]] = {}
+        #: key -> its events' times, kept until the last one leaves the window
+        self._events: TTLCache[str, deque[float]] = TTLCache(max_keys)
         self._lock = threading.Lock()
 
     def _recent(self, key: str, now: float) -> deque[float]:
-        events = self._events.get(key)
+        events = self._events.get(key, now)
         if events is None:
             return deque()
         while events and now - events[0] >= self.window:
             events.popleft()
-        if not events:
-            del self._events[key]
         return events
 
     def retry_after(self, key: str, now: float | None = None) -> int:
@@ -64,25 +66,22 @@ class SlidingWindow:
 
     def forget(self, key: str) -> None:
         with self._lock:
-            self._events.pop(key, None)
+            self._events.pop(key)
 
     def undo(self, key: str, at: float) -> None:
         """Take back one event recorded at `at` (an attempt that turned out fine)."""
         with self._lock:
-            events = self._events.get(key)
+            events = self._events.get(key, at)
             if events is not None:
                 with contextlib.suppress(ValueError):
                     events.remove(at)
                 if not events:
-                    del self._events[key]
+                    self._events.pop(key)
 
     def _record(self, key: str, now: float) -> None:
-        if key not in self._events and len(self._events) >= self.max_keys:
-            for stale in [k for k, v in self._events.items() if not v or now - v[-1] >= self.window]:
-                del self._events[stale]
-            while len(self._events) >= self.max_keys:
-                del self._events[next(iter(self._events))]  # oldest key first
-        self._events.setdefault(key, deque()).append(now)
+        events = self._recent(key, now)
+        events.append(now)
+        self._events.put(key, events, now + self.window)
 
     def __len__(self) -> int:
         return len(self._events)

@@ -9,8 +9,7 @@ from app.throttle import SlidingWindow
 
 
 def test_pending_authorizations_drop_the_oldest_past_the_cap():
-    pending = PendingAuthorizations(ttl=600)
-    pending.MAX_ITEMS = 3
+    pending = PendingAuthorizations(ttl=600, max_items=3)
     ids = [pending.create({"client_id": ["c"]}, "browser").id for _ in range(5)]
     assert len(pending._items) == 3
     assert pending.get(ids[0], "browser") is None
@@ -19,8 +18,7 @@ def test_pending_authorizations_drop_the_oldest_past_the_cap():
 
 
 def test_upstream_state_cache_is_bounded():
-    cache = MemoryCache()
-    cache.MAX_ITEMS = 2
+    cache = MemoryCache(max_items=2)
     for key in "abc":
         cache.set(key, key, 60)
     assert cache.get("a") is None and cache.get("c") == "c"

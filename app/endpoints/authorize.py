@@ -14,12 +14,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from authlib.oauth2.rfc6749 import OAuth2Error
-from flask import Blueprint, Flask, render_template, request
+from flask import Blueprint, render_template, request
 from flask.typing import ResponseReturnValue
 
 from .. import services
 from ..cimd import DocumentError, is_document_url
-from ..config import Config
 from ..models import Person
 from ..pending import PendingAuthorization
 from ..policy import redirect_destination
@@ -70,92 +69,91 @@ def _asks_for_consent(params: dict[str, list[str]]) -> bool:
     return "consent" in (params.get("prompt") or [""])[0].split()
 
 
-def init_app(app: Flask, config: Config) -> None:
-    bp = Blueprint("authorize", __name__, url_prefix=config.issuer_path)
+bp = Blueprint("authorize", __name__)
 
-    @bp.get("/authorize")
-    def authorize() -> ResponseReturnValue:
-        svc = services()
-        params = request.args.to_dict(flat=False)
-        client_id = (params.get("client_id") or [""])[0]
-        if svc.clients.documents is not None and is_document_url(client_id):
-            try:
-                svc.clients.refresh_document(client_id)
-            except DocumentError as exc:
-                return _error_page(
-                    OAuth2Error(f"The client's metadata document cannot be used: {exc}.", error="invalid_client")
-                )
+
+@bp.get("/authorize")
+def authorize() -> ResponseReturnValue:
+    svc = services()
+    params = request.args.to_dict(flat=False)
+    client_id = (params.get("client_id") or [""])[0]
+    if svc.clients.documents is not None and is_document_url(client_id):
         try:
-            _validate(params)
-        except OAuth2Error as error:
-            return _error_response(error)
-        identity = current_identity(svc.provider)
-        if identity is not None and not _asks_for_consent(params):
-            # A returning person (login session) who approved this client for this
-            # scope and resource before: the code at once, with no page in between.
-            user = identity
-            grant = _validate(params, user)
-            if svc.clients.approved(grant.client, user.subject, grant.request.scope, grant.request.resource):
-                return svc.server.create_authorization_response(request=params, grant_user=user, grant=grant)
-        pending = svc.pending.create(params, browser_id())
-        if identity is not None:
-            return svc.provider.to_consent(pending)
-        return svc.provider.start_login(pending)
-
-    @bp.route("/consent", methods=["GET", "POST"])
-    def consent() -> ResponseReturnValue:
-        svc = services()
-        if request.method == "POST":
-            check_csrf()
-        pending = svc.pending.get(request.values.get("request_id"), browser_id())
-        if pending is None:
-            return (
-                render_template(
-                    "error.html",
-                    title="This sign-in link has expired",
-                    error="expired",
-                    message="The authorization request is unknown or has expired. "
-                    "Go back to your application and connect again.",
-                ),
-                400,
+            svc.clients.refresh_document(client_id)
+        except DocumentError as exc:
+            return _error_page(
+                OAuth2Error(f"The client's metadata document cannot be used: {exc}.", error="invalid_client")
             )
-        identity = current_identity(svc.provider)
-        if identity is None:
-            return svc.provider.start_login(pending)
+    try:
+        _validate(params)
+    except OAuth2Error as error:
+        return _error_response(error)
+    identity = current_identity(svc.provider)
+    if identity is not None and not _asks_for_consent(params):
+        # A returning person (login session) who approved this client for this
+        # scope and resource before: the code at once, with no page in between.
         user = identity
-        try:
-            grant = _validate(pending.params, user)
-        except OAuth2Error as error:
-            svc.pending.finish(pending.id)
-            return _error_response(error)
+        grant = _validate(params, user)
+        if svc.clients.approved(grant.client, user.subject, grant.request.scope, grant.request.resource):
+            return svc.server.create_authorization_response(request=params, grant_user=user, grant=grant)
+    pending = svc.pending.create(params, browser_id())
+    if identity is not None:
+        return svc.provider.to_consent(pending)
+    return svc.provider.start_login(pending)
 
-        scope: str = grant.request.scope
-        resource: list[str] = grant.request.resource
-        client = grant.client
-        if request.method == "POST":
-            decision = request.form.get("decision")
-            if decision not in ("approve", "deny"):
-                return _error_page(OAuth2Error("Choose Allow or Deny.", error="invalid_request"))
-            if decision == "approve":
-                svc.clients.remember_approval(client, user.subject, scope, resource)
-            return _finish(pending, grant, user if decision == "approve" else None)
-        if not _asks_for_consent(pending.params) and svc.clients.approved(client, user.subject, scope, resource):
-            return _finish(pending, grant, user)
-        destination, native_app = redirect_destination(grant.redirect_uri)
-        return render_template(
-            "consent.html",
-            pending=pending,
-            client=client,
-            identity=identity,
-            document_host=urlsplit(client.client_id).hostname if client.record.get("document") else None,
-            redirect_host=destination,
-            native_app=native_app,
-            redirect_uri=grant.redirect_uri,
-            scopes=scope.split(),
-            resources=resource,
+
+@bp.route("/consent", methods=["GET", "POST"])
+def consent() -> ResponseReturnValue:
+    svc = services()
+    if request.method == "POST":
+        check_csrf()
+    pending = svc.pending.get(request.values.get("request_id"), browser_id())
+    if pending is None:
+        return (
+            render_template(
+                "error.html",
+                title="This sign-in link has expired",
+                error="expired",
+                message="The authorization request is unknown or has expired. "
+                "Go back to your application and connect again.",
+            ),
+            400,
         )
+    identity = current_identity(svc.provider)
+    if identity is None:
+        return svc.provider.start_login(pending)
+    user = identity
+    try:
+        grant = _validate(pending.params, user)
+    except OAuth2Error as error:
+        svc.pending.finish(pending.id)
+        return _error_response(error)
 
-    app.register_blueprint(bp)
+    scope: str = grant.request.scope
+    resource: list[str] = grant.request.resource
+    client = grant.client
+    if request.method == "POST":
+        decision = request.form.get("decision")
+        if decision not in ("approve", "deny"):
+            return _error_page(OAuth2Error("Choose Allow or Deny.", error="invalid_request"))
+        if decision == "approve":
+            svc.clients.remember_approval(client, user.subject, scope, resource)
+        return _finish(pending, grant, user if decision == "approve" else None)
+    if not _asks_for_consent(pending.params) and svc.clients.approved(client, user.subject, scope, resource):
+        return _finish(pending, grant, user)
+    destination, native_app = redirect_destination(grant.redirect_uri)
+    return render_template(
+        "consent.html",
+        pending=pending,
+        client=client,
+        identity=identity,
+        document_host=urlsplit(client.client_id).hostname if client.record.get("document") else None,
+        redirect_host=destination,
+        native_app=native_app,
+        redirect_uri=grant.redirect_uri,
+        scopes=scope.split(),
+        resources=resource,
+    )
 
 
 def _finish(pending: PendingAuthorization, grant: Any, user: Person | None) -> ResponseReturnValue:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
-from flask import Blueprint, Flask, Response, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
 from .. import services
 from ..config import Config
@@ -84,11 +84,12 @@ def challenge(config: Config, resource: str, refusal: Refusal) -> Response:
         params.append(f"scope={quoted(refusal.scope)}")
     if refusal.error:
         params.append(f"error_description={quoted(refusal.description)}")
-    response = jsonify(error=refusal.error or "invalid_request", error_description=refusal.description)
-    response.status_code = refusal.status
-    response.headers["WWW-Authenticate"] = "Bearer " + ", ".join(params)
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return error_response(
+        refusal.status,
+        refusal.error or "invalid_request",
+        refusal.description,
+        {"WWW-Authenticate": "Bearer " + ", ".join(params)},
+    )
 
 
 def check_bearer(svc: Services, environ: WSGIEnviron, resource: str, scope: str = "") -> dict[str, str] | Refusal:
@@ -133,37 +134,37 @@ PASSED_HEADERS = {
 }
 
 
-def init_app(app: Flask, config: Config) -> None:
-    bp = Blueprint("verify", __name__, url_prefix=config.issuer_path)
+bp = Blueprint("verify", __name__)
 
-    @bp.route("/verify", methods=["GET", "HEAD", "POST"])
-    def verify() -> Response:
-        # A plain GET that passes is answered by the hot path (app/hotpath.py) before
-        # it gets here; the same checks run here for everything else.
-        environ = request.environ
-        scope = required_scope(environ)
-        if scope is None:
-            return error_response(400, "invalid_request", "scope must be space-separated scope tokens.")
-        try:
-            resource = forwarded_resource(config, environ)
-        except NoResource:
-            return error_response(403, "invalid_target", "The request names no resource this server protects.")
-        result = check_bearer(services(), environ, resource, scope)
-        if isinstance(result, Refusal):
-            return challenge(config, resource, result)
-        return Response(b"", 200, headers={**result, **PASSED_HEADERS})
 
-    @bp.get("/healthz")
-    def healthz() -> Response:
-        store = services().store
-        try:
-            store.check()
-            store.check_writable()
-        except StoreError:
-            response = jsonify(status="error", error="the store cannot be read or written")
-            response.status_code = 503
-            response.headers["Cache-Control"] = "no-store"
-            return response
-        return jsonify(status="ok")
+@bp.route("/verify", methods=["GET", "HEAD", "POST"])
+def verify() -> Response:
+    # A plain GET that passes is answered by the hot path (app/hotpath.py) before
+    # it gets here; the same checks run here for everything else.
+    svc = services()
+    environ = request.environ
+    scope = required_scope(environ)
+    if scope is None:
+        return error_response(400, "invalid_request", "scope must be space-separated scope tokens.")
+    try:
+        resource = forwarded_resource(svc.config, environ)
+    except NoResource:
+        return error_response(403, "invalid_target", "The request names no resource this server protects.")
+    result = check_bearer(svc, environ, resource, scope)
+    if isinstance(result, Refusal):
+        return challenge(svc.config, resource, result)
+    return Response(b"", 200, headers={**result, **PASSED_HEADERS})
 
-    app.register_blueprint(bp)
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    store = services().store
+    try:
+        store.check()
+        store.check_writable()
+    except StoreError:
+        response = jsonify(status="error", error="the store cannot be read or written")
+        response.status_code = 503
+        response.headers["Cache-Control"] = "no-store"
+        return response
+    return jsonify(status="ok")

@@ -135,7 +135,7 @@ class RefreshTokenGrant(_TokenIssuing, grants.RefreshTokenGrant):
     INCLUDE_NEW_REFRESH_TOKEN = True
 
     def authenticate_refresh_token(self, refresh_token: str) -> Grant | None:
-        return self.server.grants.find_by_refresh_token(refresh_token)
+        return self.server.grants.present_refresh_token(refresh_token)
 
     def authenticate_user(self, refresh_token: Grant) -> Person:
         return Person(refresh_token.subject, refresh_token.record.get("provider", ""))

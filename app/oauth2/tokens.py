@@ -149,4 +149,4 @@ def find_token(
             return verifier.verify(token)
         except InvalidAccessToken:
             return None
-    return grants.find_by_refresh_token(token)
+    return grants.present_refresh_token(token)

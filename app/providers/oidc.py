@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import threading
 import time
 from typing import Any, ClassVar
 
@@ -29,6 +28,7 @@ from flask.typing import ResponseReturnValue
 from joserfc.errors import JoseError
 
 from .. import services
+from ..cache import TTLCache
 from ..config import Config
 from ..models import Person
 from ..pending import PendingAuthorization
@@ -45,30 +45,17 @@ class MemoryCache:
 
     MAX_ITEMS = 10_000
 
-    def __init__(self) -> None:
-        self._items: dict[str, tuple[float, Any]] = {}
-        self._lock = threading.Lock()
+    def __init__(self, max_items: int = MAX_ITEMS) -> None:
+        self._items: TTLCache[str, Any] = TTLCache(max_items)
 
     def get(self, key: str) -> Any:
-        with self._lock:
-            entry = self._items.get(key)
-            if entry is None or entry[0] < time.time():
-                self._items.pop(key, None)
-                return None
-            return entry[1]
+        return self._items.get(key)
 
     def set(self, key: str, value: Any, expires: int | None = None) -> None:
-        with self._lock:
-            now = time.time()
-            for stale in [k for k, (exp, _) in self._items.items() if exp < now]:
-                del self._items[stale]
-            while len(self._items) >= self.MAX_ITEMS:
-                del self._items[next(iter(self._items))]
-            self._items[key] = (now + (expires or 600), value)
+        self._items.put(key, value, time.time() + (expires or 600))
 
     def delete(self, key: str) -> None:
-        with self._lock:
-            self._items.pop(key, None)
+        self._items.pop(key)
 
 
 class NotAllowed(Exception):

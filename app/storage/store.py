@@ -53,7 +53,7 @@ MIN_COMPACTION_BYTES = 64 * 1024
 #: seconds after which a temporary file is a crash's leftover (`sweep`)
 LEFTOVER_AGE = 3600
 
-#: collection name -> file name (the contract's file names)
+#: collection name -> file name (what operators back up and read)
 COLLECTIONS: dict[str, str] = {
     "clients": "clients.json",
     "grants": "refresh_tokens.json",
