@@ -9,6 +9,9 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+from typing import Any
+
+from flask import Flask
 
 from app import create_app
 from app.config import Config, ConfigError
@@ -44,25 +47,29 @@ def main() -> int:
     return 0
 
 
-def _serve(app, config: Config) -> None:
-    from waitress import serve
-
-    serve(
-        app,
-        host=config.host,
-        port=config.port,
-        threads=config.threads,
-        ident="mcp-oauth",
+def waitress_options(config: Config) -> dict[str, Any]:
+    """How waitress serves the app (the tests' in-thread server uses the same)."""
+    return {
+        "host": config.host,
+        "port": config.port,
+        "threads": config.threads,
+        "ident": "mcp-oauth",
         # Forwarded headers are judged by the app against OAUTH_TRUSTED_PROXIES
         # (app/forwarded.py); waitress's own proxy handling stays off.
-        clear_untrusted_proxy_headers=False,
+        "clear_untrusted_proxy_headers": False,
         # Sized for the internet: a request is read by waitress's event loop before a
         # worker thread sees it, so half-sent requests only hold a connection slot,
         # and an idle connection gives its slot back after a minute.
-        connection_limit=config.connection_limit,
-        channel_timeout=IDLE_TIMEOUT,
-        max_request_body_size=MAX_REQUEST_BODY,
-    )
+        "connection_limit": config.connection_limit,
+        "channel_timeout": IDLE_TIMEOUT,
+        "max_request_body_size": MAX_REQUEST_BODY,
+    }
+
+
+def _serve(app: Flask, config: Config) -> None:
+    from waitress import serve
+
+    serve(app, **waitress_options(config))
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 import requests
-from conftest import (
-    CHATGPT_CALLBACK,
+from support.harness import CHATGPT_CALLBACK, PASSWORD, free_port
+from support.oauth import (
     Browser,
     auth_params,
     csrf_of,
@@ -115,7 +115,7 @@ def test_empty_scope_and_offline_access_mean_all_scopes(make_server):
 
 
 def test_resource_binds_audience_and_defaults_to_first(make_server):
-    port = __import__("conftest").free_port()
+    port = free_port()
     issuer = f"http://127.0.0.1:{port}"
     server = make_server(PORT=str(port), OAUTH_RESOURCES=f"{issuer}/mcp,{issuer}/other")
     client = register(server)
@@ -153,7 +153,7 @@ def test_consent_page_shows_client_host_scope_and_resource(server):
         data={
             "csrf_token": csrf_of(login.text),
             "username": "alice",
-            "password": __import__("conftest").PASSWORD,
+            "password": PASSWORD,
             "request_id": request_id_of(response.headers["Location"]),
         },
     )
@@ -193,7 +193,7 @@ def test_forms_refuse_a_missing_or_wrong_csrf_token(server):
         server.url("/login"),
         data={
             "username": "alice",
-            "password": __import__("conftest").PASSWORD,
+            "password": PASSWORD,
             "request_id": request_id,
             "csrf_token": csrf_of(login.text),
         },
@@ -267,7 +267,7 @@ def test_password_guessing_is_throttled(server):
     # Even the right password waits now.
     right = browser.post(
         server.url("/login"),
-        data={"csrf_token": token, "username": "alice", "password": __import__("conftest").PASSWORD},
+        data={"csrf_token": token, "username": "alice", "password": PASSWORD},
     )
     assert right.status_code == 429 and int(right.headers["Retry-After"]) > 0
 

@@ -9,7 +9,8 @@ import shutil
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
-from conftest import PASSWORD, auth_params, exchange, pkce_pair, register
+from support.harness import PASSWORD
+from support.oauth import auth_params, exchange, pkce_pair, register
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")

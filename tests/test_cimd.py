@@ -13,18 +13,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 import requests
-from conftest import (
-    Browser,
-    csrf_of,
-    exchange,
-    free_port,
-    pkce_pair,
-    refresh,
-    register,
-    request_id_of,
-    verify,
-    wait_for_port,
-)
+from support.harness import free_port, wait_for_port
+from support.oauth import Browser, csrf_of, exchange, pkce_pair, refresh, register, request_id_of, verify
 from support.tls import make_ca
 
 from app.cimd import address_allowed

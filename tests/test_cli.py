@@ -7,7 +7,8 @@ import json
 import os
 import stat
 
-from conftest import refresh, register, run_cli, tokens_for, verify
+from support.harness import run_cli
+from support.oauth import refresh, register, tokens_for, verify
 
 
 def ok(result):
@@ -205,7 +206,7 @@ def test_users(server):
     users = json.loads(ok(server.cli("list-users", "--json")))
     assert [u["username"] for u in users] == ["alice", "bob"]
     ok(server.cli("set-password", "bob", "--password-stdin", input="a new password\n"))
-    from conftest import Browser, get_code
+    from support.oauth import Browser, get_code
 
     client = register(server)
     get_code(server, client, browser=Browser(server, "bob", "a new password"))

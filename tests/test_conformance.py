@@ -14,8 +14,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-from conftest import Browser, free_port, register
+from support.harness import free_port
 from support.npm import npm_ci
+from support.oauth import Browser, register
 
 SUITE_DIR = Path(__file__).parent / "conformance"
 pytestmark = pytest.mark.skipif(not shutil.which("npm"), reason="npm is not installed")

@@ -4,17 +4,9 @@ and carrying on after a restart without registering again."""
 from __future__ import annotations
 
 import requests
-from conftest import (
-    CHATGPT_CALLBACK,
-    Browser,
-    exchange,
-    get_code,
-    refresh,
-    register,
-    tokens_for,
-    verify,
-)
+from support.harness import CHATGPT_CALLBACK
 from support.jwt import jwt_parts
+from support.oauth import Browser, exchange, get_code, refresh, register, tokens_for, verify
 
 
 def test_discover_register_authorize_token_refresh(server):

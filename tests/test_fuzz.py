@@ -12,7 +12,8 @@ import socket
 from urllib.parse import quote
 
 import requests
-from conftest import CHATGPT_CALLBACK, Browser, csrf_of, pkce_pair, register, tokens_for
+from support.harness import CHATGPT_CALLBACK
+from support.oauth import Browser, csrf_of, pkce_pair, register, tokens_for
 
 #: FUZZ_SEED=N explores other inputs; the suite always runs the same ones
 SEED = int(os.environ.get("FUZZ_SEED", "20261123"))

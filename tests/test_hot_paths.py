@@ -6,16 +6,13 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
 import requests
-from conftest import refresh, tokens_for, verify
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 from support.jwt import jwt_parts
+from support.oauth import refresh, tokens_for, verify
 
-from app import create_app
 from app.cache import TTLCache
-from app.config import Config
 from app.hotpath import MAX_FORM
 
 VOLATILE = {"date", "server"}
@@ -123,13 +120,6 @@ def test_introspection_on_the_hot_path_answers_as_flask_does(server):
     wrong = requests.post(server.url("/introspect"), data={"token": "x"}, auth=(rs["client_id"], "nope"), timeout=5)
     assert wrong.status_code == 401 and wrong.json()["error"] == "invalid_client"
     assert "WWW-Authenticate" in wrong.headers
-
-
-@pytest.fixture
-def app(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # no .env from the repo
-    config = Config.from_env({"OAUTH_DATA_DIR": str(tmp_path / "data")}, env_file=None)
-    return create_app(config)
 
 
 def test_a_flood_of_garbage_tokens_never_enters_the_cache(app):

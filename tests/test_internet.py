@@ -11,17 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from conftest import (
-    PASSWORD,
-    Browser,
-    csrf_of,
-    exchange,
-    get_code,
-    refresh,
-    register,
-    tokens_for,
-    verify,
-)
+from support.harness import PASSWORD
+from support.oauth import Browser, csrf_of, exchange, get_code, refresh, register, tokens_for, verify
 from support.records import grant
 
 # -- URLs come from OAUTH_ISSUER, never from Host ------------------------------------
@@ -172,7 +163,7 @@ def test_half_open_connections_do_not_stop_healthz(server):
 
 @pytest.fixture
 def two_resources(make_server):
-    from conftest import free_port
+    from support.harness import free_port
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -215,7 +206,7 @@ def test_verify_refuses_a_url_that_names_no_resource(two_resources):
 
 
 def test_verify_ignores_forwarded_headers_from_untrusted_peers(make_server):
-    from conftest import free_port
+    from support.harness import free_port
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import requests
-from conftest import free_port, refresh, register, tokens_for, verify
+from support.harness import free_port
 from support.jwt import jwt_parts
+from support.oauth import refresh, register, tokens_for, verify
 
 
 def test_metadata_endpoints_derive_from_issuer(server):

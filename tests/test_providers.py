@@ -7,18 +7,9 @@ from urllib.parse import urlencode
 
 import pytest
 import requests
-from conftest import (
-    Browser,
-    auth_params,
-    exchange,
-    failed_start,
-    free_port,
-    helper_process,
-    pkce_pair,
-    redirect_params,
-    register,
-)
+from support.harness import failed_start, free_port, helper_process
 from support.jwt import jwt_parts
+from support.oauth import Browser, auth_params, exchange, pkce_pair, redirect_params, register
 
 CLIENT_ID = "our-client-id"
 SECRET = "idp-secret"

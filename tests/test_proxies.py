@@ -13,10 +13,11 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-from conftest import PASSWORD, Server, free_port, seed_users, tokens_for
+from support.harness import PASSWORD, Server, free_port, seed_users
+from support.mcp import MemoryStorage, PersonAtTheBrowser, call_tools
+from support.oauth import tokens_for
 from support.proxies import tls_proxy
 from support.tls import TEST_HOST
-from test_gateway import MemoryStorage, PersonAtTheBrowser, call_tools
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 import requests
-from conftest import CHATGPT_CALLBACK, CLAUDE_CALLBACK, register
+from support.harness import CHATGPT_CALLBACK, CLAUDE_CALLBACK
+from support.oauth import register
 
 
 def post_register(server, body, **kw):

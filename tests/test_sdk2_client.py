@@ -8,7 +8,7 @@ import json
 import subprocess
 
 import pytest
-from conftest import PASSWORD, ROOT
+from support.harness import PASSWORD, ROOT
 
 PYTHON = ROOT / ".venv-mcp2" / "bin" / "python"
 pytestmark = pytest.mark.skipif(not PYTHON.exists(), reason="no .venv-mcp2 (`make test` builds it)")

@@ -12,7 +12,8 @@ import time
 
 import pytest
 import requests
-from conftest import ROOT, Server, base_env, failed_start, register, run_cli, tokens_for, verify
+from support.harness import ROOT, Server, base_env, failed_start, free_port, run_cli
+from support.oauth import register, tokens_for, verify
 from support.records import grant
 
 from app.storage import CorruptStoreError, PersistentStore
@@ -133,7 +134,7 @@ def test_bad_configuration_stops_startup_with_one_line(tmp_path, variable, value
 
 
 def test_dotenv_file_is_read(tmp_path):
-    port = __import__("conftest").free_port()
+    port = free_port()
     (tmp_path / ".env").write_text(f"OAUTH_SCOPES=mcp files\nOAUTH_ISSUER=http://127.0.0.1:{port}\n")
     server = Server(tmp_path / "data", tmp_path, PORT=str(port))
     server.env.pop("OAUTH_ISSUER")
@@ -151,7 +152,7 @@ def test_first_start_creates_admin_and_prints_password_once(make_server):
     assert "created user 'admin' with password:" in output
     password = output.split("with password:")[1].split()[0]
     assert not any(password in p.read_text() for p in server.data_dir.iterdir() if p.is_file())
-    from conftest import Browser, get_code
+    from support.oauth import Browser, get_code
 
     client = register(server)
     get_code(server, client, browser=Browser(server, "admin", password))
@@ -207,9 +208,7 @@ def test_change_is_atomic_across_processes(tmp_path):
     store = PersistentStore(tmp_path)
     store.put("grants", "g", {"grant_id": "g", "n": 0})
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    workers = [
-        subprocess.Popen([sys.executable, "-c", CHANGE_WORKER, str(tmp_path), "40"], env=env) for _ in range(2)
-    ]
+    workers = [subprocess.Popen([sys.executable, "-c", CHANGE_WORKER, str(tmp_path), "40"], env=env) for _ in range(2)]
     for _ in range(40):
         store.change("grants", "g", lambda r: r.__setitem__("n", r["n"] + 1))
     assert all(w.wait(60) == 0 for w in workers)

