@@ -27,8 +27,8 @@ class PendingAuthorization:
 
 
 class PendingAuthorizations:
-    #: Anyone can start an authorization; past this many, the oldest are dropped so
-    #: that a flood of /authorize requests cannot exhaust memory.
+    #: Anyone can start an authorization; past this many, the least recently used
+    #: are dropped so that a flood of /authorize requests cannot exhaust memory.
     MAX_ITEMS = 10_000
 
     def __init__(self, ttl: int, max_items: int = MAX_ITEMS):

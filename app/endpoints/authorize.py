@@ -92,10 +92,9 @@ def authorize() -> ResponseReturnValue:
     if identity is not None and not _asks_for_consent(params):
         # A returning person (login session) who approved this client for this
         # scope and resource before: the code at once, with no page in between.
-        user = identity
-        grant = _validate(params, user)
-        if svc.clients.approved(grant.client, user.subject, grant.request.scope, grant.request.resource):
-            return svc.server.create_authorization_response(request=params, grant_user=user, grant=grant)
+        grant = _validate(params, identity)
+        if svc.clients.approved(grant.client, identity.subject, grant.request.scope, grant.request.resource):
+            return svc.server.create_authorization_response(request=params, grant_user=identity, grant=grant)
     pending = svc.pending.create(params, browser_id())
     if identity is not None:
         return svc.provider.to_consent(pending)
@@ -122,9 +121,8 @@ def consent() -> ResponseReturnValue:
     identity = current_identity(svc.provider)
     if identity is None:
         return svc.provider.start_login(pending)
-    user = identity
     try:
-        grant = _validate(pending.params, user)
+        grant = _validate(pending.params, identity)
     except OAuth2Error as error:
         svc.pending.finish(pending.id)
         return _error_response(error)
@@ -137,10 +135,10 @@ def consent() -> ResponseReturnValue:
         if decision not in ("approve", "deny"):
             return _error_page(OAuth2Error("Choose Allow or Deny.", error="invalid_request"))
         if decision == "approve":
-            svc.clients.remember_approval(client, user.subject, scope, resource)
-        return _finish(pending, grant, user if decision == "approve" else None)
-    if not _asks_for_consent(pending.params) and svc.clients.approved(client, user.subject, scope, resource):
-        return _finish(pending, grant, user)
+            svc.clients.remember_approval(client, identity.subject, scope, resource)
+        return _finish(pending, grant, identity if decision == "approve" else None)
+    if not _asks_for_consent(pending.params) and svc.clients.approved(client, identity.subject, scope, resource):
+        return _finish(pending, grant, identity)
     destination, native_app = redirect_destination(grant.redirect_uri)
     return render_template(
         "consent.html",
