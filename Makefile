@@ -2,7 +2,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench mutants clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ test: lint $(VENV_MCP2)/.requirements
 ## Our endpoints beside a bare Flask route on waitress, at 100 and 10,000 clients + grants
 bench: $(VENV)/.requirements-dev
 	$(BIN)/python scripts/bench.py
+
+## Break each security rule in tests/mutants.toml in turn; fails naming any mutant no test notices
+mutants: $(VENV)/.requirements-dev
+	$(BIN)/python scripts/mutants.py
 
 ## ruff, and mypy over app/, wsgi.py and scripts/
 lint: $(VENV)/.requirements-dev

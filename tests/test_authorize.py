@@ -57,6 +57,7 @@ def test_a_redirect_uri_that_only_extends_a_registered_one_is_refused(server):
         "https://app.example.com/cb/../../evil",
         "https://app.example.com/cb?next=https://evil.example",
         "https://app.example.com@evil.example/cb",
+        "https://app.example.com:8443/cb",  # only loopback http may change its port
     ):
         response = start(server, auth_params(client, challenge, redirect_uri=extended))
         assert response.status_code == 400, extended
@@ -74,18 +75,21 @@ def test_loopback_redirect_may_change_port_but_not_host_or_path(server):
 
 
 def test_pkce_is_required_and_plain_refused(server):
-    client = register(server)
+    """OAuth 2.1 §4.1.1: every client, confidential ones too, sends an S256 challenge."""
+    public = register(server)
+    confidential = register(server, token_endpoint_auth_method="client_secret_basic")
     _, challenge = pkce_pair()
-    for extra in (
-        {"code_challenge": None, "code_challenge_method": None},
-        {"code_challenge_method": "plain"},
-        {"code_challenge_method": None},
-    ):
-        params = auth_params(client, challenge, **extra)
-        result = redirect_params(start(server, params))
-        assert result["error"] == "invalid_request", extra
-        assert result["state"] == params["state"]
-        assert result["iss"] == server.issuer
+    for client in (public, confidential):
+        for extra in (
+            {"code_challenge": None, "code_challenge_method": None},
+            {"code_challenge_method": "plain"},
+            {"code_challenge_method": None},
+        ):
+            params = auth_params(client, challenge, **extra)
+            result = redirect_params(start(server, params))
+            assert result["error"] == "invalid_request", (client["token_endpoint_auth_method"], extra)
+            assert result["state"] == params["state"]
+            assert result["iss"] == server.issuer
 
 
 def test_wrong_verifier_is_invalid_grant(server):
@@ -112,6 +116,19 @@ def test_empty_scope_and_offline_access_mean_all_scopes(make_server):
         code, verifier, _ = get_code(server, client, scope=scope)
         tokens = exchange(server, client, code, verifier).json()
         assert tokens["scope"] == "mcp tools", scope
+
+
+def test_a_client_gets_no_scope_beyond_what_it_registered(make_server):
+    """A client registered for `mcp` on a server offering `mcp tools` cannot ask for
+    `tools` (RFC 7591 §2 `scope`), and an empty request means its own scopes only."""
+    server = make_server(in_thread=True, OAUTH_SCOPES="mcp tools")
+    client = register(server, redirect_uris=[CHATGPT_CALLBACK], scope="mcp")
+    _, challenge = pkce_pair()
+    for scope in ("tools", "mcp tools"):
+        refused = redirect_params(start(server, auth_params(client, challenge, scope=scope)))
+        assert refused["error"] == "invalid_scope", scope
+    code, verifier, _ = get_code(server, client, scope=None)
+    assert exchange(server, client, code, verifier).json()["scope"] == "mcp"
 
 
 def test_resource_binds_audience_and_defaults_to_first(make_server):
@@ -175,33 +192,29 @@ def test_consent_page_shows_client_host_scope_and_resource(server):
 
 
 def test_forms_refuse_a_missing_or_wrong_csrf_token(server):
+    """The login and consent forms each refuse a missing or forged CSRF token, even
+    with everything else right, and accept the same post with the page's token."""
     client = register(server)
     browser = Browser(server)
     _, challenge = pkce_pair()
     response = browser.get(server.url("/authorize?" + urlencode(auth_params(client, challenge))))
     request_id = request_id_of(response.headers["Location"])
-    browser.get(browser.absolute(response.headers["Location"]))
-    bad_login = browser.post(
-        server.url("/login"),
-        data={"username": "alice", "password": "x", "request_id": request_id, "csrf_token": "forged"},
-    )
-    assert bad_login.status_code == 400
-    # Logged in properly, the consent form still needs the token.
-    browser.authorize  # noqa: B018
-    login = browser.get(server.url(f"/login?request_id={request_id}"))
-    ok = browser.post(
-        server.url("/login"),
-        data={
-            "username": "alice",
-            "password": PASSWORD,
-            "request_id": request_id,
-            "csrf_token": csrf_of(login.text),
-        },
-    )
+    login_page = browser.get(browser.absolute(response.headers["Location"]))
+    credentials = {"username": "alice", "password": PASSWORD, "request_id": request_id}
+    for token in ({"csrf_token": "forged"}, {}):
+        refused = browser.post(server.url("/login"), data={**credentials, **token})
+        assert refused.status_code == 400
+        assert "Location" not in refused.headers
+    ok = browser.post(server.url("/login"), data={**credentials, "csrf_token": csrf_of(login_page.text)})
     assert ok.status_code == 302
-    forged = browser.post(server.url("/consent"), data={"request_id": request_id, "decision": "approve"})
-    assert forged.status_code == 400
-    assert "Location" not in forged.headers
+    consent_page = browser.get(browser.absolute(ok.headers["Location"]))
+    decision = {"request_id": request_id, "decision": "approve"}
+    for token in ({"csrf_token": "forged"}, {}):
+        forged = browser.post(server.url("/consent"), data={**decision, **token})
+        assert forged.status_code == 400
+        assert "Location" not in forged.headers
+    approved = browser.post(server.url("/consent"), data={**decision, "csrf_token": csrf_of(consent_page.text)})
+    assert "code" in redirect_params(approved)
 
 
 def test_wrong_password_is_refused(server):

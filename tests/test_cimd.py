@@ -253,10 +253,14 @@ def test_unsafe_or_unlisted_schemes_are_refused(server, uri):
 
 
 def test_native_schemes_are_configurable(make_server):
-    server = make_server(OAUTH_NATIVE_SCHEMES="myapp")
+    """OAUTH_NATIVE_SCHEMES replaces the list, and never admits a scheme that runs
+    or reads something where it is opened, even when an operator lists it."""
+    server = make_server(OAUTH_NATIVE_SCHEMES="myapp,javascript,data,file")
     assert requests.post(server.url("/register"), json={"redirect_uris": ["myapp://cb"]}, timeout=10).status_code == 201
-    refused = requests.post(server.url("/register"), json={"redirect_uris": ["cursor://x/cb"]}, timeout=10)
-    assert refused.status_code == 400
+    for uri in ("cursor://x/cb", "javascript:alert(1)", "data:text/html,x", "file:///etc/passwd"):
+        refused = requests.post(server.url("/register"), json={"redirect_uris": [uri]}, timeout=10)
+        assert refused.status_code == 400, uri
+        assert refused.json()["error"] == "invalid_redirect_uri"
 
 
 # -- client ids an operator can type -------------------------------------------------------

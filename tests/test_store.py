@@ -75,6 +75,56 @@ def test_two_processes_writing_at_once_lose_nothing(tmp_path):
     assert not list(data.glob("*.tmp"))
 
 
+COMPACTING_WRITER = """
+import sys
+from app.storage import PersistentStore
+store = PersistentStore(sys.argv[1])
+for i in range(2000):
+    store.put("clients", f"c{i}", {"client_id": f"c{i}", "padding": "p" * 100})
+store.compact()
+print("ready", flush=True)
+i = 0
+while True:  # every compaction rewrites both files of the collection
+    store.put("clients", f"c{i % 2000}", {"client_id": f"c{i % 2000}", "padding": "q" * 100, "n": i})
+    store.compact("clients")
+    i += 1
+"""
+
+
+def test_readers_never_see_a_torn_file(tmp_path):
+    """While another process rewrites a 300 KB collection as fast as it can, every
+    read of either file, at any instant, is a whole file that parses: files are
+    replaced by rename, never written in place (which a reader sees half-written)."""
+    writer = subprocess.Popen(
+        [sys.executable, "-c", COMPACTING_WRITER, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        text=True,
+    )
+    try:
+        assert writer.stdout.readline().strip() == "ready"
+        snapshot, journal = tmp_path / "clients.json", tmp_path / "clients.json.journal"
+        torn, reads, deadline = [], 0, time.time() + 1.5
+        while time.time() < deadline and len(torn) < 5:
+            data = snapshot.read_bytes()
+            try:
+                assert len(json.loads(data)["clients"]) == 2000
+            except (ValueError, KeyError, AssertionError):
+                torn.append(len(data))
+            header = journal.read_bytes().split(b"\n", 1)[0]
+            try:
+                assert "generation" in json.loads(header)
+            except (ValueError, AssertionError):
+                torn.append(len(header))
+            reads += 1
+        assert writer.poll() is None, "the writer stopped"
+    finally:
+        writer.kill()
+        writer.wait()
+    assert not torn, f"{len(torn)} torn reads (sizes {torn}) in {reads}"
+    assert reads > 20
+
+
 def test_cache_sees_changes_made_by_another_process(tmp_path):
     store = PersistentStore(tmp_path)
     store.put("clients", "x", {"client_id": "x"})
@@ -198,21 +248,36 @@ CHANGE_WORKER = """
 import sys
 from app.storage import PersistentStore
 store = PersistentStore(sys.argv[1])
+store.get("grants", "g")
+print("ready", flush=True)
+sys.stdin.readline()  # all start incrementing at once
 for _ in range(int(sys.argv[2])):
     store.change("grants", "g", lambda r: r.__setitem__("n", r["n"] + 1))
 """
 
 
 def test_change_is_atomic_across_processes(tmp_path):
-    """Two processes incrementing one record: no increment is lost."""
+    """Three processes incrementing one record at the same moment: no increment is
+    lost (each read-modify-write holds the collection's file lock)."""
     store = PersistentStore(tmp_path)
     store.put("grants", "g", {"grant_id": "g", "n": 0})
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    workers = [subprocess.Popen([sys.executable, "-c", CHANGE_WORKER, str(tmp_path), "40"], env=env) for _ in range(2)]
-    for _ in range(40):
-        store.change("grants", "g", lambda r: r.__setitem__("n", r["n"] + 1))
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", CHANGE_WORKER, str(tmp_path), "150"],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    assert [w.stdout.readline().strip() for w in workers] == ["ready"] * 3
+    for w in workers:
+        w.stdin.write("go\n")
+        w.stdin.flush()
     assert all(w.wait(60) == 0 for w in workers)
-    assert store.get("grants", "g")["n"] == 120
+    assert PersistentStore(tmp_path).get("grants", "g")["n"] == 450
 
 
 def test_add_change_find_and_delete_where(tmp_path):

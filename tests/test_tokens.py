@@ -252,6 +252,33 @@ def test_verify_refusals(server):
     assert verify(server, tokens["access_token"], scope="mcp").status_code == 200
 
 
+def test_tokens_signed_with_our_key_are_refused_unless_they_are_our_access_tokens(server):
+    """The signature alone is not enough (RFC 9068 §4): a JWT signed with the
+    server's own key is refused unless its `typ` is `at+jwt` and its `iss` is us."""
+    from joserfc import jwt
+    from support.jwt import jwt_parts
+
+    from app.keys import KeyManager
+    from app.storage import PersistentStore
+
+    _, tokens = tokens_for(server)
+    header, claims = jwt_parts(tokens["access_token"])
+    key = KeyManager(PersistentStore(server.data_dir)).current
+
+    def signed(header_changes: dict, claim_changes: dict) -> str:
+        return jwt.encode({**header, **header_changes}, {**claims, **claim_changes}, key)
+
+    assert verify(server, signed({}, {"jti": "resigned"})).status_code == 200  # the key is ours
+    for header_changes, claim_changes in (
+        ({"typ": "JWT"}, {}),  # an ID token or any other JWT of ours
+        ({}, {"iss": "https://other.example"}),
+        ({}, {"iss": server.issuer + "/"}),
+    ):
+        refused = verify(server, signed(header_changes, claim_changes))
+        assert refused.status_code == 401, (header_changes, claim_changes)
+        assert 'error="invalid_token"' in refused.headers["WWW-Authenticate"]
+
+
 def test_verify_refuses_an_expired_token(make_server):
     server = make_server(OAUTH_ACCESS_TOKEN_TTL="1")
     _, tokens = tokens_for(server)
