@@ -26,7 +26,7 @@ from .oauth2 import AccessTokenVerifier, OAuthServer
 from .pending import PendingAuthorizations
 from .providers import IdentityProvider, load_provider
 from .repositories import ClientRepository, GrantRepository, UserRepository, open_store
-from .storage import PersistentStore, StoreError
+from .storage import Store, StoreError
 from .throttle import SlidingWindow
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ class Services:
     """Everything the endpoints use, created once per app."""
 
     config: Config
-    store: PersistentStore
+    store: Store
     keys: KeyManager
     clients: ClientRepository
     grants: GrantRepository
@@ -150,8 +150,8 @@ class LazySessionInterface(SecureCookieSessionInterface):
         return super().open_session(app, request)
 
 
-def _compact_quietly(store: PersistentStore) -> None:
-    if store.wrote:  # a command that changed nothing leaves every file as it was
+def _compact_quietly(store: Store) -> None:
+    if getattr(store, "wrote", False):  # a command that changed nothing leaves every file as it was
         with contextlib.suppress(StoreError):
             store.compact()
 

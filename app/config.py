@@ -45,6 +45,8 @@ class Config:
     port: int = 8000
     threads: int = 16
     data_dir: Path = Path(".oauth_data")
+    #: "file", or a postgresql:// URL
+    store: str = "file"
     provider: str = "custom"
     access_token_ttl: int = 3600
     refresh_token_ttl: int = 2592000
@@ -114,6 +116,13 @@ class Config:
 def _get(env: Mapping[str, str], name: str, default: str) -> str:
     value = env.get(name)
     return default if value is None or value.strip() == "" else value.strip()
+
+
+def _store(env: Mapping[str, str]) -> str:
+    value = _get(env, "OAUTH_STORE", "file")
+    if value == "file" or value.startswith(("postgresql://", "postgres://")):
+        return value
+    raise ConfigError("OAUTH_STORE must be `file` or a postgresql:// URL")
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
@@ -223,6 +232,7 @@ def _parse(env: Mapping[str, str]) -> Config:
         port=port,
         threads=_int(env, "OAUTH_THREADS", 16, minimum=1),
         data_dir=Path(_get(env, "OAUTH_DATA_DIR", ".oauth_data")),
+        store=_store(env),
         provider=provider,
         access_token_ttl=_int(env, "OAUTH_ACCESS_TOKEN_TTL", 3600, minimum=1),
         refresh_token_ttl=_int(env, "OAUTH_REFRESH_TOKEN_TTL", 2592000, minimum=1),

@@ -19,9 +19,10 @@ ALGORITHM = "RS256"
 SESSION_ENTRY = "session"
 
 
-def key_expired(record: dict[str, Any], now: float, access_token_ttl: int) -> bool:
+def key_expires_at(record: dict[str, Any], access_token_ttl: int) -> float | None:
+    """A retired key verifies until the last token it signed has expired."""
     retired_at = record.get("retired_at")
-    return retired_at is not None and retired_at + access_token_ttl <= now
+    return None if retired_at is None else retired_at + access_token_ttl
 
 
 class KeyManager:

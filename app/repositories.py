@@ -10,17 +10,18 @@ import functools
 import logging
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from .cimd import DocumentError, DocumentFetcher, is_document_url
 from .config import Config
-from .keys import key_expired
+from .keys import key_expires_at
 from .models import Client, Grant
 from .security import hash_secret, new_secret
 from .storage import PersistentStore, Store
+from .storage.base import ExpiryRule, Record
 
 log = logging.getLogger(__name__)
 
@@ -30,24 +31,24 @@ ROTATED_HASHES_KEPT = 20
 TOUCH_INTERVAL = 300
 
 
-def expiry_rules(config: Config) -> dict[str, Any]:
-    """The store's per-collection expiry predicates, from the configured lifetimes."""
+def expiry_rules(config: Config) -> dict[str, ExpiryRule]:
+    """When a record of each collection expires, from the configured lifetimes."""
 
-    def client_expired(record: Mapping[str, Any], now: float) -> bool:
+    def client_expires(record: Record) -> float | None:
         if record.get("resource_server") is True:
-            return False  # made by the operator, deleted by the operator
+            return None  # made by the operator, deleted by the operator
         last_used = record.get("last_used_at")
         if last_used is None:
-            return record.get("created_at", now) + config.unused_client_ttl <= now
-        return config.client_idle_ttl > 0 and last_used + config.client_idle_ttl <= now
+            return float(record.get("created_at", time.time())) + config.unused_client_ttl
+        return last_used + config.client_idle_ttl if config.client_idle_ttl > 0 else None
 
-    def grant_expired(record: Mapping[str, Any], now: float) -> bool:
-        return record.get("expires_at", 0) <= now
+    def grant_expires(record: Record) -> float | None:
+        return float(record.get("expires_at", 0))
 
-    def signing_key_expired(record: Mapping[str, Any], now: float) -> bool:
-        return key_expired(dict(record), now, config.access_token_ttl)
+    def signing_key_expires(record: Record) -> float | None:
+        return key_expires_at(record, config.access_token_ttl)
 
-    return {"clients": client_expired, "grants": grant_expired, "signing_keys": signing_key_expired}
+    return {"clients": client_expires, "grants": grant_expires, "signing_keys": signing_key_expires}
 
 
 def new_client_id() -> str:
@@ -59,8 +60,13 @@ def new_client_id() -> str:
             return client_id
 
 
-def open_store(config: Config) -> PersistentStore:
-    return PersistentStore(config.data_dir, expiry_rules(config))
+def open_store(config: Config) -> Store:
+    """The configured backend: the JSON files in OAUTH_DATA_DIR, or PostgreSQL."""
+    if config.store == "file":
+        return PersistentStore(config.data_dir, expiry_rules(config))
+    from .storage.postgres import PostgresStore  # psycopg is only needed here
+
+    return PostgresStore(config.store, expiry_rules(config), max_connections=config.threads + 2)
 
 
 class ClientRepository:

@@ -80,3 +80,24 @@ def client(app):
 @pytest.fixture
 def runner(app):
     return app.test_cli_runner()
+
+
+# -- PostgreSQL (tests/support/postgres.py) ---------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One real PostgreSQL cluster per test process (xdist worker)."""
+    from support.postgres import PostgresServer, bin_dir
+
+    if bin_dir() is None:
+        pytest.skip("PostgreSQL is not installed (.ci/run installs Debian's postgresql)")
+    server = PostgresServer().start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+def postgres_url(postgres) -> str:
+    """The URL of a fresh, empty database for this test."""
+    return postgres.new_database()

@@ -135,7 +135,7 @@ def test_cache_sees_changes_made_by_another_process(tmp_path):
 
 
 def test_expired_entries_dropped_on_load_and_save(tmp_path):
-    rules = {"grants": lambda record, now: record["expires_at"] <= now}
+    rules = {"grants": lambda record: record["expires_at"]}
     store = PersistentStore(tmp_path, rules)
     store.put("grants", "old", {"grant_id": "old", "expires_at": time.time() + 0.5})
     store.put("grants", "new", {"grant_id": "new", "expires_at": time.time() + 100})

@@ -1,5 +1,6 @@
 """The store interface (app/storage/base.py), the same tests for every backend: the file
-store with its journal, and the memory store. A new backend joins the parameter list."""
+store with its journal, the memory store, and PostgreSQL (a real server, started by the
+tests). A new backend joins the parameter list."""
 
 from __future__ import annotations
 
@@ -10,12 +11,19 @@ import pytest
 from app.storage import PersistentStore, StoreError
 from app.storage.memory import MemoryStore
 
-RULES = {"grants": lambda record, now: record.get("expires_at", now + 1) <= now}
+RULES = {"grants": lambda record: record.get("expires_at")}
 
 
-@pytest.fixture(params=["file", "memory"])
+@pytest.fixture(params=["file", "memory", "postgresql"])
 def store(request, tmp_path):
-    return PersistentStore(tmp_path, RULES) if request.param == "file" else MemoryStore(RULES)
+    if request.param == "postgresql":
+        from app.storage.postgres import PostgresStore
+
+        backend = PostgresStore(request.getfixturevalue("postgres_url"), RULES)
+        yield backend
+        backend.close()
+        return
+    yield PersistentStore(tmp_path, RULES) if request.param == "file" else MemoryStore(RULES)
 
 
 def test_put_get_add_and_delete(store):

@@ -14,6 +14,14 @@ from typing import Any, Protocol, TypeVar
 
 Record = dict[str, Any]
 T = TypeVar("T")
+#: When a record of a collection expires (a Unix time), or None when it does not:
+#: a time rather than a predicate, so that a database can index and purge by it.
+ExpiryRule = Callable[[Record], float | None]
+
+
+def is_expired(rule: ExpiryRule | None, record: Record, now: float) -> bool:
+    expires_at = rule(record) if rule else None
+    return expires_at is not None and expires_at <= now
 
 
 def indexed_values(record: Record, field: str) -> list[str]:

@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TypeVar
 
-from .base import Record, indexed_values
-from .store import COLLECTIONS, ExpiryRule, StoreError
+from .base import ExpiryRule, Record, indexed_values, is_expired
+from .store import COLLECTIONS, StoreError
 
 T = TypeVar("T")
 
@@ -31,8 +31,7 @@ class MemoryStore:
             raise StoreError(f"unknown collection {collection!r}") from None
 
     def _live(self, collection: str, record: Record | None) -> bool:
-        rule = self._expiry.get(collection)
-        return record is not None and not (rule and rule(record, time.time()))
+        return record is not None and not is_expired(self._expiry.get(collection), record, time.time())
 
     def _changed(self, collection: str) -> None:
         self._versions[collection] += 1

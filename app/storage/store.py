@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .base import indexed_values
+from .base import ExpiryRule, Record, indexed_values, is_expired
 
 FORMAT_VERSION = 1
 #: the journal is compacted once it is larger than this and than the snapshot
@@ -61,8 +61,6 @@ COLLECTIONS: dict[str, str] = {
     "signing_keys": "signing_keys.json",
 }
 
-Record = dict[str, Any]
-ExpiryRule = Callable[[Record, float], bool]
 T = TypeVar("T")
 FileId = tuple[int, int] | None  # (device, inode); None = no file
 
@@ -350,8 +348,7 @@ class PersistentStore:
         return (generation if isinstance(generation, int) else 0), items
 
     def _is_expired(self, collection: str, record: Record, now: float) -> bool:
-        rule = self._expiry.get(collection)
-        return bool(rule and rule(record, now))
+        return is_expired(self._expiry.get(collection), record, now)
 
     def get(self, collection: str, key: str) -> Record | None:
         record = self._load(collection).items.get(key)

@@ -1,0 +1,384 @@
+"""`PostgresStore`: the store interface on PostgreSQL (psycopg 3 and its pool), for
+deployments that run several instances against one database (`OAUTH_STORE=postgresql://…`).
+
+Every record is one row of `records` (collection, key, the record as `jsonb`, and when
+it expires, computed from the record at each write by the collection's expiry rule),
+so expiry is a `WHERE` clause and `purge-expired` one `DELETE`. A read-modify-write
+(`change`) is one transaction holding the row (`SELECT … FOR UPDATE`), so instances
+never lose each other's updates. `find` on a grant's refresh-token hashes goes through
+a GIN index on that object's keys. `revision` is a counter per collection, bumped in the
+same transaction as every write.
+
+`lock()` (the operator's restore, merged under every collection) is an exclusive
+advisory lock per collection; every writer takes the shared one in its transaction.
+
+The schema is created and migrated at start-up under an advisory lock, so instances
+that start at once against an empty database do it once: versioned, each step applied
+in its own transaction and recorded in `schema_migrations`.
+
+Anything that goes wrong with the database (it is down, restarting, unreachable)
+raises `StoreError`, which the app answers with 503; the pool reconnects by itself.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from .base import ExpiryRule, Record, is_expired
+from .store import COLLECTIONS, StoreError
+
+T = TypeVar("T")
+
+#: (version, statements): append a step to change the schema; never edit a released one.
+MIGRATIONS: list[tuple[int, list[str]]] = [
+    (
+        1,
+        [
+            """CREATE TABLE records (
+                collection text NOT NULL,
+                key text NOT NULL,
+                record jsonb NOT NULL,
+                expires_at double precision,
+                PRIMARY KEY (collection, key)
+            )""",
+            "CREATE INDEX records_expiry ON records (collection, expires_at) WHERE expires_at IS NOT NULL",
+            """CREATE INDEX records_refresh_token_hashes ON records
+                USING gin ((record -> 'refresh_token_hashes')) WHERE collection = 'grants'""",
+            """CREATE TABLE revisions (
+                collection text PRIMARY KEY,
+                revision bigint NOT NULL DEFAULT 0
+            )""",
+        ],
+    ),
+]
+#: advisory lock ids: migrations, and one per collection (see `lock`)
+MIGRATION_LOCK = 0x6D63706F  # "mcpo"
+#: fields `find` may look in through an index (others are scanned)
+INDEXED_FIELDS = {("grants", "refresh_token_hashes")}
+POOL_TIMEOUT = 5.0
+UPSERT = (
+    "INSERT INTO records (collection, key, record, expires_at) VALUES (%s, %s, %s, %s) "
+    "ON CONFLICT (collection, key) DO UPDATE SET record = EXCLUDED.record, expires_at = EXCLUDED.expires_at"
+)
+
+
+def _collection_lock(collection: str) -> int:
+    return zlib.crc32(f"mcp-oauth:{collection}".encode())
+
+
+class PostgresStore:
+    def __init__(self, url: str, expiry: Mapping[str, ExpiryRule] | None = None, max_connections: int = 10):
+        self._expiry = dict(expiry or {})
+        self.location = _redact(url)
+        self.wrote = False
+        self._held = threading.local()  # collections this thread holds with lock()
+        self._pool = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=max(2, max_connections),
+            timeout=POOL_TIMEOUT,
+            kwargs={"autocommit": True, "connect_timeout": 5},
+            open=False,
+            check=ConnectionPool.check_connection,
+            name="mcp-oauth",
+        )
+        try:
+            self._pool.open(wait=True, timeout=POOL_TIMEOUT)
+        except PoolTimeout:
+            self._pool.close()
+            raise StoreError(f"cannot connect to the database at {self.location}") from None
+        self.migrate()
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection]:
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except (psycopg.OperationalError, PoolTimeout, psycopg.InterfaceError) as exc:
+            raise StoreError(f"the database at {self.location} is unavailable ({type(exc).__name__})") from None
+
+    @contextmanager
+    def _writing(self, *collections: str) -> Iterator[psycopg.Connection]:
+        """A transaction that writes `collections`: shared advisory locks (unless this
+        thread holds them exclusively), and their revisions bumped."""
+        with self._connection() as conn, conn.transaction():
+            held = self._held_here()
+            for name in collections:
+                if name not in held:
+                    conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (_collection_lock(name),))
+            yield conn
+            for name in collections:
+                conn.execute(
+                    "INSERT INTO revisions (collection, revision) VALUES (%s, 1) "
+                    "ON CONFLICT (collection) DO UPDATE SET revision = revisions.revision + 1",
+                    (name,),
+                )
+        self.wrote = True
+
+    def _held_here(self) -> set[str]:
+        held: set[str] | None = getattr(self._held, "names", None)
+        if held is None:
+            held = self._held.names = set()
+        return held
+
+    @staticmethod
+    def _known(collection: str) -> None:
+        if collection not in COLLECTIONS:
+            raise StoreError(f"unknown collection {collection!r}")
+
+    def _expires_at(self, collection: str, record: Record) -> float | None:
+        rule = self._expiry.get(collection)
+        return rule(record) if rule else None
+
+    def _row(self, collection: str, key: str, record: Record) -> tuple[str, str, Jsonb, float | None]:
+        return collection, key, Jsonb(record), self._expires_at(collection, record)
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest version (idempotent; safe from several
+        instances at once: the first takes the lock and migrates, the others wait and
+        find nothing left to do)."""
+        with self._connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+            for version, statements in MIGRATIONS:
+                if version in done:
+                    continue
+                for statement in statements:
+                    conn.execute(statement)
+                conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+
+    def schema_version(self) -> int:
+        with self._connection() as conn:
+            row = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()
+        return int(row[0] or 0) if row else 0
+
+    def close(self) -> None:
+        self._pool.close()
+
+    # -- one record at a time ------------------------------------------------------------
+
+    def get(self, collection: str, key: str) -> Record | None:
+        self._known(collection)
+        with self._connection() as conn:
+            row = conn.execute(
+                "SELECT record FROM records WHERE collection = %s AND key = %s "
+                "AND (expires_at IS NULL OR expires_at > %s)",
+                (collection, key, time.time()),
+            ).fetchone()
+        return row[0] if row else None
+
+    def find(self, collection: str, field: str, value: str) -> Record | None:
+        self._known(collection)
+        # `->` then `?`: true when the field is that string, or an object with that key.
+        query = sql.SQL("SELECT record FROM records WHERE collection = %s AND (record -> {field}) ? %s AND ").format(
+            field=sql.Literal(field)
+        ) + sql.SQL("(expires_at IS NULL OR expires_at > %s) LIMIT 1")
+        with self._connection() as conn:
+            row = conn.execute(query, (collection, value, time.time())).fetchone()
+        return row[0] if row else None
+
+    def put(self, collection: str, key: str, record: Record) -> None:
+        self._known(collection)
+        with self._writing(collection) as conn:
+            conn.execute(
+                UPSERT,
+                self._row(collection, key, record),
+            )
+
+    def add(self, collection: str, key: str, record: Record) -> bool:
+        self._known(collection)
+        with self._writing(collection) as conn:
+            # An expired record under the key does not count: it is replaced.
+            row = conn.execute(
+                UPSERT + " WHERE records.expires_at IS NOT NULL AND records.expires_at <= %s RETURNING 1",
+                (*self._row(collection, key, record), time.time()),
+            ).fetchone()
+        return row is not None
+
+    def change(self, collection: str, key: str, change: Callable[[Record], T]) -> T | None:
+        self._known(collection)
+        with self._writing(collection) as conn:
+            row = conn.execute(
+                "SELECT record FROM records WHERE collection = %s AND key = %s "
+                "AND (expires_at IS NULL OR expires_at > %s) FOR UPDATE",
+                (collection, key, time.time()),
+            ).fetchone()
+            if row is None:
+                return None
+            record = row[0]
+            result = change(record)
+            conn.execute(
+                "UPDATE records SET record = %s, expires_at = %s WHERE collection = %s AND key = %s",
+                (Jsonb(record), self._expires_at(collection, record), collection, key),
+            )
+        return result
+
+    def delete(self, collection: str, key: str) -> Record | None:
+        self._known(collection)
+        with self._writing(collection) as conn:
+            row = conn.execute(
+                "DELETE FROM records WHERE collection = %s AND key = %s RETURNING record, expires_at",
+                (collection, key),
+            ).fetchone()
+        if row is None or (row[1] is not None and row[1] <= time.time()):
+            return None
+        return row[0]
+
+    def delete_where(self, collection: str, doomed: Callable[[Record], bool]) -> list[Record]:
+        self._known(collection)
+        with self._writing(collection) as conn:
+            rows = conn.execute(
+                "SELECT key, record FROM records WHERE collection = %s "
+                "AND (expires_at IS NULL OR expires_at > %s) FOR UPDATE",
+                (collection, time.time()),
+            ).fetchall()
+            chosen = [(key, record) for key, record in rows if doomed(record)]
+            if chosen:
+                conn.execute(
+                    "DELETE FROM records WHERE collection = %s AND key = ANY(%s)",
+                    (collection, [key for key, _ in chosen]),
+                )
+        return [record for _, record in chosen]
+
+    # -- whole collections -----------------------------------------------------------------
+
+    def scan(self, collection: str) -> dict[str, Record]:
+        self._known(collection)
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT key, record FROM records WHERE collection = %s "
+                "AND (expires_at IS NULL OR expires_at > %s) ORDER BY key",
+                (collection, time.time()),
+            ).fetchall()
+        return {key: record for key, record in rows}
+
+    def count(self, collection: str) -> int:
+        self._known(collection)
+        with self._connection() as conn:
+            row = conn.execute("SELECT count(*) FROM records WHERE collection = %s", (collection,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def revision(self, collection: str) -> object:
+        with self._connection() as conn:
+            row = conn.execute("SELECT revision FROM revisions WHERE collection = %s", (collection,)).fetchone()
+        return row[0] if row else 0
+
+    # -- health and the operator's side ------------------------------------------------------
+
+    def check(self) -> None:
+        with self._connection() as conn:
+            conn.execute("SELECT count(*) FROM records WHERE false")
+
+    def check_writable(self) -> None:
+        with self._connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_current_xact_id()")  # a write transaction: fails on a read-only server
+
+    def sweep(self) -> list[Any]:
+        """A transaction leaves nothing behind when an instance dies."""
+        return []
+
+    @contextmanager
+    def lock(self, *collections: str) -> Iterator[None]:
+        names = sorted(collections or COLLECTIONS)
+        held = self._held_here()
+        wanted = [n for n in names if n not in held]
+        if not wanted:
+            yield
+            return
+        with self._connection() as conn:
+            for name in wanted:
+                conn.execute("SELECT pg_advisory_lock(%s)", (_collection_lock(name),))
+            held.update(wanted)
+            try:
+                yield
+            finally:
+                held.difference_update(wanted)
+                for name in wanted:
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (_collection_lock(name),))
+
+    def purge(
+        self, collection: str, extra: Callable[[Record], bool] | None = None, dry_run: bool = False
+    ) -> list[Record]:
+        self._known(collection)
+        now = time.time()
+        if extra is None and not dry_run:
+            with self._writing(collection) as conn:
+                rows = conn.execute(
+                    "DELETE FROM records WHERE collection = %s AND expires_at <= %s RETURNING record",
+                    (collection, now),
+                ).fetchall()
+            return [row[0] for row in rows]
+        with self._connection() as conn:
+            rows = conn.execute("SELECT key, record FROM records WHERE collection = %s", (collection,)).fetchall()
+        rule = self._expiry.get(collection)
+        chosen = [(k, r) for k, r in rows if is_expired(rule, r, now) or (extra is not None and extra(r))]
+        if chosen and not dry_run:
+            with self._writing(collection) as conn:
+                conn.execute(
+                    "DELETE FROM records WHERE collection = %s AND key = ANY(%s)", (collection, [k for k, _ in chosen])
+                )
+        return [r for _, r in chosen]
+
+    def snapshot(self) -> dict[str, dict[str, Record]]:
+        """Every collection as of one instant (one repeatable-read transaction)."""
+        now = time.time()
+        with self._connection() as conn:
+            conn.autocommit = False
+            try:
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                rows = conn.execute(
+                    "SELECT collection, key, record FROM records "
+                    "WHERE (expires_at IS NULL OR expires_at > %s) ORDER BY collection, key",
+                    (now,),
+                ).fetchall()
+            finally:
+                conn.rollback()
+                conn.autocommit = True
+        result: dict[str, dict[str, Record]] = {name: {} for name in COLLECTIONS}
+        for collection, key, record in rows:
+            if collection in result:
+                result[collection][key] = record
+        return result
+
+    def replace_all(self, collections: Mapping[str, dict[str, Record]]) -> None:
+        """One transaction: every named collection replaced, or none."""
+        for name in collections:
+            self._known(name)
+        with self._writing(*collections) as conn:
+            for name, items in collections.items():
+                conn.execute("DELETE FROM records WHERE collection = %s", (name,))
+                with conn.cursor() as cursor:
+                    cursor.executemany(
+                        "INSERT INTO records (collection, key, record, expires_at) VALUES (%s, %s, %s, %s)",
+                        [self._row(name, key, record) for key, record in items.items()],
+                    )
+
+    def compact(self, *collections: str) -> None:
+        """Nothing to do: every write is in the database when it returns."""
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "the configured PostgreSQL database"
+    host = info.get("host") or "localhost"
+    port = f":{info['port']}" if info.get("port") else ""
+    return f"postgresql://{host}{port}/{info.get('dbname', '')}"
