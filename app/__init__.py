@@ -26,7 +26,7 @@ from .oauth2 import AccessTokenVerifier, OAuthServer
 from .pending import PendingAuthorizations
 from .providers import IdentityProvider, load_provider
 from .repositories import ClientRepository, GrantRepository, UserRepository, open_store
-from .storage import Store, StoreError
+from .storage import Store, StoreError, shared_state
 from .throttle import SlidingWindow
 
 if TYPE_CHECKING:
@@ -96,7 +96,7 @@ def create_app(config: Config | None = None, *, for_cli: bool = False) -> Flask:
         users=users,
         server=server,
         verifier=server.verifier,
-        pending=PendingAuthorizations(ttl=config.auth_code_ttl),
+        pending=PendingAuthorizations(ttl=config.auth_code_ttl, shared=shared_state(store)),
         provider=provider,
         admin=Admin(config, store, clients, grants, users, keys),
         jwks=JWKSDocument(keys),

@@ -1,5 +1,6 @@
 """Pending authorization requests: an /authorize request that passed validation,
-kept in memory while the person logs in (here or upstream) and consents.
+kept while the person logs in (here or upstream) and consents: in memory, or in
+PostgreSQL when instances share one (login on one instance, consent on another).
 
 Each is bound to the browser session that started it, so a link to someone else's
 pending request is worthless, and expires after OAUTH_AUTH_CODE_TTL.
@@ -7,11 +8,16 @@ pending request is worthless, and expires after OAUTH_AUTH_CODE_TTL.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .cache import TTLCache
+
+if TYPE_CHECKING:
+    from .storage.postgres import PostgresStore
 
 
 @dataclass
@@ -31,20 +37,29 @@ class PendingAuthorizations:
     #: are dropped so that a flood of /authorize requests cannot exhaust memory.
     MAX_ITEMS = 10_000
 
-    def __init__(self, ttl: int, max_items: int = MAX_ITEMS):
+    def __init__(self, ttl: int, max_items: int = MAX_ITEMS, shared: PostgresStore | None = None):
         self.ttl = ttl
         self._items: TTLCache[str, PendingAuthorization] = TTLCache(max_items)
+        self._shared = shared
 
     def create(self, params: dict[str, list[str]], browser_id: str) -> PendingAuthorization:
         pending = PendingAuthorization(secrets.token_urlsafe(24), params, browser_id)
-        self._items.put(pending.id, pending, pending.created_at + self.ttl)
+        expires_at = pending.created_at + self.ttl
+        if self._shared is not None:
+            self._shared.ephemeral_put("pending", pending.id, dataclasses.asdict(pending), expires_at)
+        else:
+            self._items.put(pending.id, pending, expires_at)
         return pending
 
     def get(self, pending_id: str | None, browser_id: str | None) -> PendingAuthorization | None:
         """The pending request, if it exists, is fresh and belongs to this browser."""
         if not pending_id or not browser_id:
             return None
-        pending = self._items.get(pending_id)  # None once expired
+        if self._shared is not None:
+            stored = self._shared.ephemeral_get("pending", pending_id)
+            pending = PendingAuthorization(**stored) if stored else None
+        else:
+            pending = self._items.get(pending_id)  # None once expired
         if pending is None:
             return None
         if not secrets.compare_digest(pending.browser_id, browser_id):
@@ -52,4 +67,7 @@ class PendingAuthorizations:
         return pending
 
     def finish(self, pending_id: str) -> None:
-        self._items.pop(pending_id)
+        if self._shared is not None:
+            self._shared.ephemeral_pop("pending", pending_id)
+        else:
+            self._items.pop(pending_id)

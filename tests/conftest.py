@@ -20,7 +20,7 @@ def make_server(tmp_path: Path) -> Iterator:
         """A server process (or, `in_thread`, the app on waitress in this process)."""
         data = data_dir or tmp_path / f"data{len(servers)}"
         server = (ThreadServer if in_thread else Server)(data, tmp_path, **env)
-        seed_users(data, users if users is not None else {"alice": PASSWORD})
+        seed_users(data, users if users is not None else {"alice": PASSWORD}, env.get("OAUTH_STORE"))
         servers.append(server)
         return server.start()
 

@@ -94,12 +94,15 @@ class AuthorizationCodeGrant(_TokenIssuing, grants.AuthorizationCodeGrant):
         if code is not None and code.redeemed_at is not None:
             if self.server.grants.revoke(code.grant_id):
                 log.warning("an authorization code was replayed: grant %s… revoked", (code.grant_id or "")[:8])
-            code.response = None
+            with self.server.codes.redeeming(code.code) as current:
+                if current is not None:
+                    current.response = None
 
     def create_token_response(self) -> tuple[int, dict, list]:
-        code: AuthorizationCode = self.request.authorization_code
         client: Client = self.request.client
-        with self.server.codes.redeem_lock(code.code):
+        with self.server.codes.redeeming(self.request.authorization_code.code) as code:
+            if code is None:  # expired (or its client deleted) since it was validated
+                raise InvalidGrantError("The authorization code is no longer valid.")
             if code.redeemed_at is not None:
                 if code.response is None:
                     raise InvalidGrantError("The authorization code was already used.")

@@ -22,7 +22,8 @@ from ..config import Config
 from ..keys import KeyManager
 from ..policy import requested_scopes
 from ..repositories import ClientRepository, GrantRepository
-from .codes import AuthorizationCodeStore
+from ..storage import shared_state
+from .codes import AuthorizationCodeStore, CodeStore, SharedCodeStore
 from .grants import AuthorizationCodeGrant, RefreshTokenGrant
 from .requests import SafeJsonPayload, StoredPayload
 from .rfc7009 import Revocation
@@ -43,7 +44,12 @@ class OAuthServer(AuthorizationServer):
         self.grants = grants
         self.keys = keys
         self.verifier = AccessTokenVerifier(config, keys, clients, grants)
-        self.codes = AuthorizationCodeStore(config.code_retry_window)
+        shared = shared_state(clients.store)
+        self.codes: CodeStore = (
+            SharedCodeStore(shared, config.code_retry_window)
+            if shared is not None
+            else AuthorizationCodeStore(config.code_retry_window)
+        )
         self._query_client = clients.resolve
         self.scopes_supported = list(config.scopes)
         #: where a failed client authentication is a 401 (see handle_error_response)

@@ -60,12 +60,30 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             )""",
         ],
     ),
+    (
+        2,
+        [
+            # Short-lived state shared by every instance: authorization codes, pending
+            # logins (app/oauth2/codes.py, app/pending.py).
+            """CREATE TABLE ephemeral (
+                kind text NOT NULL,
+                key text NOT NULL,
+                value jsonb NOT NULL,
+                expires_at double precision NOT NULL,
+                PRIMARY KEY (kind, key)
+            )""",
+            "CREATE INDEX ephemeral_expiry ON ephemeral (expires_at)",
+        ],
+    ),
 ]
 #: advisory lock ids: migrations, and one per collection (see `lock`)
 MIGRATION_LOCK = 0x6D63706F  # "mcpo"
 #: fields `find` may look in through an index (others are scanned)
 INDEXED_FIELDS = {("grants", "refresh_token_hashes")}
-POOL_TIMEOUT = 5.0
+#: how long a request waits for a database connection before it is answered 503
+POOL_TIMEOUT = 1.0
+#: how long start-up waits for the database
+CONNECT_TIMEOUT = 10.0
 UPSERT = (
     "INSERT INTO records (collection, key, record, expires_at) VALUES (%s, %s, %s, %s) "
     "ON CONFLICT (collection, key) DO UPDATE SET record = EXCLUDED.record, expires_at = EXCLUDED.expires_at"
@@ -93,7 +111,7 @@ class PostgresStore:
             name="mcp-oauth",
         )
         try:
-            self._pool.open(wait=True, timeout=POOL_TIMEOUT)
+            self._pool.open(wait=True, timeout=CONNECT_TIMEOUT)
         except PoolTimeout:
             self._pool.close()
             raise StoreError(f"cannot connect to the database at {self.location}") from None
@@ -371,6 +389,54 @@ class PostgresStore:
 
     def compact(self, *collections: str) -> None:
         """Nothing to do: every write is in the database when it returns."""
+
+    # -- short-lived shared state (codes, pending logins) ----------------------------------
+
+    def ephemeral_get(self, kind: str, key: str) -> Any:
+        with self._connection() as conn:
+            row = conn.execute(
+                "SELECT value FROM ephemeral WHERE kind = %s AND key = %s AND expires_at > %s",
+                (kind, key, time.time()),
+            ).fetchone()
+        return row[0] if row else None
+
+    def ephemeral_put(self, kind: str, key: str, value: Any, expires_at: float) -> None:
+        with self._connection() as conn:
+            conn.execute(
+                "INSERT INTO ephemeral (kind, key, value, expires_at) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (kind, key) DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at",
+                (kind, key, Jsonb(value), expires_at),
+            )
+            # Expired entries go as new ones come (a cheap indexed delete).
+            conn.execute("DELETE FROM ephemeral WHERE expires_at <= %s", (time.time() - 60,))
+
+    def ephemeral_pop(self, kind: str, key: str) -> Any:
+        with self._connection() as conn:
+            row = conn.execute(
+                "DELETE FROM ephemeral WHERE kind = %s AND key = %s RETURNING value, expires_at", (kind, key)
+            ).fetchone()
+        return row[0] if row and row[1] > time.time() else None
+
+    @contextmanager
+    def ephemeral_locked(self, kind: str, key: str) -> Iterator[list[Any]]:
+        """The value under `key`, held against every instance (`SELECT … FOR UPDATE`)
+        until the block ends: yields `[value]` (None when absent); a value put back
+        into the list is stored when the block ends without an exception."""
+        with self._connection() as conn, conn.transaction():
+            row = conn.execute(
+                "SELECT value FROM ephemeral WHERE kind = %s AND key = %s AND expires_at > %s FOR UPDATE",
+                (kind, key, time.time()),
+            ).fetchone()
+            holder = [row[0] if row else None]
+            yield holder
+            if row is not None:
+                conn.execute(
+                    "UPDATE ephemeral SET value = %s WHERE kind = %s AND key = %s", (Jsonb(holder[0]), kind, key)
+                )
+
+    def ephemeral_delete_where(self, kind: str, field: str, value: str) -> None:
+        with self._connection() as conn:
+            conn.execute("DELETE FROM ephemeral WHERE kind = %s AND value ->> %s = %s", (kind, field, value))
 
 
 def _redact(url: str) -> str:

@@ -184,13 +184,23 @@ def failed_start(workdir: Path, data_dir: Path, **env: str) -> str:
     return lines[0]
 
 
-def seed_users(data_dir: Path, users: dict[str, str]) -> None:
-    """Create local users in a data folder through the real store, in this process
-    (what `flask oauth add-user` does, without starting a process per test; the CLI
-    itself is tested in test_cli.py)."""
+def seed_users(data_dir: Path, users: dict[str, str], store_url: str | None = None) -> None:
+    """Create local users in a data folder (or the PostgreSQL database `store_url`)
+    through the real store, in this process (what `flask oauth add-user` does, without
+    starting a process per test; the CLI itself is tested in test_cli.py)."""
     from app.repositories import UserRepository
     from app.storage import PersistentStore
 
+    if store_url and store_url != "file":
+        from app.storage.postgres import PostgresStore
+
+        store = PostgresStore(store_url)
+        try:
+            for name, password in users.items():
+                assert UserRepository(store).set_password(name, password, create=True)
+        finally:
+            store.close()
+        return
     repository = UserRepository(PersistentStore(data_dir))
     for name, password in users.items():
         assert repository.set_password(name, password, create=True)

@@ -1,0 +1,184 @@
+"""OAUTH_STORE=postgresql://…: the server, the CLI and backups on a real PostgreSQL
+(Debian's package, started by the tests: tests/support/postgres.py)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import requests
+from support.harness import CHATGPT_CALLBACK
+from support.oauth import exchange, get_code, refresh, register, tokens_for, verify
+
+
+def test_whole_flow_and_a_restart_on_postgresql(make_server, postgres_url):
+    server = make_server(OAUTH_STORE=postgres_url)
+    client, tokens = tokens_for(server, register(server, redirect_uris=[CHATGPT_CALLBACK]))
+    assert verify(server, tokens["access_token"]).status_code == 200
+    assert not list(server.data_dir.glob("*.json"))  # nothing went to files
+    server.restart()
+    assert verify(server, tokens["access_token"]).status_code == 200
+    refreshed = refresh(server, client, tokens["refresh_token"])
+    assert refreshed.status_code == 200, refreshed.text
+    replay = refresh(server, client, tokens["refresh_token"])  # inside the grace window: allowed
+    assert replay.status_code == 200
+    code, verifier, _ = get_code(server, client)
+    assert exchange(server, client, code, verifier).status_code == 200
+    assert requests.get(server.url("/healthz"), timeout=10).status_code == 200
+
+
+def test_a_database_that_goes_away_is_503_and_the_server_recovers_by_itself(make_server, postgres, postgres_url):
+    server = make_server(OAUTH_STORE=postgres_url)
+    client, tokens = tokens_for(server)
+    postgres.stop()
+    try:
+        for response in (
+            verify(server, tokens["access_token"]),
+            refresh(server, client, tokens["refresh_token"]),
+            requests.post(server.url("/register"), json={"redirect_uris": [CHATGPT_CALLBACK]}, timeout=30),
+        ):
+            assert response.status_code == 503, (response.request.url, response.status_code, response.text[:200])
+            assert response.json()["error"] == "temporarily_unavailable"
+        health = requests.get(server.url("/healthz"), timeout=30)
+        assert health.status_code == 503
+    finally:
+        postgres.start()
+    deadline = time.time() + 20
+    while requests.get(server.url("/healthz"), timeout=30).status_code != 200:
+        assert time.time() < deadline, "the server did not recover"
+        time.sleep(0.2)
+    assert verify(server, tokens["access_token"]).status_code == 200
+    assert refresh(server, client, tokens["refresh_token"]).status_code == 200
+    assert "Traceback" not in server.output
+
+
+def test_two_instances_behind_round_robin_nginx_act_as_one(tmp_path, postgres_url, test_ca):
+    """Two server processes on one database behind nginx (examples/nginx-two-instances.conf):
+    whole flows whose steps alternate between them, a code redeemed through one and
+    replayed through the other, a CLI deletion seen by both at once, and one instance
+    SIGKILLed mid-run while the other carries on."""
+    import signal
+
+    from support.harness import PASSWORD, Server, free_port, seed_users
+    from support.oauth import Browser
+    from support.proxies import tls_proxy
+    from support.tls import TEST_HOST
+
+    listen = free_port()
+    issuer = f"https://{TEST_HOST}:{listen}"
+    seed_users(tmp_path / "a", {"alice": PASSWORD}, postgres_url)
+    instances = [
+        Server(tmp_path / name, tmp_path, OAUTH_ISSUER=issuer, OAUTH_STORE=postgres_url).start() for name in "ab"
+    ]
+    try:
+        ports = {8000: instances[0].port, 8001: instances[1].port}
+        # Each instance reached directly, past nginx (only its URLs are used).
+        direct = [Server(tmp_path / "x", tmp_path, PORT=str(s.port), OAUTH_ISSUER=s.base) for s in instances]
+        with tls_proxy("nginx", "nginx-two-instances.conf", tmp_path, listen, ports, test_ca):
+            front = Server(tmp_path / "front", tmp_path, OAUTH_ISSUER=issuer)
+            front.base = issuer
+            for _ in range(3):  # each flow's steps land on both instances in turn
+                client, tokens = tokens_for(front, browser=Browser(front))
+                for _ in range(2):
+                    assert verify(front, tokens["access_token"]).status_code == 200
+                renewed = refresh(front, client, tokens["refresh_token"])
+                assert renewed.status_code == 200, renewed.text
+
+            # A code redeemed at one instance, replayed at the other: the grant dies.
+            client = register(front, redirect_uris=[CHATGPT_CALLBACK])
+            code, verifier, _ = get_code(front, client)
+            first = exchange(direct[0], client, code, verifier)
+            assert first.status_code == 200, first.text
+            again = exchange(direct[1], client, code, verifier)  # the retry window holds across instances
+            assert again.status_code == 200 and again.json() == first.json()
+            replay = exchange(direct[1], client, code, "x" * 43)  # another verifier: a replay
+            assert replay.status_code == 400 and replay.json()["error"] == "invalid_grant"
+            access = first.json()["access_token"]
+            assert all(verify(d, access).status_code == 401 for d in direct)
+
+            # A CLI deletion is seen by both instances at once.
+            client, tokens = tokens_for(front)
+            assert all(verify(d, tokens["access_token"]).status_code == 200 for d in direct)
+            deleted = instances[0].cli("delete-client", "--", client["client_id"])
+            assert deleted.returncode == 0, deleted.stderr
+            assert all(verify(d, tokens["access_token"]).status_code == 401 for d in direct)
+
+            # One instance killed outright: the other serves every step.
+            instances[1].proc.send_signal(signal.SIGKILL)
+            instances[1].proc.wait(10)
+            client, tokens = tokens_for(front)
+            assert refresh(front, client, tokens["refresh_token"]).status_code == 200
+    finally:
+        for server in instances:
+            server.stop()
+
+
+MIGRATING = """
+import sys
+from app.storage.postgres import PostgresStore
+sys.stdin.readline()  # every process starts at the same moment
+store = PostgresStore(sys.argv[1])
+print(store.schema_version())
+"""
+
+
+def test_instances_migrating_one_empty_database_at_once(postgres, postgres_url):
+    import os
+    import subprocess
+    import sys
+
+    from support.harness import ROOT
+
+    from app.storage.postgres import MIGRATIONS
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", MIGRATING, postgres_url], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    time.sleep(1.0)  # all imported and waiting
+    for proc in procs:
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    outputs = [proc.communicate(timeout=60) for proc in procs]
+    assert [p.returncode for p in procs] == [0] * 4, outputs
+    latest = MIGRATIONS[-1][0]
+    assert [out.strip() for out, _ in outputs] == [str(latest)] * 4
+    database = postgres_url.rsplit("/", 1)[1]
+    applied = postgres.psql("SELECT version FROM schema_migrations ORDER BY version", database).split()
+    assert applied == [str(v) for v, _ in MIGRATIONS]
+
+
+def test_backup_from_files_restores_into_postgresql_and_back(tmp_path, make_server, postgres_url):
+    """`flask oauth backup` on a file store, `restore` into PostgreSQL: the same
+    clients and grants, and tokens issued before the move still work; then back."""
+    from support.harness import run_cli
+
+    files = make_server()
+    client, tokens = tokens_for(files)
+    made = files.cli("backup", "--output", str(tmp_path / "backups"))
+    assert made.returncode == 0, made.stderr
+    (backup,) = (tmp_path / "backups").glob("*.json")
+    files.stop()
+
+    on_postgres = make_server(data_dir=tmp_path / "pg-data", OAUTH_STORE=postgres_url, PORT=str(files.port))
+    restored = on_postgres.cli("restore", "--clear", "--yes", str(backup))
+    assert restored.returncode == 0, restored.stderr
+    listed = json.loads(on_postgres.cli("list-clients", "--json").stdout)
+    assert client["client_id"] in {c["client_id"] for c in listed}
+    assert verify(on_postgres, tokens["access_token"]).status_code == 200  # same keys, same grant
+    renewed = refresh(on_postgres, client, tokens["refresh_token"])
+    assert renewed.status_code == 200, renewed.text
+
+    made = on_postgres.cli("backup", "--output", str(tmp_path / "back"))
+    assert made.returncode == 0, made.stderr
+    (back,) = (tmp_path / "back").glob("*.json")
+    on_postgres.stop()
+    fresh = tmp_path / "fresh"
+    assert run_cli(fresh, "restore", "--clear", "--yes", str(back)).returncode == 0
+    again = make_server(users={}, data_dir=fresh, PORT=str(files.port))
+    assert verify(again, renewed.json()["access_token"]).status_code == 200
+    assert refresh(again, client, renewed.json()["refresh_token"]).status_code == 200
