@@ -1,6 +1,7 @@
-"""Sliding-window counters in memory, bounded: anyone on the internet can make a new
+"""Sliding-window counters. In memory, bounded: anyone on the internet can make a new
 key (an address, a user name), so past `max_keys` the least recently used go (a key
-whose last event left the window is gone already)."""
+whose last event left the window is gone already). In PostgreSQL when instances share
+one (`SharedSlidingWindow`), so that spreading guesses over instances gains nothing."""
 
 from __future__ import annotations
 
@@ -8,8 +9,19 @@ import contextlib
 import threading
 import time
 from collections import deque
+from typing import TYPE_CHECKING, Any
 
 from .cache import TTLCache
+
+if TYPE_CHECKING:
+    from .storage.postgres import PostgresStore
+
+
+def wait_for(events: deque[float] | list[float], limit: int, window: float, now: float) -> int:
+    """Seconds until one more event fits: `limit` events (oldest first) within `window`."""
+    if limit <= 0 or len(events) < limit:
+        return 0
+    return max(1, int(events[-limit] + window - now + 0.999))
 
 
 class SlidingWindow:
@@ -38,9 +50,7 @@ class SlidingWindow:
             return self._wait(self._recent(key, now), now)
 
     def _wait(self, events: deque[float], now: float) -> int:
-        if self.limit <= 0 or len(events) < self.limit:
-            return 0
-        return max(1, int(events[-self.limit] + self.window - now + 0.999))
+        return wait_for(events, self.limit, self.window, now)
 
     def count(self, key: str, now: float | None = None) -> int:
         now = time.time() if now is None else now
@@ -85,3 +95,69 @@ class SlidingWindow:
 
     def __len__(self) -> int:
         return len(self._events)
+
+
+class SharedSlidingWindow:
+    """`SlidingWindow` in PostgreSQL: each key's event times in one row, every check
+    and record one transaction holding that row."""
+
+    def __init__(self, store: PostgresStore, kind: str, limit: int, window: float):
+        self.store = store
+        self.kind = f"throttle:{kind}"
+        self.limit = limit
+        self.window = window
+
+    def _recent(self, events: Any, now: float) -> list[float]:
+        return [t for t in (events or []) if now - t < self.window]
+
+    def _wait(self, events: list[float], now: float) -> int:
+        return wait_for(events, self.limit, self.window, now)
+
+    def _kept(self, events: list[float]) -> tuple[list[float] | None, float]:
+        return (events or None), (events[-1] + self.window if events else 0.0)
+
+    def retry_after(self, key: str, now: float | None = None) -> int:
+        now = time.time() if now is None else now
+        return self._wait(self._recent(self.store.ephemeral_get(self.kind, key), now), now)
+
+    def count(self, key: str, now: float | None = None) -> int:
+        now = time.time() if now is None else now
+        return len(self._recent(self.store.ephemeral_get(self.kind, key), now))
+
+    def hit(self, key: str, now: float | None = None) -> int:
+        at = time.time() if now is None else now
+
+        def update(events: Any) -> tuple[Any, float, int]:
+            recent = self._recent(events, at)
+            wait = self._wait(recent, at)
+            if not wait:
+                recent.append(at)
+            return (*self._kept(recent), wait)
+
+        return self.store.ephemeral_update(self.kind, key, update)
+
+    def add(self, key: str, now: float | None = None) -> None:
+        at = time.time() if now is None else now
+
+        def update(events: Any) -> tuple[Any, float, None]:
+            recent = [*self._recent(events, at), at]
+            return (*self._kept(recent), None)
+
+        self.store.ephemeral_update(self.kind, key, update)
+
+    def forget(self, key: str) -> None:
+        self.store.ephemeral_pop(self.kind, key)
+
+    def undo(self, key: str, at: float) -> None:
+        def update(events: Any) -> tuple[Any, float, None]:
+            recent = list(events or [])
+            with contextlib.suppress(ValueError):
+                recent.remove(at)
+            return (*self._kept(recent), None)
+
+        self.store.ephemeral_update(self.kind, key, update)
+
+
+def sliding_window(shared: PostgresStore | None, kind: str, limit: int, window: float) -> Any:
+    """A sliding window in the shared database when there is one, else in memory."""
+    return SharedSlidingWindow(shared, kind, limit, window) if shared is not None else SlidingWindow(limit, window)

@@ -182,3 +182,29 @@ def test_backup_from_files_restores_into_postgresql_and_back(tmp_path, make_serv
     again = make_server(users={}, data_dir=fresh, PORT=str(files.port))
     assert verify(again, renewed.json()["access_token"]).status_code == 200
     assert refresh(again, client, renewed.json()["refresh_token"]).status_code == 200
+
+
+def test_guesses_spread_over_instances_meet_one_throttle(make_server, postgres_url):
+    """Login throttles and the registration rate live in the shared database: ten
+    wrong passwords spread over two instances, and the eleventh is refused by either."""
+    from support.harness import PASSWORD
+    from support.oauth import Browser, csrf_of
+
+    first = make_server(OAUTH_STORE=postgres_url, OAUTH_REGISTRATION_RATE="3")
+    second = make_server(users={}, OAUTH_STORE=postgres_url, OAUTH_REGISTRATION_RATE="3")
+    browsers = [Browser(first), Browser(second)]
+    tokens = [csrf_of(b.get(s.url("/login")).text) for b, s in zip(browsers, (first, second), strict=True)]
+
+    def guess(i: int, password: str) -> int:
+        server = (first, second)[i % 2]
+        form = {"csrf_token": tokens[i % 2], "username": "alice", "password": password}
+        return browsers[i % 2].post(server.url("/login"), data=form).status_code
+
+    assert [guess(i, f"guess{i}") for i in range(10)] == [401] * 10
+    assert guess(10, "guess10") == 429 and guess(11, PASSWORD) == 429
+
+    statuses = [
+        requests.post(s.url("/register"), json={"redirect_uris": [CHATGPT_CALLBACK]}, timeout=10).status_code
+        for s in (first, second, first, second)
+    ]
+    assert statuses == [201, 201, 201, 429]

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from flask import Blueprint, Flask, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
@@ -22,7 +23,11 @@ from ..models import Person
 from ..pending import PendingAuthorization
 from ..repositories import UserRepository
 from ..security import check_csrf
-from ..throttle import SlidingWindow
+from ..storage import shared_state
+from ..throttle import sliding_window
+
+if TYPE_CHECKING:
+    from ..storage.postgres import PostgresStore
 from .base import IdentityProvider, browser_id, current_identity, remember_login
 
 FIRST_USER = "admin"
@@ -64,11 +69,12 @@ class LoginThrottle:
         hot: int = 40,
         window: int = 900,
         slow_spacing: float = 2.0,
+        shared: PostgresStore | None = None,
     ):
-        self.pairs = SlidingWindow(per_name, window)
-        self.addresses = SlidingWindow(per_address, window)
-        self.names = SlidingWindow(hot, window)
-        self.slow_lane = SlidingWindow(1, slow_spacing)
+        self.pairs = sliding_window(shared, "login-pair", per_name, window)
+        self.addresses = sliding_window(shared, "login-address", per_address, window)
+        self.names = sliding_window(shared, "login-name", hot, window)
+        self.slow_lane = sliding_window(shared, "login-slow", 1, slow_spacing)
         self._lock = threading.Lock()
 
     @staticmethod
@@ -110,7 +116,7 @@ class CustomProvider(IdentityProvider):
     def __init__(self, config: Config, users: UserRepository):
         super().__init__(config)
         self.users = users
-        self.throttle = LoginThrottle()
+        self.throttle = LoginThrottle(shared=shared_state(users.store))
 
     def init_app(self, app: Flask) -> None:
         bp = Blueprint("custom", __name__, url_prefix=self.config.issuer_path)

@@ -434,6 +434,32 @@ class PostgresStore:
                     "UPDATE ephemeral SET value = %s WHERE kind = %s AND key = %s", (Jsonb(holder[0]), kind, key)
                 )
 
+    def ephemeral_update(self, kind: str, key: str, update: Callable[[Any], tuple[Any, float, T]]) -> T:
+        """Read-modify-write of one entry, held against every instance: `update` gets
+        the live value (None when absent) and returns (the new value or None to remove
+        it, its expiry time, the result)."""
+        now = time.time()
+        with self._connection() as conn, conn.transaction():
+            # A row to lock even for a new key (an expired placeholder until updated).
+            conn.execute(
+                "INSERT INTO ephemeral (kind, key, value, expires_at) VALUES (%s, %s, 'null', 0) "
+                "ON CONFLICT (kind, key) DO NOTHING",
+                (kind, key),
+            )
+            row = conn.execute(
+                "SELECT value, expires_at FROM ephemeral WHERE kind = %s AND key = %s FOR UPDATE", (kind, key)
+            ).fetchone()
+            current = row[0] if row and row[1] > now else None
+            value, expires_at, result = update(current)
+            if value is None:
+                conn.execute("DELETE FROM ephemeral WHERE kind = %s AND key = %s", (kind, key))
+            else:
+                conn.execute(
+                    "UPDATE ephemeral SET value = %s, expires_at = %s WHERE kind = %s AND key = %s",
+                    (Jsonb(value), expires_at, kind, key),
+                )
+        return result
+
     def ephemeral_delete_where(self, kind: str, field: str, value: str) -> None:
         with self._connection() as conn:
             conn.execute("DELETE FROM ephemeral WHERE kind = %s AND value ->> %s = %s", (kind, field, value))
