@@ -12,6 +12,7 @@ import base64
 import dataclasses
 import hashlib
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -108,7 +109,7 @@ class SharedCodeStore:
         fields.pop("code")
         response = fields.pop("response")
         if response is not None:
-            nonce = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).digest()[:12]
+            nonce = os.urandom(12)
             sealed = self._cipher(code.code).encrypt(nonce, json.dumps(response).encode(), None)
             fields["sealed_response"] = base64.b64encode(nonce + sealed).decode()
         return fields
