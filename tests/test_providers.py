@@ -252,3 +252,28 @@ def test_upstream_refusing_our_client_secret_is_a_clear_page(make_server, idp):
     as_user(idp, {"sub": "g-1", "email": "a@example.com", "email_verified": True})
     final, _, _ = login(server, idp)
     assert final.status_code == 400 and "invalid_client" in final.text
+
+
+def test_a_google_login_started_at_one_instance_ends_at_another(google, idp, postgres_url):
+    """With OAUTH_STORE=postgresql://… the upstream login state is shared: the IdP's
+    answer may come back through another instance than the one that sent the person
+    there, and the consent and the code go on from either."""
+    from support.oauth import csrf_of, request_id_of
+
+    port_a, port_b = free_port(), free_port()
+    issuer = f"http://127.0.0.1:{port_a}"
+    first = google(PORT=str(port_a), OAUTH_STORE=postgres_url)
+    second = google(PORT=str(port_b), OAUTH_ISSUER=issuer, OAUTH_STORE=postgres_url)
+    as_user(idp, {"sub": "g-777", "email": "alice@example.com", "email_verified": True})
+    browser, callback = upstream_callback(first)
+    assert callback.startswith(issuer + "/oauth/google/callback")
+    finished = browser.get(callback.replace(f":{port_a}/", f":{port_b}/", 1))  # back through the other one
+    assert finished.status_code == 302, finished.text[:300]
+    consent_url = browser.absolute(finished.headers["Location"])
+    assert "/consent" in consent_url
+    page = browser.get(consent_url)
+    approved = browser.post(
+        first.url("/consent"),
+        data={"request_id": request_id_of(consent_url), "decision": "approve", "csrf_token": csrf_of(page.text)},
+    )
+    assert "code" in redirect_params(approved)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import requests
 from authlib.common.errors import AuthlibBaseError
@@ -32,7 +32,12 @@ from ..cache import TTLCache
 from ..config import Config
 from ..models import Person
 from ..pending import PendingAuthorization
+from ..storage import shared_state
 from .base import IdentityProvider, browser_id
+
+if TYPE_CHECKING:
+    from ..repositories import UserRepository
+    from ..storage.postgres import PostgresStore
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +63,25 @@ class MemoryCache:
         self._items.pop(key)
 
 
+class SharedCache:
+    """The same interface in PostgreSQL, when instances share one: the login may
+    start at one instance and come back to another."""
+
+    KIND = "upstream-login"
+
+    def __init__(self, store: PostgresStore) -> None:
+        self.store = store
+
+    def get(self, key: str) -> Any:
+        return self.store.ephemeral_get(self.KIND, key)
+
+    def set(self, key: str, value: Any, expires: int | None = None) -> None:
+        self.store.ephemeral_put(self.KIND, key, value, time.time() + (expires or 600))
+
+    def delete(self, key: str) -> None:
+        self.store.ephemeral_pop(self.KIND, key)
+
+
 class NotAllowed(Exception):
     """The person logged in upstream but may not use this server."""
 
@@ -69,10 +93,15 @@ class OIDCProvider(IdentityProvider):
     title: ClassVar[str]
     scope = "openid email profile"
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, cache: MemoryCache | SharedCache | None = None):
         super().__init__(config)
-        self.oauth = OAuth(cache=MemoryCache())
+        self.oauth = OAuth(cache=cache or MemoryCache())
         self.client: Any = None
+
+    @classmethod
+    def create(cls, config: Config, users: UserRepository) -> IdentityProvider:
+        shared = shared_state(users.store)
+        return cls(config, SharedCache(shared) if shared is not None else None)
 
     # -- what a subclass provides ---------------------------------------------------
 
