@@ -82,7 +82,7 @@ def create_app(config: Config | None = None, *, for_cli: bool = False) -> Flask:
 
     store = open_store(config)
     keys = KeyManager(store)
-    clients = ClientRepository(store, config, DocumentFetcher(config) if config.cimd else None)
+    clients = ClientRepository(store, config, DocumentFetcher(config, shared_state(store)) if config.cimd else None)
     grants = GrantRepository(store, config)
     users = UserRepository(store)
     server = OAuthServer(config, clients, grants, keys)

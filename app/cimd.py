@@ -25,10 +25,13 @@ import socket
 import ssl
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from .cache import TTLCache
+
+if TYPE_CHECKING:
+    from .storage.postgres import PostgresStore
 from .config import Config
 from .policy import MetadataTooLarge, accepted_redirect_uris, check_bounds
 
@@ -156,10 +159,12 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
 
 
 class DocumentFetcher:
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, shared: PostgresStore | None = None):
         self.config = config
-        #: URL -> (validated metadata, or None with why the fetch failed)
+        #: URL -> (validated metadata, or None with why the fetch failed); in the
+        #: shared database when instances share one, so one fetch serves them all
         self._cache: TTLCache[str, tuple[dict[str, Any] | None, str]] = TTLCache(MAX_CACHED)
+        self._shared = shared
         self._slots = threading.BoundedSemaphore(MAX_CONCURRENT_FETCHES)
         self._context = ssl.create_default_context()
         extra = os.environ.get("SSL_CERT_FILE")
@@ -169,7 +174,7 @@ class DocumentFetcher:
     def metadata(self, url: str) -> dict[str, Any]:
         """The validated client metadata of a document URL (cached), or raise
         DocumentError. A shipped document stands in when the live fetch fails."""
-        cached = self._cache.get(url)
+        cached = self._cached(url)
         if cached is not None:
             if cached[0] is None:
                 return self._shipped_or_raise(url, cached[1])
@@ -188,10 +193,19 @@ class DocumentFetcher:
             return self.validate(url, SHIPPED[url])
         raise DocumentError(reason)
 
+    def _cached(self, url: str) -> tuple[dict[str, Any] | None, str] | None:
+        if self._shared is None:
+            return self._cache.get(url)
+        stored = self._shared.ephemeral_get("document", url)
+        return (stored[0], stored[1]) if stored else None
+
     def _remember(self, url: str, metadata: dict[str, Any] | None, ttl: int, reason: str) -> None:
         if ttl <= 0:
             return
-        self._cache.put(url, (metadata, reason), time.time() + ttl)
+        if self._shared is not None:
+            self._shared.ephemeral_put("document", url, [metadata, reason], time.time() + ttl)
+        else:
+            self._cache.put(url, (metadata, reason), time.time() + ttl)
 
     def _fetch(self, url: str) -> tuple[Any, int]:
         if not self._slots.acquire(blocking=False):

@@ -275,3 +275,23 @@ def test_the_cli_takes_double_dash_before_an_id(server):
     result = server.cli("delete-client", "--", client["client_id"])
     assert result.returncode == 0, result.stderr
     assert json.loads(server.cli("list-clients", "--json").stdout) == []
+
+
+def test_instances_sharing_postgresql_share_fetched_documents(make_server, documents, postgres_url):
+    """With OAUTH_STORE=postgresql://… a document one instance fetched serves the
+    others for as long as its Cache-Control allows: one fetch, not one per instance."""
+    base, ca_file, log = documents
+    client_id = f"{base}/good/shared-{postgres_url.rsplit('/', 1)[1]}.json"
+    env = {"OAUTH_CIMD_ALLOW_PRIVATE": "1", "SSL_CERT_FILE": ca_file, "OAUTH_STORE": postgres_url}
+    first = make_server(**env)
+    second = make_server(users={}, **env)
+    _, challenge = pkce_pair()
+    for server in (first, second, first, second):
+        started = requests.get(
+            server.url("/authorize?" + urlencode(_params(client_id, "https://app.example/cb", challenge))),
+            allow_redirects=False,
+            timeout=10,
+        )
+        assert started.status_code == 302 and "/login" in started.headers["Location"], started.text[:200]
+    path = urlsplit(client_id).path
+    assert log.read_text().splitlines().count(path) == 1

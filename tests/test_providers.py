@@ -267,7 +267,7 @@ def test_a_google_login_started_at_one_instance_ends_at_another(google, idp, pos
     as_user(idp, {"sub": "g-777", "email": "alice@example.com", "email_verified": True})
     browser, callback = upstream_callback(first)
     assert callback.startswith(issuer + "/oauth/google/callback")
-    finished = browser.get(callback.replace(f":{port_a}/", f":{port_b}/", 1))  # back through the other one
+    finished = browser.get(callback.replace(f":{port_a}/", f":{second.port}/", 1))  # back through the other one
     assert finished.status_code == 302, finished.text[:300]
     consent_url = browser.absolute(finished.headers["Location"])
     assert "/consent" in consent_url
