@@ -55,6 +55,26 @@ def free_port() -> int:
 
 
 def cpu_seconds(pid: int) -> float:
+    """CPU time of `pid`, plus that of the PostgreSQL cluster the bench started (its
+    postmaster and every backend), when there is one: a database's work counts."""
+    total = _cpu_of(pid)
+    if DATABASE_PIDS:
+        postmaster = DATABASE_PIDS[0]
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(stat.parent.name) == postmaster or int(fields[1]) == postmaster:
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+#: the postmaster of the bench's PostgreSQL cluster, while one runs
+DATABASE_PIDS: list[int] = []
+
+
+def _cpu_of(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -102,7 +122,7 @@ def load(pid: int, work) -> tuple[float, int]:
     return sum(done) / max(used, 1e-9), sum(done)
 
 
-def fill(data: Path, size: int, issuer: str) -> list[tuple[str, str]]:
+def fill(data: Path, size: int, issuer: str, store_url: str | None = None) -> list[tuple[str, str]]:
     """A store of `size` clients and grants; returns CLIENTS (client_id, refresh token)
     pairs for the refresh load."""
     now = time.time()
@@ -139,7 +159,16 @@ def fill(data: Path, size: int, issuer: str) -> list[tuple[str, str]]:
         }
         if i < CLIENTS:
             chains.append((client_id, token))
-    PersistentStore(data).replace_all({"clients": clients, "grants": grants})
+    if store_url:
+        from app.config import Config
+        from app.repositories import expiry_rules
+        from app.storage.postgres import PostgresStore
+
+        store = PostgresStore(store_url, expiry_rules(Config()))
+        store.replace_all({"clients": clients, "grants": grants})
+        store.close()
+    else:
+        PersistentStore(data).replace_all({"clients": clients, "grants": grants})
     return chains
 
 
@@ -164,13 +193,13 @@ def start_server(data: Path, port: int, **extra: str) -> subprocess.Popen:
     )
 
 
-def bench_store_size(size: int) -> dict[str, float]:
+def bench_store_size(size: int, store_url: str | None = None) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        chains = [list(pair) for pair in fill(data, size, base)]
-        proc = start_server(data, port)
+        chains = [list(pair) for pair in fill(data, size, base, store_url)]
+        proc = start_server(data, port, **({"OAUTH_STORE": store_url} if store_url else {}))
         try:
             startup = wait_until_up(base + "/healthz", proc)
             rss = rss_mib(proc.pid)
@@ -383,7 +412,8 @@ def bench_floor() -> float:
 
 
 def main(parts: list[str]) -> None:
-    """`make bench` runs everything; `scripts/bench.py hot` or `store` one part."""
+    """`make bench` runs everything; `scripts/bench.py hot`, `store` or `postgresql`
+    one part."""
     print(f"{CLIENTS} concurrent keep-alive clients, {SECONDS:.0f} s per cell; ops per server CPU-second", flush=True)
     floor = bench_floor()
     print(f"bare Flask route on waitress (the floor): {floor:,.0f}", flush=True)
@@ -391,6 +421,8 @@ def main(parts: list[str]) -> None:
         report_hot_paths(floor)
     if not parts or "store" in parts:
         report_store()
+    if not parts or "postgresql" in parts:
+        report_postgresql()
 
 
 def report_hot_paths(floor: float) -> None:
@@ -424,6 +456,32 @@ def report_store() -> None:
         print(f"| {name} | {small[key]:,.0f} | {large[key]:,.0f} | {small[key] / large[key]:.2f}x |")
     print(f"| start-up to /healthz (s) | {small['startup']:.2f} | {large['startup']:.2f} | |")
     print(f"| resident memory after start (MiB) | {small['rss']:.0f} | {large['rss']:.0f} | |")
+
+
+
+def report_postgresql() -> None:
+    """Refresh and registration at 10,000 clients + grants, on the file store and on
+    PostgreSQL (a cluster started here, as the tests do; its CPU counts too)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from support.postgres import PostgresServer, bin_dir  # type: ignore[import-not-found]
+
+    if bin_dir() is None:
+        print("\nPostgreSQL is not installed: no PostgreSQL figures (Debian: apt-get install postgresql)")
+        return
+    files = bench_store_size(10_000)
+    cluster = PostgresServer().start()
+    try:
+        url = cluster.new_database()
+        DATABASE_PIDS.append(int((cluster.data / "postmaster.pid").read_text().split()[0]))
+        database = bench_store_size(10_000, url)
+    finally:
+        DATABASE_PIDS.clear()
+        cluster.remove()
+    print()
+    print("| 10,000 clients + 10,000 grants | file store | PostgreSQL (server + database CPU) | ratio |")
+    print("| --- | --- | --- | --- |")
+    for name, key in (("registration", "register"), ("public-client refresh", "refresh")):
+        print(f"| {name} | {files[key]:,.0f} | {database[key]:,.0f} | {database[key] / files[key]:.2f}x |")
 
 
 if __name__ == "__main__":
