@@ -28,12 +28,12 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from .cache import TTLCache
+from .config import Config
+from .policy import MetadataTooLarge, accepted_redirect_uris, check_bounds
+from .storage import expiring_map
 
 if TYPE_CHECKING:
     from .storage.postgres import PostgresStore
-from .config import Config
-from .policy import MetadataTooLarge, accepted_redirect_uris, check_bounds
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +163,7 @@ class DocumentFetcher:
         self.config = config
         #: URL -> (validated metadata, or None with why the fetch failed); in the
         #: shared database when instances share one, so one fetch serves them all
-        self._cache: TTLCache[str, tuple[dict[str, Any] | None, str]] = TTLCache(MAX_CACHED)
-        self._shared = shared
+        self._cache: Any = expiring_map(shared, "document", MAX_CACHED, encode=list, decode=tuple)
         self._slots = threading.BoundedSemaphore(MAX_CONCURRENT_FETCHES)
         self._context = ssl.create_default_context()
         extra = os.environ.get("SSL_CERT_FILE")
@@ -174,7 +173,7 @@ class DocumentFetcher:
     def metadata(self, url: str) -> dict[str, Any]:
         """The validated client metadata of a document URL (cached), or raise
         DocumentError. A shipped document stands in when the live fetch fails."""
-        cached = self._cached(url)
+        cached: tuple[dict[str, Any] | None, str] | None = self._cache.get(url)
         if cached is not None:
             if cached[0] is None:
                 return self._shipped_or_raise(url, cached[1])
@@ -193,19 +192,10 @@ class DocumentFetcher:
             return self.validate(url, SHIPPED[url])
         raise DocumentError(reason)
 
-    def _cached(self, url: str) -> tuple[dict[str, Any] | None, str] | None:
-        if self._shared is None:
-            return self._cache.get(url)
-        stored = self._shared.ephemeral_get("document", url)
-        return (stored[0], stored[1]) if stored else None
-
     def _remember(self, url: str, metadata: dict[str, Any] | None, ttl: int, reason: str) -> None:
         if ttl <= 0:
             return
-        if self._shared is not None:
-            self._shared.ephemeral_put("document", url, [metadata, reason], time.time() + ttl)
-        else:
-            self._cache.put(url, (metadata, reason), time.time() + ttl)
+        self._cache.put(url, (metadata, reason), time.time() + ttl)
 
     def _fetch(self, url: str) -> tuple[Any, int]:
         if not self._slots.acquire(blocking=False):

@@ -12,9 +12,9 @@ import dataclasses
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from .cache import TTLCache
+from .storage import expiring_map
 
 if TYPE_CHECKING:
     from .storage.postgres import PostgresStore
@@ -39,27 +39,20 @@ class PendingAuthorizations:
 
     def __init__(self, ttl: int, max_items: int = MAX_ITEMS, shared: PostgresStore | None = None):
         self.ttl = ttl
-        self._items: TTLCache[str, PendingAuthorization] = TTLCache(max_items)
-        self._shared = shared
+        self._items: Any = expiring_map(
+            shared, "pending", max_items, encode=dataclasses.asdict, decode=lambda d: PendingAuthorization(**d)
+        )
 
     def create(self, params: dict[str, list[str]], browser_id: str) -> PendingAuthorization:
         pending = PendingAuthorization(secrets.token_urlsafe(24), params, browser_id)
-        expires_at = pending.created_at + self.ttl
-        if self._shared is not None:
-            self._shared.ephemeral_put("pending", pending.id, dataclasses.asdict(pending), expires_at)
-        else:
-            self._items.put(pending.id, pending, expires_at)
+        self._items.put(pending.id, pending, pending.created_at + self.ttl)
         return pending
 
     def get(self, pending_id: str | None, browser_id: str | None) -> PendingAuthorization | None:
         """The pending request, if it exists, is fresh and belongs to this browser."""
         if not pending_id or not browser_id:
             return None
-        if self._shared is not None:
-            stored = self._shared.ephemeral_get("pending", pending_id)
-            pending = PendingAuthorization(**stored) if stored else None
-        else:
-            pending = self._items.get(pending_id)  # None once expired
+        pending: PendingAuthorization | None = self._items.get(pending_id)  # None once expired
         if pending is None:
             return None
         if not secrets.compare_digest(pending.browser_id, browser_id):
@@ -67,7 +60,4 @@ class PendingAuthorizations:
         return pending
 
     def finish(self, pending_id: str) -> None:
-        if self._shared is not None:
-            self._shared.ephemeral_pop("pending", pending_id)
-        else:
-            self._items.pop(pending_id)
+        self._items.pop(pending_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from app.pending import PendingAuthorizations
 from app.providers.custom import LoginThrottle
-from app.providers.oidc import MemoryCache
+from app.providers.oidc import StateCache
 from app.throttle import SlidingWindow
 
 
@@ -18,7 +18,7 @@ def test_pending_authorizations_drop_the_oldest_past_the_cap():
 
 
 def test_upstream_state_cache_is_bounded():
-    cache = MemoryCache(max_items=2)
+    cache = StateCache(max_items=2)
     for key in "abc":
         cache.set(key, key, 60)
     assert cache.get("a") is None and cache.get("c") == "c"

@@ -25,10 +25,10 @@ from ..repositories import UserRepository
 from ..security import check_csrf
 from ..storage import shared_state
 from ..throttle import sliding_window
+from .base import IdentityProvider, browser_id, current_identity, remember_login
 
 if TYPE_CHECKING:
     from ..storage.postgres import PostgresStore
-from .base import IdentityProvider, browser_id, current_identity, remember_login
 
 FIRST_USER = "admin"
 #: longer inputs fail without a hash: no user name is longer (the CLI's rule), and

@@ -28,11 +28,10 @@ from flask.typing import ResponseReturnValue
 from joserfc.errors import JoseError
 
 from .. import services
-from ..cache import TTLCache
 from ..config import Config
 from ..models import Person
 from ..pending import PendingAuthorization
-from ..storage import shared_state
+from ..storage import expiring_map, shared_state
 from .base import IdentityProvider, browser_id
 
 if TYPE_CHECKING:
@@ -44,14 +43,16 @@ log = logging.getLogger(__name__)
 PENDING_KEY = "upstream_pending"
 
 
-class MemoryCache:
+class StateCache:
     """The small cache interface Authlib's client wants for server-side state data,
-    bounded (oldest dropped first) since anyone can start a login."""
+    over an expiring map: bounded in memory (oldest dropped first, since anyone can
+    start a login), or in the shared database, where a login may start at one
+    instance and come back to another."""
 
     MAX_ITEMS = 10_000
 
-    def __init__(self, max_items: int = MAX_ITEMS) -> None:
-        self._items: TTLCache[str, Any] = TTLCache(max_items)
+    def __init__(self, max_items: int = MAX_ITEMS, shared: PostgresStore | None = None) -> None:
+        self._items: Any = expiring_map(shared, "upstream-login", max_items)
 
     def get(self, key: str) -> Any:
         return self._items.get(key)
@@ -61,25 +62,6 @@ class MemoryCache:
 
     def delete(self, key: str) -> None:
         self._items.pop(key)
-
-
-class SharedCache:
-    """The same interface in PostgreSQL, when instances share one: the login may
-    start at one instance and come back to another."""
-
-    KIND = "upstream-login"
-
-    def __init__(self, store: PostgresStore) -> None:
-        self.store = store
-
-    def get(self, key: str) -> Any:
-        return self.store.ephemeral_get(self.KIND, key)
-
-    def set(self, key: str, value: Any, expires: int | None = None) -> None:
-        self.store.ephemeral_put(self.KIND, key, value, time.time() + (expires or 600))
-
-    def delete(self, key: str) -> None:
-        self.store.ephemeral_pop(self.KIND, key)
 
 
 class NotAllowed(Exception):
@@ -93,15 +75,14 @@ class OIDCProvider(IdentityProvider):
     title: ClassVar[str]
     scope = "openid email profile"
 
-    def __init__(self, config: Config, cache: MemoryCache | SharedCache | None = None):
+    def __init__(self, config: Config, cache: StateCache | None = None):
         super().__init__(config)
-        self.oauth = OAuth(cache=cache or MemoryCache())
+        self.oauth = OAuth(cache=cache or StateCache())
         self.client: Any = None
 
     @classmethod
     def create(cls, config: Config, users: UserRepository) -> IdentityProvider:
-        shared = shared_state(users.store)
-        return cls(config, SharedCache(shared) if shared is not None else None)
+        return cls(config, StateCache(shared=shared_state(users.store)))
 
     # -- what a subclass provides ---------------------------------------------------
 

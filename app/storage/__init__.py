@@ -2,8 +2,10 @@
 with its journal (`PersistentStore`, the default), memory (`memory.py`, for tests) and
 PostgreSQL (`postgres.py`, for several instances)."""
 
+from collections.abc import Callable
 from typing import Any
 
+from ..cache import TTLCache
 from .base import Store
 from .store import COLLECTIONS, CorruptStoreError, PersistentStore, StoreError
 
@@ -15,4 +17,29 @@ def shared_state(store: Any) -> Any:
     return store if hasattr(store, "ephemeral_locked") else None
 
 
-__all__ = ["COLLECTIONS", "CorruptStoreError", "PersistentStore", "Store", "StoreError", "shared_state"]
+def expiring_map(
+    shared: Any,
+    kind: str,
+    max_items: int,
+    encode: Callable[[Any], Any] = lambda value: value,
+    decode: Callable[[Any], Any] = lambda value: value,
+) -> Any:
+    """A map whose entries expire: in the shared database when there is one (see
+    `shared_state`), else a bounded `TTLCache` in this process. Both answer get, put
+    (with an expiry time) and pop."""
+    if shared is None:
+        return TTLCache(max_items)
+    from .postgres import SharedMap
+
+    return SharedMap(shared, kind, encode, decode)
+
+
+__all__ = [
+    "COLLECTIONS",
+    "CorruptStoreError",
+    "PersistentStore",
+    "Store",
+    "StoreError",
+    "expiring_map",
+    "shared_state",
+]

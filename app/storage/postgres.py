@@ -474,3 +474,33 @@ def _redact(url: str) -> str:
     host = info.get("host") or "localhost"
     port = f":{info['port']}" if info.get("port") else ""
     return f"postgresql://{host}{port}/{info.get('dbname', '')}"
+
+
+class SharedMap:
+    """`TTLCache`'s interface (get, put with an expiry time, pop) on the `ephemeral`
+    table, for short-lived state every instance must see. Values are stored as JSON:
+    `encode` and `decode` convert what is not."""
+
+    def __init__(
+        self,
+        store: PostgresStore,
+        kind: str,
+        encode: Callable[[Any], Any] = lambda value: value,
+        decode: Callable[[Any], Any] = lambda value: value,
+    ) -> None:
+        self.store = store
+        self.kind = kind
+        self.encode = encode
+        self.decode = decode
+
+    def get(self, key: str, now: float | None = None) -> Any:
+        stored = self.store.ephemeral_get(self.kind, key)
+        return None if stored is None else self.decode(stored)
+
+    def put(self, key: str, value: Any, expires_at: float) -> None:
+        self.store.ephemeral_put(self.kind, key, self.encode(value), expires_at)
+
+    def pop(self, key: str) -> Any:
+        stored = self.store.ephemeral_pop(self.kind, key)
+        return None if stored is None else self.decode(stored)
+
