@@ -78,8 +78,6 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
 ]
 #: advisory lock ids: migrations, and one per collection (see `lock`)
 MIGRATION_LOCK = 0x6D63706F  # "mcpo"
-#: fields `find` may look in through an index (others are scanned)
-INDEXED_FIELDS = {("grants", "refresh_token_hashes")}
 #: how long a request waits for a database connection before it is answered 503
 POOL_TIMEOUT = 1.0
 #: how long start-up waits for the database
