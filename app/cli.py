@@ -206,7 +206,11 @@ def show_all(as_json: bool) -> None:
 # -- deleting -------------------------------------------------------------------------
 
 
-@command("delete-client", short_help="Delete a client and all its grants.")
+# Ids are URL-safe base64, so one in 64 starts with "-": take it as the id, not an option.
+IDS_MAY_START_WITH_A_DASH = {"ignore_unknown_options": True}
+
+
+@command("delete-client", short_help="Delete a client and all its grants.", context_settings=IDS_MAY_START_WITH_A_DASH)
 @click.argument("client_id")
 @dry_run_option
 def delete_client(client_id: str, dry_run: bool) -> None:
@@ -216,7 +220,7 @@ def delete_client(client_id: str, dry_run: bool) -> None:
     click.echo(f"{verb} client {client_id} ({name}) and {grants} grant(s).")
 
 
-@command("delete-token")
+@command("delete-token", context_settings=IDS_MAY_START_WITH_A_DASH)
 @click.argument("prefix")
 @dry_run_option
 def delete_token(prefix: str, dry_run: bool) -> None:

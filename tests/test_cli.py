@@ -83,7 +83,7 @@ def test_delete_token_by_prefix_and_ambiguity(server):
 
     client, tokens = tokens_for(server)
     store = PersistentStore(server.data_dir)
-    for grant_id in ("sharedAAA1", "sharedBBB2"):
+    for grant_id in ("sharedAAA1", "sharedBBB2", "-dashedC3"):
         store.put(
             "grants",
             grant_id,
@@ -101,10 +101,13 @@ def test_delete_token_by_prefix_and_ambiguity(server):
     fails(server.cli("delete-token", "nothing-like-it"), "no grant")
     err = fails(server.cli("delete-token", "shared"), "ambiguous")
     assert "sharedAAA1" in err and "sharedBBB2" in err
-    assert len(json.loads(ok(server.cli("list-tokens", "--json")))) == 3
+    assert len(json.loads(ok(server.cli("list-tokens", "--json")))) == 4
     ok(server.cli("delete-token", "sharedA"))
+    # One id in 64 starts with "-": it is an id, not an option.
+    ok(server.cli("delete-token", "-dash"))
+    fails(server.cli("delete-client", "-no-such-client"), "-no-such-client")
     left = {g["grant_id"] for g in json.loads(ok(server.cli("list-tokens", "--json")))}
-    assert "sharedAAA1" not in left and "sharedBBB2" in left and len(left) == 2
+    assert "sharedAAA1" not in left and "-dashedC3" not in left and "sharedBBB2" in left and len(left) == 2
     real = next(g for g in left if not g.startswith("shared"))
     ok(server.cli("delete-token", real[:10]))
     assert verify(server, tokens["access_token"]).status_code == 401
