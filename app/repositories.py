@@ -19,7 +19,7 @@ from .cimd import DocumentError, DocumentFetcher, is_document_url
 from .config import Config
 from .keys import key_expires_at
 from .models import Client, Grant
-from .security import hash_secret, new_secret
+from .security import hash_secret, new_id, new_secret
 from .storage import PersistentStore, Store
 from .storage.base import ExpiryRule, Record
 
@@ -52,12 +52,7 @@ def expiry_rules(config: Config) -> dict[str, ExpiryRule]:
 
 
 def new_client_id() -> str:
-    """A URL-safe random id that never begins with `-`, so that no command line
-    reads it as an option."""
-    while True:
-        client_id = secrets.token_urlsafe(24)
-        if not client_id.startswith("-"):
-            return client_id
+    return new_id(24)
 
 
 def open_store(config: Config) -> Store:

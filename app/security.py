@@ -23,6 +23,15 @@ def new_secret() -> str:
     return secrets.token_urlsafe(32)
 
 
+def new_id(nbytes: int) -> str:
+    """A URL-safe random id that never begins with `-`, so that no command line
+    reads it as an option."""
+    while True:
+        value = secrets.token_urlsafe(nbytes)
+        if not value.startswith("-"):
+            return value
+
+
 def hash_secret(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8")).hexdigest()
 

@@ -19,6 +19,7 @@ from support.tls import make_ca
 
 from app.cimd import address_allowed
 from app.repositories import new_client_id
+from app.security import new_id
 
 HERE = Path(__file__).parent
 
@@ -266,8 +267,9 @@ def test_native_schemes_are_configurable(make_server):
 # -- client ids an operator can type -------------------------------------------------------
 
 
-def test_client_ids_never_begin_with_a_dash():
+def test_client_and_grant_ids_never_begin_with_a_dash():
     assert not any(new_client_id().startswith("-") for _ in range(5000))
+    assert not any(new_id(18).startswith("-") for _ in range(5000))
 
 
 def test_the_cli_takes_double_dash_before_an_id(server):

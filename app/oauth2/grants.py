@@ -9,7 +9,6 @@ Authlib validates the requests; these classes keep the state: codes in
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from typing import TYPE_CHECKING
 
@@ -17,6 +16,7 @@ from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidScopeError, OAuth2E
 
 from ..models import AuthorizationCode, Client, Grant, Person
 from ..policy import AUTH_METHODS, requested_scopes
+from ..security import new_id
 from .rfc8707 import resolve_resources
 from .tokens import TokenSubject
 
@@ -109,7 +109,7 @@ class AuthorizationCodeGrant(_TokenIssuing, grants.AuthorizationCodeGrant):
                 return 200, dict(code.response), self.TOKEN_RESPONSE_HEADER
             person = self.authenticate_user(code)
             self.request.user = person
-            subject = TokenSubject(person, grant_id=secrets.token_urlsafe(18), resource=code.resource)
+            subject = TokenSubject(person, grant_id=new_id(18), resource=code.resource)
             token = self._issue(client, subject, code.scope, client.check_grant_type("refresh_token"))
             self.server.grants.create(
                 grant_id=subject.grant_id,
