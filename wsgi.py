@@ -14,24 +14,41 @@ from typing import Any
 from flask import Flask
 
 from app import create_app
-from app.config import Config, ConfigError
+from app.config import Config, ConfigError, environment
+from app.config import log_format as config_log_format
 from app.endpoints.gateway import MAX_BODY as MAX_REQUEST_BODY
+from app.observability import configure_logging
 from app.storage import StoreError
 
 #: seconds an idle connection is kept open
 IDLE_TIMEOUT = 60
 
 
+log = logging.getLogger("mcp_oauth")
+
+
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        log_format = config_log_format(environment())
+    except ConfigError:
+        log_format = "text"  # reported below, with the rest of the configuration
+    configure_logging(log_format)
     try:
         config = Config.from_env()
         app = create_app(config)
     except (ConfigError, StoreError) as exc:
-        print(f"Error: {exc}", file=sys.stderr)
+        report_error(log_format, exc)
         return 2
 
-    print(f"Serving {config.issuer} on http://{config.host}:{config.port} ({config.provider} provider)", flush=True)
+    listen = f"http://{config.host}:{config.port}"
+    store = "file" if config.store == "file" else "postgresql"
+    log.info(
+        "Serving %s on %s (%s provider)",
+        config.issuer,
+        listen,
+        config.provider,
+        extra={"event": "server.started", "fields": {"issuer": config.issuer, "listen": listen, "store": store}},
+    )
     # A clean stop (Ctrl-C, SIGTERM from systemd or a container) compacts the store's
     # journals into its JSON files, so that those alone are the whole truth.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -43,8 +60,17 @@ def main() -> int:
         try:
             app.extensions["oauth"].store.compact()
         except StoreError as exc:
-            print(f"Error: {exc}", file=sys.stderr)
+            report_error(config.log_format, exc)
     return 0
+
+
+def report_error(log_format: str, exc: Exception) -> None:
+    """One line: `Error: …` for a person at a terminal, a JSON object for a log
+    collector."""
+    if log_format == "json":
+        log.error("%s", exc, extra={"event": "server.error", "fields": {"error": str(exc)}})
+    else:
+        print(f"Error: {exc}", file=sys.stderr)
 
 
 def waitress_options(config: Config) -> dict[str, Any]:

@@ -8,21 +8,23 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from flask import Flask, Request, current_app
+from flask import Flask, Request, current_app, request
 from flask.json.provider import DefaultJSONProvider
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 
 from .admin import Admin
 from .cimd import DocumentFetcher
 from .config import Config, ConfigError
-from .forwarded import IssuerOrigin
+from .forwarded import IssuerOrigin, client_address, peer_is_trusted
 from .keys import KeyManager
 from .oauth2 import AccessTokenVerifier, OAuthServer
+from .observability import RequestLog, configure_logging, note, observe_store_write
 from .pending import PendingAuthorizations
 from .providers import IdentityProvider, load_provider
 from .repositories import ClientRepository, GrantRepository, UserRepository, open_store
@@ -104,20 +106,27 @@ def create_app(config: Config | None = None, *, for_cli: bool = False) -> Flask:
     )
 
     from . import cli, cors, errors
-    from .endpoints import authorize, gateway, metadata, registration, token, verify
+    from .endpoints import authorize, gateway, metadata, metrics, registration, token, verify
     from .security import csrf_token
 
     app.jinja_env.globals["csrf_token"] = csrf_token
     errors.init_app(app)
     cors.init_app(app, config)
-    for blueprint in (registration.bp, authorize.bp, token.bp, verify.bp):
+    for blueprint in (registration.bp, authorize.bp, token.bp, verify.bp, metrics.bp):
         app.register_blueprint(blueprint, url_prefix=config.issuer_path)
     # Their URLs come from the configuration (resources, the gateway's path).
     metadata.init_app(app, config)
     gateway.init_app(app, config)
     provider.init_app(app)
     cli.init_app(app)
-    app.wsgi_app = HotPaths(IssuerOrigin(app.wsgi_app, config.issuer), app.extensions["oauth"])  # type: ignore[method-assign]
+    app.before_request(lambda: note(endpoint=request.endpoint))
+    store.observe_write = observe_store_write
+    app.wsgi_app = RequestLog(  # type: ignore[method-assign]
+        HotPaths(IssuerOrigin(app.wsgi_app, config.issuer), app.extensions["oauth"]),
+        exact_endpoints={rule.rule: rule.endpoint for rule in app.url_map.iter_rules() if not rule.arguments},
+        trust_request_id=functools.partial(peer_is_trusted, config),
+        client_address=functools.partial(client_address, config),
+    )
 
     if for_cli:
         # What a command wrote lands in the JSON files when it ends (a broken store
@@ -159,7 +168,10 @@ def _compact_quietly(store: Store) -> None:
 def create_cli_app() -> Flask:
     """The app for `flask oauth …` (named in .flaskenv)."""
     try:
-        return create_app(for_cli=True)
+        app = create_app(for_cli=True)
     except ConfigError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    # Every change a command makes is an audit event, on stderr like the server's log.
+    configure_logging(app.extensions["oauth"].config.log_format)
+    return app

@@ -10,6 +10,7 @@ destructive commands take `--dry-run`; failures print one line and exit 1.
 from __future__ import annotations
 
 import functools
+import getpass
 import json
 import os
 import re
@@ -24,6 +25,7 @@ from flask import Flask
 from flask.cli import AppGroup
 
 from .admin import Admin, AdminError, client_row
+from .observability import audit
 from .providers.custom import MAX_PASSWORD
 from .storage import COLLECTIONS, StoreError
 
@@ -48,14 +50,25 @@ def _admin() -> Admin:
     return _svc().admin
 
 
-def command(name: str, **kwargs: Any) -> Callable:
-    """An `oauth` subcommand whose failures print one line and exit 1."""
+#: the arguments an audit event of a command names (never a password: those come on stdin)
+AUDITED_ARGUMENTS = ("client_id", "prefix", "name", "file", "clear", "output")
+
+
+def command(name: str, audited: bool = False, **kwargs: Any) -> Callable:
+    """An `oauth` subcommand whose failures print one line and exit 1. An `audited`
+    one (it changes the store, or copies it out) leaves an audit event when it
+    succeeded, not on --dry-run."""
 
     def decorate(func: Callable) -> Callable:
         @functools.wraps(func)
         def wrapper(*args: Any, **kw: Any) -> Any:
             try:
-                return func(*args, **kw)
+                result = func(*args, **kw)
+                if audited and not kw.get("dry_run"):
+                    audit(
+                        f"cli.{name}", by=_os_user(), **{k: kw[k] for k in AUDITED_ARGUMENTS if kw.get(k) is not None}
+                    )
+                return result
             except (CommandError, AdminError, StoreError) as exc:
                 click.echo(f"Error: {exc}", err=True)
                 sys.exit(1)
@@ -69,6 +82,13 @@ def command(name: str, **kwargs: Any) -> Callable:
         return oauth.command(name, **kwargs)(wrapper)
 
     return decorate
+
+
+def _os_user() -> str | None:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return None
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
@@ -210,7 +230,12 @@ def show_all(as_json: bool) -> None:
 IDS_MAY_START_WITH_A_DASH = {"ignore_unknown_options": True}
 
 
-@command("delete-client", short_help="Delete a client and all its grants.", context_settings=IDS_MAY_START_WITH_A_DASH)
+@command(
+    "delete-client",
+    audited=True,
+    short_help="Delete a client and all its grants.",
+    context_settings=IDS_MAY_START_WITH_A_DASH,
+)
 @click.argument("client_id")
 @dry_run_option
 def delete_client(client_id: str, dry_run: bool) -> None:
@@ -220,7 +245,7 @@ def delete_client(client_id: str, dry_run: bool) -> None:
     click.echo(f"{verb} client {client_id} ({name}) and {grants} grant(s).")
 
 
-@command("delete-token", context_settings=IDS_MAY_START_WITH_A_DASH)
+@command("delete-token", audited=True, context_settings=IDS_MAY_START_WITH_A_DASH)
 @click.argument("prefix")
 @dry_run_option
 def delete_token(prefix: str, dry_run: bool) -> None:
@@ -252,7 +277,7 @@ def _delete_all(collection: str, label: str, dry_run: bool, yes: bool) -> None:
     click.echo(f"Deleted {count} {label}{extra}.")
 
 
-@command("delete-all-clients")
+@command("delete-all-clients", audited=True)
 @dry_run_option
 @yes_option
 def delete_all_clients(dry_run: bool, yes: bool) -> None:
@@ -260,7 +285,7 @@ def delete_all_clients(dry_run: bool, yes: bool) -> None:
     _delete_all("clients", "client(s)", dry_run, yes)
 
 
-@command("delete-all-tokens", short_help="Delete every grant; clients stay.")
+@command("delete-all-tokens", audited=True, short_help="Delete every grant; clients stay.")
 @dry_run_option
 @yes_option
 def delete_all_tokens(dry_run: bool, yes: bool) -> None:
@@ -268,7 +293,7 @@ def delete_all_tokens(dry_run: bool, yes: bool) -> None:
     _delete_all("grants", "grant(s)", dry_run, yes)
 
 
-@command("purge-expired", short_help="Remove expired grants and idle clients.")
+@command("purge-expired", audited=True, short_help="Remove expired grants and idle clients.")
 @dry_run_option
 @json_option
 @click.option("-v", "--verbose", is_flag=True, help="Print a summary even when all went well.")
@@ -283,7 +308,7 @@ def purge_expired(dry_run: bool, as_json: bool, verbose: bool) -> None:
         click.echo(f"{verb} {len(clients)} expired client(s) and {len(grants)} expired or orphaned grant(s).")
 
 
-@command("test-cleanup", short_help="Delete the clients named 'TEST …'.")
+@command("test-cleanup", audited=True, short_help="Delete the clients named 'TEST …'.")
 @dry_run_option
 def test_cleanup(dry_run: bool) -> None:
     """Delete clients whose name starts with 'TEST ' and their grants."""
@@ -306,7 +331,7 @@ def _backup_files(directory: Path) -> list[Path]:
     return sorted(files, key=lambda p: p.name, reverse=True)
 
 
-@command("backup", short_help="Write a consistent snapshot of the store.")
+@command("backup", audited=True, short_help="Write a consistent snapshot of the store.")
 @click.option("--output", "-o", type=click.Path(file_okay=False), help="Folder for the backup (default backups/).")
 def backup(output: str | None) -> None:
     """Write a consistent snapshot of clients, grants, users and keys (mode 0600)."""
@@ -391,7 +416,7 @@ def backup_show(file: str | None, as_json: bool) -> None:
     _print_clients([client_row(r) for r in document["clients"].values()])
 
 
-@command("restore", short_help="Merge a backup in (--clear replaces).")
+@command("restore", audited=True, short_help="Merge a backup in (--clear replaces).")
 @click.argument("file", required=False)
 @click.option("--clear", is_flag=True, help="Replace the store's contents instead of merging.")
 @dry_run_option
@@ -436,7 +461,7 @@ password_stdin_option = click.option(
 )
 
 
-@command("add-user")
+@command("add-user", audited=True)
 @click.argument("name")
 @password_stdin_option
 def add_user(name: str, password_stdin: bool) -> None:
@@ -470,7 +495,7 @@ def list_users(as_json: bool) -> None:
     )
 
 
-@command("delete-user", short_help="Delete a local user and their grants.")
+@command("delete-user", audited=True, short_help="Delete a local user and their grants.")
 @click.argument("name")
 @dry_run_option
 def delete_user(name: str, dry_run: bool) -> None:
@@ -480,7 +505,7 @@ def delete_user(name: str, dry_run: bool) -> None:
     click.echo(f"{verb} user {name} and {grants} grant(s).")
 
 
-@command("set-password")
+@command("set-password", audited=True)
 @click.argument("name")
 @password_stdin_option
 def set_password(name: str, password_stdin: bool) -> None:
@@ -492,7 +517,7 @@ def set_password(name: str, password_stdin: bool) -> None:
     click.echo(f"Password of {name} changed.")
 
 
-@command("rotate-keys", short_help="Make a new signing key.")
+@command("rotate-keys", audited=True, short_help="Make a new signing key.")
 @json_option
 def rotate_keys(as_json: bool) -> None:
     """Make a new signing key; the previous one verifies until its tokens expire."""
@@ -500,7 +525,7 @@ def rotate_keys(as_json: bool) -> None:
     _emit({"kid": kid, "keys": keys}, as_json, lambda: click.echo(f"New signing key {kid}."))
 
 
-@command("add-resource-server", short_help="Make a client that may introspect every token.")
+@command("add-resource-server", audited=True, short_help="Make a client that may introspect every token.")
 @click.argument("name")
 @json_option
 def add_resource_server(name: str, as_json: bool) -> None:

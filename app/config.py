@@ -70,6 +70,8 @@ class Config:
     native_schemes: tuple[str, ...] = ("cursor", "vscode", "vscode-insiders", "windsurf")
     cimd: bool = True
     cimd_allow_private: bool = False
+    metrics_allow: tuple[IPNetwork, ...] = (ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("::1/128"))
+    log_format: str = "text"
     google: dict[str, str] = field(default_factory=dict)
     azure: dict[str, str] = field(default_factory=dict)
 
@@ -106,11 +108,18 @@ class Config:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, env_file: str | os.PathLike | None = ".env") -> Config:
         """Read the settings; values in the real environment win over `.env`."""
-        merged: dict[str, str] = {}
-        if env_file is not None and Path(env_file).is_file():
-            merged.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
-        merged.update(os.environ if environ is None else environ)
-        return _parse(merged)
+        return _parse(environment(environ, env_file))
+
+
+def environment(
+    environ: Mapping[str, str] | None = None, env_file: str | os.PathLike | None = ".env"
+) -> dict[str, str]:
+    """The variables: `.env`'s, overridden by the real environment's."""
+    merged: dict[str, str] = {}
+    if env_file is not None and Path(env_file).is_file():
+        merged.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    merged.update(os.environ if environ is None else environ)
+    return merged
 
 
 def _get(env: Mapping[str, str], name: str, default: str) -> str:
@@ -123,6 +132,15 @@ def _store(env: Mapping[str, str]) -> str:
     if value == "file" or value.startswith(("postgresql://", "postgres://")):
         return value
     raise ConfigError("OAUTH_STORE must be `file` or a postgresql:// URL")
+
+
+def log_format(env: Mapping[str, str]) -> str:
+    """OAUTH_LOG_FORMAT: `text` or `json` (read before the rest, so that a bad
+    configuration is itself reported in the chosen format)."""
+    value = (env.get("OAUTH_LOG_FORMAT") or "text").strip().lower()
+    if value not in ("text", "json"):
+        raise ConfigError(f"OAUTH_LOG_FORMAT must be `text` or `json`, got {value!r}")
+    return value
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
@@ -258,6 +276,8 @@ def _parse(env: Mapping[str, str]) -> Config:
         ),
         cimd=_flag(env, "OAUTH_CIMD", True),
         cimd_allow_private=_flag(env, "OAUTH_CIMD_ALLOW_PRIVATE", False),
+        metrics_allow=_networks(env, "OAUTH_METRICS_ALLOW", "127.0.0.1,::1"),
+        log_format=log_format(env),
         google=google,
         azure=azure,
     )

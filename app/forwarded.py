@@ -65,6 +65,11 @@ def _trusted(address: ipaddress.IPv4Address | ipaddress.IPv6Address | None, prox
 WSGIEnviron = dict[str, Any]
 
 
+def address_in(text: str, networks: tuple[IPNetwork, ...]) -> bool:
+    """Whether the address in `text` is in one of `networks` (False for no address)."""
+    return _trusted(_address(text), networks)
+
+
 def peer_is_trusted(config: Config, environ: WSGIEnviron) -> bool:
     return _trusted(_address(environ.get("REMOTE_ADDR") or ""), config.trusted_proxies)
 

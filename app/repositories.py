@@ -19,6 +19,7 @@ from .cimd import DocumentError, DocumentFetcher, is_document_url
 from .config import Config
 from .keys import key_expires_at
 from .models import Client, Grant
+from .observability import REPLAYS, audit
 from .security import hash_secret, new_id, new_secret
 from .storage import PersistentStore, Store
 from .storage.base import ExpiryRule, Record
@@ -259,8 +260,18 @@ class GrantRepository:
         if grant is not None:
             return grant
         grant_id = self._lookup(hash_secret(refresh_token))
-        if grant_id and self.revoke(grant_id):
-            log.warning("a rotated refresh token was presented again: grant %s… revoked", grant_id[:8])
+        revoked = self.store.delete("grants", grant_id) if grant_id else None
+        if revoked is not None:
+            REPLAYS.labels("refresh_token").inc()
+            audit(
+                "replay.detected",
+                logging.WARNING,
+                credential="refresh_token",
+                client_id=revoked.get("client_id"),
+                subject=revoked.get("subject"),
+                grant_id=grant_id,
+                grant_revoked=True,
+            )
         return None
 
     def peek_refresh_token(self, refresh_token: str) -> Grant | None:

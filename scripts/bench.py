@@ -458,7 +458,6 @@ def report_store() -> None:
     print(f"| resident memory after start (MiB) | {small['rss']:.0f} | {large['rss']:.0f} | |")
 
 
-
 def report_postgresql() -> None:
     """Refresh and registration at 10,000 clients + grants, on the file store and on
     PostgreSQL (a cluster started here, as the tests do; its CPU counts too)."""

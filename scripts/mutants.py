@@ -61,9 +61,7 @@ class Outcome:
 
 def load(path: Path = MUTANTS) -> list[Mutant]:
     entries = tomllib.loads(path.read_text())["mutant"]
-    mutants = [
-        Mutant(e["name"], e["rule"], e["file"], e["find"], e["replace"], tuple(e["tests"])) for e in entries
-    ]
+    mutants = [Mutant(e["name"], e["rule"], e["file"], e["find"], e["replace"], tuple(e["tests"])) for e in entries]
     names = [m.name for m in mutants]
     duplicates = {n for n in names if names.count(n) > 1}
     if duplicates:

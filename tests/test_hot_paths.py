@@ -15,7 +15,7 @@ from support.oauth import refresh, tokens_for, verify
 from app.cache import TTLCache
 from app.hotpath import MAX_FORM
 
-VOLATILE = {"date", "server"}
+VOLATILE = {"date", "server", "x-request-id"}
 
 
 def comparable(response: requests.Response) -> dict[str, str]:

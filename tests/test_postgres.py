@@ -134,7 +134,10 @@ def test_instances_migrating_one_empty_database_at_once(postgres, postgres_url):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", MIGRATING, postgres_url], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+            [sys.executable, "-c", MIGRATING, postgres_url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
             text=True,
         )
         for _ in range(4)

@@ -20,6 +20,7 @@ from flask.typing import ResponseReturnValue
 from .. import services
 from ..cimd import DocumentError, is_document_url
 from ..models import Person
+from ..observability import CONSENTS, audit
 from ..pending import PendingAuthorization
 from ..policy import redirect_destination
 from ..providers.base import browser_id, current_identity
@@ -94,6 +95,7 @@ def authorize() -> ResponseReturnValue:
         # scope and resource before: the code at once, with no page in between.
         grant = _validate(params, identity)
         if svc.clients.approved(grant.client, identity.subject, grant.request.scope, grant.request.resource):
+            CONSENTS.labels("remembered").inc()
             return svc.server.create_authorization_response(request=params, grant_user=identity, grant=grant)
     pending = svc.pending.create(params, browser_id())
     if identity is not None:
@@ -136,8 +138,17 @@ def consent() -> ResponseReturnValue:
             return _error_page(OAuth2Error("Choose Allow or Deny.", error="invalid_request"))
         if decision == "approve":
             svc.clients.remember_approval(client, identity.subject, scope, resource)
+        CONSENTS.labels("approved" if decision == "approve" else "denied").inc()
+        audit(
+            "consent.approved" if decision == "approve" else "consent.denied",
+            client_id=client.client_id,
+            subject=identity.subject,
+            scope=scope,
+            resource=" ".join(resource) or None,
+        )
         return _finish(pending, grant, identity if decision == "approve" else None)
     if not _asks_for_consent(pending.params) and svc.clients.approved(client, identity.subject, scope, resource):
+        CONSENTS.labels("remembered").inc()
         return _finish(pending, grant, identity)
     destination, native_app = redirect_destination(grant.redirect_uri)
     return render_template(

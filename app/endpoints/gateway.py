@@ -27,6 +27,7 @@ from .. import services
 from ..config import Config
 from ..errors import error_response
 from ..forwarded import client_address
+from ..observability import OPEN_STREAMS, UPSTREAM_ERRORS
 from ..policy import InvalidPath, encode_query, normalize_path, same_resource, within
 from .verify import Refusal, challenge, check_bearer
 
@@ -158,10 +159,12 @@ class Upstream:
         except TimeoutError:
             if conn is not None:
                 conn.close()
+            UPSTREAM_ERRORS.labels("timeout").inc()
             return error_response(504, "gateway_timeout", "The MCP server did not answer in time.")
         except (OSError, http.client.HTTPException) as exc:
             if conn is not None:
                 conn.close()
+            UPSTREAM_ERRORS.labels("unreachable").inc()
             log.warning("upstream %s:%s unreachable: %s", self.host, self.port, type(exc).__name__)
             return error_response(502, "bad_gateway", "The MCP server is unreachable.")
 
@@ -174,6 +177,7 @@ class Upstream:
                 content = upstream.read()
             except (OSError, http.client.HTTPException):
                 conn.close()
+                UPSTREAM_ERRORS.labels("broken").inc()
                 return error_response(502, "bad_gateway", "The MCP server's answer broke off.")
             self.checkin(conn, upstream)
             return Response(content, status=upstream.status, headers=response_headers, direct_passthrough=True)
@@ -195,6 +199,7 @@ class Upstream:
     ) -> Iterator[bytes]:
         """The upstream body, passed on as it arrives (read1 returns what is there)."""
         finished = False
+        OPEN_STREAMS.inc()
         try:
             if open_event_stream:
                 # A WSGI server sends the headers with the first non-empty chunk (PEP
@@ -206,12 +211,14 @@ class Upstream:
                 try:
                     chunk = upstream.read1(CHUNK)
                 except (TimeoutError, OSError, http.client.HTTPException):
+                    UPSTREAM_ERRORS.labels("broken").inc()
                     return
                 if not chunk:
                     finished = True
                     return
                 yield chunk
         finally:
+            OPEN_STREAMS.dec()
             # Read to its end: the connection can carry the next request. Cut short
             # (the client went away mid-stream): it cannot.
             if finished:

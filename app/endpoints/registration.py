@@ -4,6 +4,8 @@ endpoints (app/oauth2/rfc7591.py, rfc7592.py)."""
 
 from __future__ import annotations
 
+import logging
+
 from flask import Blueprint, Response
 from flask import request as flask_request
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -12,6 +14,7 @@ from .. import services
 from ..errors import error_response
 from ..forwarded import client_address
 from ..oauth2.rfc7591 import MAX_BODY
+from ..observability import REGISTRATIONS, audit
 
 bp = Blueprint("registration", __name__)
 
@@ -33,20 +36,32 @@ def register() -> Response:
     svc = services()
     config = svc.config
     if body_too_large():
+        REGISTRATIONS.labels("invalid_metadata").inc()
         return error_response(400, "invalid_client_metadata", TOO_LARGE)
-    wait = svc.registration_rate.hit(client_address(config)) if config.registration_rate else 0
+    address = client_address(config)
+    wait = svc.registration_rate.hit(address) if config.registration_rate else 0
     if wait:
+        refused("rate_limited", address)
         return error_response(
             429, "temporarily_unavailable", "Too many registrations from this address.", {"Retry-After": str(wait)}
         )
     if config.max_clients and svc.clients.count() >= config.max_clients:
+        refused("at_capacity", address)
         return error_response(
             429,
             "temporarily_unavailable",
             "This server has as many clients as it accepts; try again later.",
             {"Retry-After": "3600"},
         )
-    return svc.server.create_endpoint_response("client_registration")
+    response = svc.server.create_endpoint_response("client_registration")
+    REGISTRATIONS.labels("accepted" if response.status_code == 201 else "invalid_metadata").inc()
+    return response
+
+
+def refused(reason: str, address: str) -> None:
+    """A registration refused by a limit (not by its metadata): worth an audit line."""
+    REGISTRATIONS.labels(reason).inc()
+    audit("client.registration_refused", logging.WARNING, reason=reason, address=address)
 
 
 @bp.route("/register/<client_id>", methods=["GET", "PUT", "DELETE"])

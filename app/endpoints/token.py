@@ -3,16 +3,21 @@ answered by the server's Authlib endpoints (app/oauth2/)."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, request
 
 from .. import services
+from ..observability import count_token_error
 
 bp = Blueprint("token", __name__)
 
 
 @bp.post("/token")
 def token() -> Response:
-    return services().server.create_token_response()
+    response = services().server.create_token_response()
+    if response.status_code != 200:
+        body = response.get_json(silent=True) or {}
+        count_token_error(request.form.get("grant_type"), body.get("error"))
+    return response
 
 
 @bp.post("/revoke")

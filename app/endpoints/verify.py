@@ -20,6 +20,7 @@ from ..config import Config
 from ..errors import SECURITY_HEADERS, error_response
 from ..forwarded import WSGIEnviron, forwarded_url
 from ..oauth2 import InvalidAccessToken
+from ..observability import note
 from ..policy import InvalidPath, resource_for_url
 from ..security import bearer_token
 from ..storage import StoreError
@@ -102,10 +103,12 @@ def check_bearer(svc: Services, environ: WSGIEnviron, resource: str, scope: str 
         access = svc.verifier.verify(token, resource)
     except InvalidAccessToken as exc:
         return Refusal(401, "invalid_token", str(exc))
+    subject = str(access.claims.get("sub", ""))
+    note(client_id=access.client_id, subject=subject)
     if set(scope.split()) - set(access.get_scope().split()):
         return Refusal(403, "insufficient_scope", "The access token lacks a required scope.", scope)
     return {
-        "X-Auth-Subject": str(access.claims.get("sub", "")),
+        "X-Auth-Subject": subject,
         "X-Auth-Client-Id": access.client_id,
         "X-Auth-Scope": access.get_scope(),
     }

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidScopeError, OAuth2Error, OAuth2Request, grants
 
 from ..models import AuthorizationCode, Client, Grant, Person
+from ..observability import REPLAYS, TOKENS_ISSUED, audit, note
 from ..policy import AUTH_METHODS, requested_scopes
 from ..security import new_id
 from .rfc8707 import resolve_resources
@@ -22,8 +23,6 @@ from .tokens import TokenSubject
 
 if TYPE_CHECKING:
     from .server import OAuthServer
-
-log = logging.getLogger(__name__)
 
 
 class _TokenIssuing:
@@ -40,6 +39,13 @@ class _TokenIssuing:
             scope=scope,
             include_refresh_token=refresh,
         )
+
+
+def issued(event: str, grant_type: str, client_id: str, subject: str, grant_id: str, token: dict) -> None:
+    """Count and audit an access token issued (never the token itself)."""
+    TOKENS_ISSUED.labels(grant_type).inc()
+    note(client_id=client_id, subject=subject)
+    audit(event, client_id=client_id, subject=subject, grant_id=grant_id, scope=token.get("scope"))
 
 
 class AuthorizationCodeGrant(_TokenIssuing, grants.AuthorizationCodeGrant):
@@ -92,8 +98,17 @@ class AuthorizationCodeGrant(_TokenIssuing, grants.AuthorizationCodeGrant):
     def _refuse_replay(self, code: AuthorizationCode | None) -> None:
         """RFC 6749 §4.1.2: a code used twice revokes what it issued."""
         if code is not None and code.redeemed_at is not None:
-            if self.server.grants.revoke(code.grant_id):
-                log.warning("an authorization code was replayed: grant %s… revoked", (code.grant_id or "")[:8])
+            revoked = self.server.grants.revoke(code.grant_id)
+            REPLAYS.labels("authorization_code").inc()
+            audit(
+                "replay.detected",
+                logging.WARNING,
+                credential="authorization_code",
+                client_id=code.client_id,
+                subject=code.subject,
+                grant_id=code.grant_id,
+                grant_revoked=revoked,
+            )
             with self.server.codes.redeeming(code.code) as current:
                 if current is not None:
                     current.response = None
@@ -124,6 +139,7 @@ class AuthorizationCodeGrant(_TokenIssuing, grants.AuthorizationCodeGrant):
             code.grant_id = subject.grant_id
             code.response = dict(token)
         self.server.clients.touch(client)
+        issued("token.issued", self.GRANT_TYPE, client.client_id, code.subject, subject.grant_id, token)
         return 200, token, self.TOKEN_RESPONSE_HEADER
 
     def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
@@ -163,6 +179,7 @@ class RefreshTokenGrant(_TokenIssuing, grants.RefreshTokenGrant):
         if not self.server.grants.rotate(grant, token["refresh_token"]):
             raise InvalidGrantError("The refresh token is no longer valid.")
         self.server.clients.touch(client)
+        issued("token.refreshed", self.GRANT_TYPE, client.client_id, grant.subject, grant.grant_id, token)
         return 200, token, self.TOKEN_RESPONSE_HEADER
 
     def revoke_old_credential(self, refresh_token: Grant) -> None:

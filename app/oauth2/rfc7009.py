@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 
 from ..models import AccessToken, Grant
+from ..observability import TOKENS_REVOKED, audit
 from ..policy import AUTH_METHODS
 from .tokens import find_token
 
@@ -25,4 +26,6 @@ class Revocation(RevocationEndpoint):
         # A refresh token revokes its grant, and with it every access token of the
         # grant. An access token does the same (RFC 7009 §2.1 allows it): access
         # tokens are stateless JWTs, and revoking the grant is what survives a restart.
-        self.server.grants.revoke(token.grant_id)
+        if self.server.grants.revoke(token.grant_id):
+            TOKENS_REVOKED.inc()
+            audit("token.revoked", client_id=request.client.client_id, grant_id=token.grant_id)

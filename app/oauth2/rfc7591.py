@@ -16,6 +16,7 @@ from authlib.oauth2.rfc7591.errors import InvalidRedirectURIError
 from joserfc.errors import InvalidClaimError
 
 from ..config import Config
+from ..observability import audit
 from ..policy import AUTH_METHODS, MAX_REDIRECT_URIS, MetadataTooLarge, accepted_redirect_uris, check_bounds
 
 if TYPE_CHECKING:
@@ -134,4 +135,10 @@ class RegistrationEndpoint(RegistrationMixin, ClientRegistrationEndpoint):
             body["client_secret"] = secret
         body["registration_access_token"] = registration_token
         body["registration_client_uri"] = self.server.config.url(f"/register/{client.client_id}")
+        audit(
+            "client.registered",
+            client_id=client.client_id,
+            client_name=str(metadata.get("client_name", ""))[:200] or None,
+            auth_method=client.auth_method,
+        )
         return 201, body, [*default_json_headers]

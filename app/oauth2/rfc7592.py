@@ -13,6 +13,7 @@ from authlib.oauth2.rfc7592 import ClientConfigurationEndpoint
 from flask import request as flask_request
 
 from ..models import Client
+from ..observability import audit
 from ..security import bearer_token, secret_matches
 from .rfc7591 import InvalidTokenError, RegistrationMixin
 
@@ -71,8 +72,10 @@ class ConfigurationEndpoint(RegistrationMixin, ClientConfigurationEndpoint):
         updated = self.server.clients.update_metadata(client.client_id, client_metadata)
         if updated is None:
             raise InvalidTokenError("The client no longer exists.")
+        audit("client.updated", client_id=client.client_id, by="registration_access_token")
         return updated
 
     def delete_client(self, client: Client, request: Any) -> None:
         self.server.clients.delete(client.client_id)
+        audit("client.deleted", client_id=client.client_id, by="registration_access_token")
         self.server.codes.discard_for_client(client.client_id)

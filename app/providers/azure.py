@@ -61,9 +61,7 @@ class AzureProvider(OIDCProvider):
             raise NotAllowed("Microsoft sent no tenant or object id for this account.")
         email = claims.get("email") or claims.get("preferred_username")
         email = email if isinstance(email, str) and "@" in email else None
-        return Person(
-            subject=f"{tid}:{oid}", provider=self.name, name=claims.get("name") or email or oid, email=email
-        )
+        return Person(subject=f"{tid}:{oid}", provider=self.name, name=claims.get("name") or email or oid, email=email)
 
     def is_allowed(self, identity: Person, claims: dict[str, Any]) -> bool:
         domain = identity.email.rsplit("@", 1)[1] if identity.email else None

@@ -7,6 +7,7 @@ code, tokens) is the same whichever provider is configured.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from abc import ABC, abstractmethod
@@ -17,6 +18,7 @@ from flask import Flask, redirect, session, url_for
 from flask.typing import ResponseReturnValue
 
 from ..models import Person
+from ..observability import LOGINS, audit, note
 from ..security import CSRF_FIELD
 
 if TYPE_CHECKING:
@@ -64,6 +66,13 @@ class IdentityProvider(ABC):
         return True
 
 
+def login_failed(provider: str, reason: str, **fields: str | None) -> None:
+    """Count and audit a login that did not succeed (never with what was typed as
+    a password)."""
+    LOGINS.labels(provider, "throttled" if reason == "throttled" else "failed").inc()
+    audit("login.failed", logging.WARNING, provider=provider, reason=reason, **fields)
+
+
 def browser_id() -> str:
     """A random id of this browser session, to bind pending requests to it."""
     value = session.get(BROWSER_KEY)
@@ -73,6 +82,9 @@ def browser_id() -> str:
 
 
 def remember_login(identity: Person) -> None:
+    LOGINS.labels(identity.provider, "succeeded").inc()
+    note(subject=identity.subject)
+    audit("login.succeeded", provider=identity.provider, subject=identity.subject)
     session.permanent = True
     session[IDENTITY_KEY] = {**asdict(identity), "login_at": time.time()}
     # A fresh CSRF token after login (the pre-login one may have been seen by others).

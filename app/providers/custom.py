@@ -6,6 +6,8 @@ password once on the console and stores only its scrypt hash.
 
 from __future__ import annotations
 
+import logging
+import os
 import secrets
 import sys
 import threading
@@ -20,17 +22,22 @@ from .. import services
 from ..config import Config
 from ..forwarded import client_address
 from ..models import Person
+from ..observability import audit
 from ..pending import PendingAuthorization
 from ..repositories import UserRepository
 from ..security import check_csrf
 from ..storage import shared_state
 from ..throttle import sliding_window
-from .base import IdentityProvider, browser_id, current_identity, remember_login
+from .base import IdentityProvider, browser_id, current_identity, login_failed, remember_login
 
 if TYPE_CHECKING:
     from ..storage.postgres import PostgresStore
 
+log = logging.getLogger(__name__)
+
 FIRST_USER = "admin"
+#: where the first password waits when the log is JSON (in OAUTH_DATA_DIR)
+FIRST_PASSWORD_FILE = "first-password"
 #: longer inputs fail without a hash: no user name is longer (the CLI's rule), and
 #: scrypt of a huge password would only cost CPU
 MAX_NAME = 64
@@ -127,7 +134,24 @@ class CustomProvider(IdentityProvider):
         if self.users.all():
             return
         password = secrets.token_urlsafe(12)
-        if self.users.set_password(FIRST_USER, password, create=True):
+        if not self.users.set_password(FIRST_USER, password, create=True):
+            return
+        audit("user.added", name=FIRST_USER, by="first start")
+        if self.config.log_format == "json":
+            # A JSON log goes to a collector, and a password must not: it waits in a
+            # file only the server's user can read.
+            self.config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            path = self.config.data_dir / FIRST_PASSWORD_FILE
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as file:
+                file.write(password + "\n")
+            log.warning(
+                "First start: created user %r; its password is in %s (delete the file once read)",
+                FIRST_USER,
+                path,
+                extra={"event": "user.first_password", "fields": {"name": FIRST_USER, "password_file": str(path)}},
+            )
+        else:
             # Printed once, like Jenkins' first password; only the hash is stored.
             print(
                 f"\n  First start: created user '{FIRST_USER}' with password: {password}\n"
@@ -144,6 +168,11 @@ class CustomProvider(IdentityProvider):
         user = self.users.get(identity.subject)
         return user is not None and user.get("password_changed_at", 0) <= identity.login_at
 
+    def _known(self, username: str) -> str | None:
+        """The name typed, if it is a user's: what else was typed in the name field
+        (a password, by mistake) is never logged."""
+        return username if 0 < len(username) <= MAX_NAME and self.users.get(username) else None
+
     def login_view(self) -> ResponseReturnValue:
         request_id = request.values.get("request_id", "")
         pending = services().pending.get(request_id, browser_id())
@@ -155,8 +184,10 @@ class CustomProvider(IdentityProvider):
         check_csrf()
         username = request.form.get("username", "").strip()
         password = request.form.get("password", "")
-        wait, attempt = self.throttle.begin(client_address(self.config), username[:MAX_NAME])
+        address = client_address(self.config)
+        wait, attempt = self.throttle.begin(address, username[:MAX_NAME])
         if attempt is None:
+            login_failed(self.name, "throttled", subject=self._known(username), address=address)
             later = f"{(wait + 59) // 60} minute(s)" if wait >= 60 else f"{wait} second(s)"
             return (
                 render_template(
@@ -171,6 +202,8 @@ class CustomProvider(IdentityProvider):
             )
         plausible = 0 < len(username) <= MAX_NAME and len(password) <= MAX_PASSWORD
         if not plausible or not self.users.authenticate(username, password):
+            known = self._known(username)
+            login_failed(self.name, "wrong_password" if known else "unknown_user", subject=known, address=address)
             return (
                 render_template(
                     "login.html",

@@ -32,7 +32,7 @@ from ..config import Config
 from ..models import Person
 from ..pending import PendingAuthorization
 from ..storage import expiring_map, shared_state
-from .base import IdentityProvider, browser_id
+from .base import IdentityProvider, browser_id, login_failed
 
 if TYPE_CHECKING:
     from ..repositories import UserRepository
@@ -154,6 +154,7 @@ class OIDCProvider(IdentityProvider):
         try:
             token = self.client.authorize_access_token(claims_options=self.claims_options(), leeway=30)
         except MismatchingStateError:
+            login_failed(self.name, "state_mismatch")
             return self._page(
                 400,
                 "This sign-in link is not valid",
@@ -161,25 +162,28 @@ class OIDCProvider(IdentityProvider):
                 "does not belong to this browser. Start again from your application.",
             )
         except OAuthError as exc:
+            login_failed(self.name, "upstream_error", error=str(exc.error)[:100])
             if exc.error == "access_denied":
                 return self._page(403, "Sign-in was cancelled", f"{self.title} reported that access was denied.")
             return self._page(400, "Sign-in failed", f"{self.title} answered with an error ({exc.error}).")
         except JoseError as exc:
-            log.warning("%s ID token refused: %s", self.name, exc)
+            login_failed(self.name, "id_token_refused", error=str(exc)[:200])
             return self._page(401, "Sign-in failed", f"The identity token from {self.title} could not be verified.")
         except requests.RequestException as exc:
-            log.warning("%s token request failed: %s", self.name, type(exc).__name__)
+            login_failed(self.name, "upstream_unreachable", error=type(exc).__name__)
             return self._page(502, "Sign-in failed", f"{self.title} could not be reached. Try again later.")
 
         claims = dict(token.get("userinfo") or {})
         if not claims:
+            login_failed(self.name, "no_id_token")
             return self._page(401, "Sign-in failed", f"{self.title} sent no identity token.")
         try:
             identity = self.identity(claims)
         except NotAllowed as exc:
+            login_failed(self.name, "not_allowed", subject=str(claims.get("sub", ""))[:200] or None)
             return self._page(403, "Access denied", str(exc))
         if not self.is_allowed(identity, claims):
-            log.info("%s login refused by the allow-lists", self.name)
+            login_failed(self.name, "not_allowed", subject=identity.subject, email=identity.email)
             return self._page(
                 403, "Access denied", "This account may not use this server. Ask its operator to allow it."
             )

@@ -17,6 +17,13 @@ T = TypeVar("T")
 #: When a record of a collection expires (a Unix time), or None when it does not:
 #: a time rather than a predicate, so that a database can index and purge by it.
 ExpiryRule = Callable[[Record], float | None]
+#: Told (collection, seconds) after each write, once it is durable: the operator's
+#: metrics (app/observability.py) set it; a backend knows nothing of them.
+WriteObserver = Callable[[str, float], None]
+
+
+def ignore_write(collection: str, seconds: float) -> None:
+    """The default `WriteObserver`."""
 
 
 def is_expired(rule: ExpiryRule | None, record: Record, now: float) -> bool:
@@ -34,6 +41,7 @@ def indexed_values(record: Record, field: str) -> list[str]:
 class Store(Protocol):
     #: where the state lives, for the operator's messages (a folder, a database)
     location: str
+    observe_write: WriteObserver
 
     # -- one record at a time (the hot paths) --------------------------------------
     def get(self, collection: str, key: str) -> Record | None:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TypeVar
 
-from .base import ExpiryRule, Record, indexed_values, is_expired
+from .base import ExpiryRule, Record, WriteObserver, ignore_write, indexed_values, is_expired
 from .store import COLLECTIONS, StoreError
 
 T = TypeVar("T")
@@ -23,6 +23,7 @@ class MemoryStore:
         self._versions = dict.fromkeys(COLLECTIONS, 0)
         self._lock = threading.RLock()
         self.location = "memory"
+        self.observe_write: WriteObserver = ignore_write
 
     def _collection(self, collection: str) -> dict[str, Record]:
         try:

@@ -34,7 +34,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from .base import ExpiryRule, Record, is_expired
+from .base import ExpiryRule, Record, WriteObserver, ignore_write, is_expired
 from .store import COLLECTIONS, StoreError
 
 T = TypeVar("T")
@@ -97,6 +97,7 @@ class PostgresStore:
         self._expiry = dict(expiry or {})
         self.location = _redact(url)
         self.wrote = False
+        self.observe_write: WriteObserver = ignore_write
         self._held = threading.local()  # collections this thread holds with lock()
         self._pool = ConnectionPool(
             url,
@@ -129,6 +130,7 @@ class PostgresStore:
     def _writing(self, *collections: str) -> Iterator[psycopg.Connection]:
         """A transaction that writes `collections`: shared advisory locks (unless this
         thread holds them exclusively), and their revisions bumped."""
+        started = time.perf_counter()
         with self._connection() as conn, conn.transaction():
             held = self._held_here()
             for name in collections:
@@ -142,6 +144,9 @@ class PostgresStore:
                     (name,),
                 )
         self.wrote = True
+        seconds = time.perf_counter() - started
+        for name in collections:
+            self.observe_write(name, seconds)
 
     def _held_here(self) -> set[str]:
         held: set[str] | None = getattr(self._held, "names", None)
@@ -501,4 +506,3 @@ class SharedMap:
     def pop(self, key: str) -> Any:
         stored = self.store.ephemeral_pop(self.kind, key)
         return None if stored is None else self.decode(stored)
-

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .base import ExpiryRule, Record, indexed_values, is_expired
+from .base import ExpiryRule, Record, WriteObserver, ignore_write, indexed_values, is_expired
 
 FORMAT_VERSION = 1
 #: the journal is compacted once it is larger than this and than the snapshot
@@ -176,6 +176,7 @@ class PersistentStore:
         self._appended = dict.fromkeys(COLLECTIONS, 0)
         self._durable = dict.fromkeys(COLLECTIONS, 0)
         self._sync_locks = {name: threading.Lock() for name in COLLECTIONS}
+        self.observe_write: WriteObserver = ignore_write
         self._ensure_dir()
 
     # -- paths and locks ---------------------------------------------------------
@@ -428,6 +429,7 @@ class PersistentStore:
     def _write(self, collection: str, decide: Callable[[dict[str, Record]], tuple[T, list[dict[str, Any]]]]) -> T:
         """Under the lock, on the current items: `decide` returns (a value, the journal
         entries to append). The entries are durable when this returns."""
+        started = time.perf_counter()
         try:
             with self.lock(collection):
                 state = self._load(collection)
@@ -442,6 +444,7 @@ class PersistentStore:
             # The fsync happens outside the lock, so that the writers queued behind
             # this one append meanwhile and one fsync covers them all.
             self._make_durable(collection, number)
+            self.observe_write(collection, time.perf_counter() - started)
             return result
         except OSError as exc:
             raise self._write_failed(collection, exc) from None

@@ -236,5 +236,3 @@ def helper_process(script: str, workdir: Path) -> Iterator[int]:
     finally:
         proc.terminate()
         proc.wait(10)
-
-

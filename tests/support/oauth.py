@@ -163,5 +163,3 @@ def tokens_for(server: Server, client: dict | None = None, **extra) -> tuple[dic
 def verify(server: Server, access_token: str | None, **params) -> requests.Response:
     headers = {"Authorization": f"Bearer {access_token}"} if access_token else {}
     return requests.get(server.url("/verify"), headers=headers, params=params, timeout=10)
-
-

@@ -1,0 +1,310 @@
+"""What the server does, told to its operator: Prometheus metrics, one log line per
+request, and an audit event for every security-relevant act.
+
+- Metrics are prometheus_client's, in its default registry: one process serves one
+  app, and that registry also carries the process's CPU, memory and open files.
+  `GET /metrics` (app/endpoints/metrics.py) serves them to OAUTH_METRICS_ALLOW.
+- `RequestLog` is the outermost WSGI layer. It times and counts every request, those
+  answered in front of Flask (app/hotpath.py) too, and logs one line once the
+  response has been sent (for a stream: when it ends).
+- `audit(event, **fields)` logs a security-relevant act on the `mcp_oauth.audit`
+  logger. Callers pass ids, names, scopes and reasons: never a secret, a token, a code
+  or a password.
+- `configure_logging` writes every line (waitress's and Flask's too) as text or, with
+  OAUTH_LOG_FORMAT=json, as one JSON object.
+
+This module imports nothing of the app's, so every layer may report through it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import IO, Any
+from urllib.parse import quote
+
+from prometheus_client import Counter, Gauge, Histogram
+
+request_log = logging.getLogger("mcp_oauth.request")
+audit_log = logging.getLogger("mcp_oauth.audit")
+
+# -- metrics -------------------------------------------------------------------------
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+WRITE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+HTTP_REQUESTS = Counter(
+    "mcp_oauth_http_requests",
+    "HTTP requests answered, by endpoint, method and status.",
+    ["endpoint", "method", "status"],
+)
+HTTP_DURATION = Histogram(
+    "mcp_oauth_http_request_duration_seconds",
+    "Time from a request's arrival to its response's last byte, by endpoint.",
+    ["endpoint"],
+    buckets=LATENCY_BUCKETS,
+)
+TOKENS_ISSUED = Counter("mcp_oauth_tokens_issued", "Access tokens issued at /token, by grant type.", ["grant_type"])
+TOKEN_ERRORS = Counter(
+    "mcp_oauth_token_errors", "/token requests refused, by grant type and OAuth error.", ["grant_type", "error"]
+)
+TOKENS_REVOKED = Counter("mcp_oauth_tokens_revoked", "Grants revoked at /revoke (RFC 7009).")
+REPLAYS = Counter(
+    "mcp_oauth_replays_detected",
+    "A used authorization code or a rotated refresh token presented again; its grant is revoked.",
+    ["credential"],
+)
+REGISTRATIONS = Counter(
+    "mcp_oauth_registrations", "Client registrations (RFC 7591): accepted, or refused and why.", ["outcome"]
+)
+LOGINS = Counter("mcp_oauth_logins", "Logins, by provider and outcome.", ["provider", "outcome"])
+CONSENTS = Counter("mcp_oauth_consents", "Consent decisions: approved, denied, or remembered.", ["decision"])
+STORE_WRITE = Histogram(
+    "mcp_oauth_store_write_duration_seconds",
+    "Time a store write takes until it is durable, by collection.",
+    ["collection"],
+    buckets=WRITE_BUCKETS,
+)
+UPSTREAM_ERRORS = Counter(
+    "mcp_oauth_gateway_upstream_errors", "Gateway requests the MCP server failed, by kind.", ["kind"]
+)
+OPEN_STREAMS = Gauge("mcp_oauth_gateway_open_streams", "Gateway responses being streamed from the MCP server now.")
+
+#: bounded label values: anything else is counted as "other"
+METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"})
+GRANT_TYPES = frozenset({"authorization_code", "refresh_token", "client_credentials"})
+OAUTH_ERRORS = frozenset({
+    "invalid_request", "invalid_client", "invalid_grant", "unauthorized_client", "unsupported_grant_type",
+    "invalid_scope", "invalid_target", "temporarily_unavailable", "server_error",
+})  # fmt: skip
+
+
+def bounded(value: str | None, allowed: frozenset[str]) -> str:
+    return value if value in allowed else "other"
+
+
+def count_token_error(grant_type: str | None, error: str | None) -> None:
+    TOKEN_ERRORS.labels(bounded(grant_type, GRANT_TYPES), bounded(error, OAUTH_ERRORS)).inc()
+
+
+def observe_store_write(collection: str, seconds: float) -> None:
+    STORE_WRITE.labels(collection).observe(seconds)
+
+
+# -- the request being answered -------------------------------------------------------
+
+
+@dataclass
+class RequestContext:
+    """What the log lines of one request share."""
+
+    request_id: str
+    endpoint: str | None = None
+    status: str = "500"
+    client_id: str | None = None
+    subject: str | None = None
+
+
+_current: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar("mcp_oauth_request", default=None)
+
+
+def current_request() -> RequestContext | None:
+    return _current.get()
+
+
+def note(*, client_id: str | None = None, subject: str | None = None, endpoint: str | None = None) -> None:
+    """Tell the request's log line who it was for, once that is known."""
+    context = _current.get()
+    if context is None:
+        return
+    if client_id is not None:
+        context.client_id = client_id
+    if subject is not None:
+        context.subject = subject
+    if endpoint is not None:
+        context.endpoint = endpoint
+
+
+#: an X-Request-Id a trusted proxy sends (nginx's $request_id, Traefik's, Caddy's)
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}\Z")
+#: what a logged path keeps as it is; anything else (a newline, say) is percent-encoded
+PATH_SAFE = "/:@!$&'()*+,;=-._~%"
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class RequestLog:
+    """WSGI middleware: a request id, the request counter and latency histogram, and
+    one log line per request.
+
+    `exact_endpoints` names the endpoint of each fixed path (the metadata documents,
+    /verify: answered before Flask routes them); Flask names the rest (`note`)."""
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        exact_endpoints: dict[str, str],
+        trust_request_id: Callable[[dict[str, Any]], bool],
+        client_address: Callable[[dict[str, Any]], str],
+    ):
+        self.app = app
+        self.exact_endpoints = exact_endpoints
+        self.trust_request_id = trust_request_id
+        self.client_address = client_address
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        started = time.perf_counter()
+        context = RequestContext(self._request_id(environ))
+        _current.set(context)
+
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            context.status = status[:3]
+            headers.append(("X-Request-Id", context.request_id))
+            return start_response(status, headers, exc_info)
+
+        try:
+            body = self.app(environ, start)
+        except BaseException:
+            self.finish(environ, context, started)
+            raise
+        wrapper = environ.get("wsgi.file_wrapper")
+        if isinstance(body, list) or (isinstance(wrapper, type) and isinstance(body, wrapper)):
+            # The whole answer is at hand: waitress sends it as it is.
+            self.finish(environ, context, started)
+            return body
+        return _Finishing(body, lambda: self.finish(environ, context, started))
+
+    def _request_id(self, environ: dict[str, Any]) -> str:
+        given = environ.get("HTTP_X_REQUEST_ID")
+        if given and REQUEST_ID.match(given) and self.trust_request_id(environ):
+            return given
+        return os.urandom(8).hex()
+
+    def finish(self, environ: dict[str, Any], context: RequestContext, started: float) -> None:
+        seconds = time.perf_counter() - started
+        path = environ.get("PATH_INFO", "")
+        endpoint = context.endpoint or self.exact_endpoints.get(path) or "unmatched"
+        method = bounded(environ.get("REQUEST_METHOD"), METHODS)
+        HTTP_REQUESTS.labels(endpoint, method, context.status).inc()
+        HTTP_DURATION.labels(endpoint).observe(seconds)
+        if request_log.isEnabledFor(logging.INFO):
+            if not (path.isascii() and path.isprintable()):
+                path = quote(path, safe=PATH_SAFE)
+            fields = {
+                "address": self.client_address(environ),
+                "method": method,
+                "path": path,
+                "status": int(context.status),
+                "duration_ms": round(seconds * 1000, 2),
+            }
+            request_log.info(
+                "%s %s %s %s %.1fms%s",
+                fields["address"],
+                method,
+                path,
+                context.status,
+                seconds * 1000,
+                _text_context(context),
+                extra={"event": "request", "fields": fields, "context": context},
+            )
+
+
+class _Finishing:
+    """A response body that reports when the server has sent it (PEP 3333 `close`)."""
+
+    __slots__ = ("body", "on_close")
+
+    def __init__(self, body: Iterable[bytes], on_close: Callable[[], None]):
+        self.body = body
+        self.on_close = on_close
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.body)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self.body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self.on_close()
+
+
+def _text_context(context: RequestContext) -> str:
+    text = f" request_id={context.request_id}"
+    if context.client_id:
+        text += f" client_id={_text_value(context.client_id)}"
+    if context.subject:
+        text += f" subject={_text_value(context.subject)}"
+    return text
+
+
+def _text_value(value: object) -> str:
+    text = str(value)
+    return text if text and text.isprintable() and " " not in text and '"' not in text else json.dumps(text)
+
+
+# -- audit ---------------------------------------------------------------------------
+
+
+def audit(event: str, level: int = logging.INFO, **fields: Any) -> None:
+    """Log a security-relevant act. `fields` must never hold a secret."""
+    fields = {k: v for k, v in fields.items() if v is not None}
+    context = _current.get()
+    text = " ".join(f"{k}={_text_value(v)}" for k, v in fields.items())
+    if context is not None:
+        text += f" request_id={context.request_id}"
+    audit_log.log(level, "%s %s", event, text, extra={"event": event, "fields": fields, "context": context})
+
+
+# -- log format ----------------------------------------------------------------------
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: keys every JSON line has; a record's own fields never overwrite them
+BASE_KEYS = ("time", "level", "event", "logger")
+
+
+class JSONFormatter(logging.Formatter):
+    """One JSON object per line: time, level, event, logger, the request's id, client
+    and subject where known, then the event's own fields (or `message`)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "event": getattr(record, "event", "log"),
+            "logger": record.name,
+        }
+        context: RequestContext | None = getattr(record, "context", None) or _current.get()
+        if context is not None:
+            entry["request_id"] = context.request_id
+            if context.client_id:
+                entry["client_id"] = context.client_id
+            if context.subject:
+                entry["subject"] = context.subject
+        fields = getattr(record, "fields", None)
+        if fields:
+            entry.update((k, v) for k, v in fields.items() if k not in BASE_KEYS)
+        else:
+            entry["message"] = record.getMessage()
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+def configure_logging(log_format: str, stream: IO[str] | None = None) -> None:
+    """Every logger (ours, waitress's, Flask's) to one handler, at INFO."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JSONFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    logging.captureWarnings(True)

@@ -1,0 +1,303 @@
+"""What the operator sees: /metrics in the Prometheus format (read with
+prometheus_client's own parser), one log line per request, JSON logs, audit events,
+and no secret anywhere in the log."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+from support.harness import PASSWORD, free_port
+from support.oauth import (
+    Browser,
+    auth_params,
+    csrf_of,
+    exchange,
+    get_code,
+    pkce_pair,
+    refresh,
+    register,
+    request_id_of,
+    tokens_for,
+    verify,
+)
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(server, **headers: str) -> Samples:
+    response = requests.get(server.url("/metrics"), headers=headers, timeout=10)
+    assert response.status_code == 200, response.text
+    assert response.headers["Content-Type"].startswith("text/plain; version=")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def moved(before: Samples, after: Samples, name: str, **labels: str) -> float:
+    key = (name, tuple(sorted(labels.items())))
+    return after.get(key, 0.0) - before.get(key, 0.0)
+
+
+def failed_login(server, username: str, password: str) -> requests.Response:
+    """A browser that types the wrong password at the login page."""
+    client = register(server)
+    browser = Browser(server)
+    _, challenge = pkce_pair()
+    start = browser.get(server.url("/authorize"), params=auth_params(client, challenge))
+    login = browser.absolute(start.headers["Location"])
+    page = browser.get(login)
+    return browser.post(
+        server.url("/login"),
+        data={
+            "csrf_token": csrf_of(page.text),
+            "request_id": request_id_of(login),
+            "username": username,
+            "password": password,
+        },
+    )
+
+
+def flow_with_secrets(server) -> list[str]:
+    """Everything that carries a secret, once: a public and a confidential client,
+    login (and a failed one), code, PKCE, refresh, a replay, introspection,
+    revocation, RFC 7592 and a token in a query string. Returns the secrets."""
+    secrets = [PASSWORD]
+    public = register(server)
+    code, verifier, _ = get_code(server, public)
+    tokens = exchange(server, public, code, verifier).json()
+    secrets += [code, verifier, tokens["access_token"], tokens["refresh_token"], public["registration_access_token"]]
+    rotated = refresh(server, public, tokens["refresh_token"]).json()
+    secrets += [rotated["access_token"], rotated["refresh_token"]]
+    # OAUTH_REFRESH_GRACE=0: the old token again is a replay; the grant goes.
+    assert refresh(server, public, tokens["refresh_token"]).json()["error"] == "invalid_grant"
+    assert verify(server, rotated["access_token"]).status_code == 401
+
+    confidential = register(server, token_endpoint_auth_method="client_secret_basic")
+    basic = (confidential["client_id"], confidential["client_secret"])
+    secrets += [confidential["client_secret"], confidential["registration_access_token"]]
+    code, verifier, _ = get_code(server, confidential)
+    issued = requests.post(
+        server.url("/token"),
+        auth=basic,
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "code_verifier": verifier,
+            "redirect_uri": confidential["redirect_uris"][0],
+        },
+        timeout=10,
+    ).json()
+    secrets += [code, verifier, issued["access_token"], issued["refresh_token"]]
+    assert verify(server, issued["access_token"]).status_code == 200
+    # A token in the query string (RFC 6750 §2.3 says no; it must not reach the log).
+    requests.get(server.url("/verify"), params={"access_token": issued["access_token"]}, timeout=10)
+    introspected = requests.post(server.url("/introspect"), auth=basic, data={"token": issued["access_token"]})
+    assert introspected.json()["active"] is True
+    revoked = requests.post(server.url("/revoke"), auth=basic, data={"token": issued["refresh_token"]}, timeout=10)
+    assert revoked.status_code == 200
+    bearer = {"Authorization": f"Bearer {confidential['registration_access_token']}"}
+    assert requests.get(confidential["registration_client_uri"], headers=bearer, timeout=10).status_code == 200
+    assert requests.delete(confidential["registration_client_uri"], headers=bearer, timeout=10).status_code == 204
+
+    wrong = "Tr0ub4dor&3-not-the-password"
+    typed_as_name = "my-password-typed-as-a-name"
+    assert failed_login(server, "alice", wrong).status_code == 401
+    assert failed_login(server, typed_as_name, wrong).status_code == 401
+    secrets += [wrong, typed_as_name]
+    return secrets
+
+
+# -- /metrics -------------------------------------------------------------------------
+
+
+def test_metrics_count_a_whole_flow(make_server):
+    # The flow registers 4 clients: the registration rate is then spent.
+    server = make_server(OAUTH_REFRESH_GRACE="0", OAUTH_REGISTRATION_RATE="4")
+    before = scrape(server)
+    flow_with_secrets(server)
+    after = scrape(server)
+
+    assert moved(before, after, "mcp_oauth_tokens_issued_total", grant_type="authorization_code") == 2
+    assert moved(before, after, "mcp_oauth_tokens_issued_total", grant_type="refresh_token") == 1
+    assert moved(before, after, "mcp_oauth_replays_detected_total", credential="refresh_token") == 1
+    assert moved(before, after, "mcp_oauth_token_errors_total", grant_type="refresh_token", error="invalid_grant") == 1
+    assert moved(before, after, "mcp_oauth_tokens_revoked_total") == 1
+    assert moved(before, after, "mcp_oauth_registrations_total", outcome="accepted") == 4
+    assert moved(before, after, "mcp_oauth_logins_total", provider="custom", outcome="succeeded") == 2
+    assert moved(before, after, "mcp_oauth_logins_total", provider="custom", outcome="failed") == 2
+    assert moved(before, after, "mcp_oauth_consents_total", decision="approved") == 2
+    refused = requests.post(server.url("/register"), json={"redirect_uris": ["https://x.example/cb"]}, timeout=10)
+    assert refused.status_code == 429
+    assert moved(after, scrape(server), "mcp_oauth_registrations_total", outcome="rate_limited") == 1
+
+    # Requests by endpoint and status, and their latency histogram.
+    assert (
+        moved(before, after, "mcp_oauth_http_requests_total", endpoint="token.token", method="POST", status="200") == 3
+    )
+    assert (
+        moved(before, after, "mcp_oauth_http_requests_total", endpoint="token.token", method="POST", status="400") == 1
+    )
+    assert (
+        moved(before, after, "mcp_oauth_http_requests_total", endpoint="verify.verify", method="GET", status="200") == 1
+    )
+    token_latency = moved(before, after, "mcp_oauth_http_request_duration_seconds_count", endpoint="token.token")
+    assert token_latency == 4
+    assert (
+        moved(before, after, "mcp_oauth_http_request_duration_seconds_bucket", endpoint="token.token", le="+Inf") == 4
+    )
+    assert moved(before, after, "mcp_oauth_http_request_duration_seconds_sum", endpoint="token.token") > 0
+    # Store writes: each grant written, each client registered, timed.
+    assert moved(before, after, "mcp_oauth_store_write_duration_seconds_count", collection="grants") >= 4
+    assert moved(before, after, "mcp_oauth_store_write_duration_seconds_count", collection="clients") >= 4
+    assert after[("mcp_oauth_gateway_open_streams", ())] == 0
+
+
+def test_metrics_count_gateway_upstream_errors_and_open_streams(make_server, upstream):
+    down = make_server(OAUTH_UPSTREAM_URL=f"http://127.0.0.1:{free_port()}/mcp")
+    _, tokens = tokens_for(down)
+    before = scrape(down)
+    answer = requests.post(down.url("/mcp"), headers={"Authorization": f"Bearer {tokens['access_token']}"}, json={})
+    assert answer.status_code == 502
+    assert moved(before, scrape(down), "mcp_oauth_gateway_upstream_errors_total", kind="unreachable") == 1
+
+    up = make_server(OAUTH_UPSTREAM_URL=upstream)
+    _, tokens = tokens_for(up)
+    auth = {"Authorization": f"Bearer {tokens['access_token']}"}
+    with requests.get(up.url("/mcp/ticks?count=3&interval=1"), headers=auth, stream=True, timeout=10) as stream:
+        assert stream.status_code == 200
+        chunks = stream.iter_content(1)
+        next(chunks)  # headers and the first bytes are in: the stream is open
+        assert scrape(up)[("mcp_oauth_gateway_open_streams", ())] == 1
+        assert b"tick 2" in b"".join(chunks)
+    assert scrape(up)[("mcp_oauth_gateway_open_streams", ())] == 0
+
+
+def test_metrics_are_served_only_to_allowed_addresses(make_server):
+    loopback = make_server(in_thread=True)
+    scrape(loopback)  # 127.0.0.1 by default
+    # The same loopback peer, but a trusted proxy says the client is on the internet.
+    outside = requests.get(loopback.url("/metrics"), headers={"X-Forwarded-For": "203.0.113.7"}, timeout=10)
+    assert outside.status_code == 403
+    assert outside.json()["error"] == "access_denied"
+    assert "mcp_oauth" not in outside.text
+
+    nobody = make_server(in_thread=True, OAUTH_METRICS_ALLOW="")
+    assert requests.get(nobody.url("/metrics"), timeout=10).status_code == 403
+
+    network = make_server(in_thread=True, OAUTH_METRICS_ALLOW="203.0.113.0/24")
+    assert requests.get(network.url("/metrics"), timeout=10).status_code == 403
+    scrape(network, **{"X-Forwarded-For": "203.0.113.7"})
+    # An untrusted peer cannot claim an allowed address.
+    spoofed = make_server(in_thread=True, OAUTH_METRICS_ALLOW="203.0.113.0/24", OAUTH_TRUSTED_PROXIES="10.9.9.9")
+    blocked = requests.get(spoofed.url("/metrics"), headers={"X-Forwarded-For": "203.0.113.7"}, timeout=10)
+    assert blocked.status_code == 403
+
+
+# -- logs -----------------------------------------------------------------------------
+
+
+def json_lines(text: str) -> list[dict]:
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert lines
+    entries = [json.loads(line) for line in lines]  # every line, or this fails
+    for entry in entries:
+        assert {"time", "level", "event", "logger"} <= entry.keys(), entry
+    return entries
+
+
+def test_json_logs_one_object_per_line_with_requests_and_audit_events(make_server):
+    server = make_server(OAUTH_LOG_FORMAT="json", OAUTH_REFRESH_GRACE="0")
+    flow_with_secrets(server)
+    answer = requests.get(server.url("/healthz"), timeout=10)
+    deleted = register(server)
+    cli = server.cli("delete-client", deleted["client_id"])
+    assert cli.returncode == 0, cli.stderr
+    requests.get(server.url("/no/such/path%0Aforged line"), timeout=10)
+    server.stop()
+
+    entries = json_lines(server.output)
+    events = [e["event"] for e in entries]
+    for event in (
+        "server.started",
+        "login.succeeded",
+        "login.failed",
+        "consent.approved",
+        "client.registered",
+        "client.deleted",
+        "token.issued",
+        "token.refreshed",
+        "token.revoked",
+        "replay.detected",
+    ):
+        assert event in events, event
+    requests_logged = [e for e in entries if e["event"] == "request"]
+    assert {"request_id", "method", "path", "status", "duration_ms", "address"} <= requests_logged[0].keys()
+    health = next(e for e in requests_logged if e["request_id"] == answer.headers["X-Request-Id"])
+    assert (health["method"], health["path"], health["status"]) == ("GET", "/healthz", 200)
+    # Who a request was for, where known.
+    token_lines = [e for e in requests_logged if e["path"] == "/token" and e["status"] == 200]
+    assert all(e.get("client_id") and e.get("subject") == "alice" for e in token_lines)
+    verified = next(e for e in requests_logged if e["path"] == "/verify" and e["status"] == 200)
+    assert verified["subject"] == "alice"
+    # A path with a newline stays one line, encoded.
+    assert any(e["path"] == "/no/such/path%0Aforged%20line" for e in requests_logged)
+    replay = next(e for e in entries if e["event"] == "replay.detected")
+    assert replay["level"] == "warning" and replay["credential"] == "refresh_token" and replay["grant_revoked"]
+    failed = [e for e in entries if e["event"] == "login.failed"]
+    assert [e.get("subject") for e in failed] == ["alice", None]
+    assert {e["reason"] for e in failed} == {"wrong_password", "unknown_user"}
+
+    # The CLI's change is an audit event too, in the same format.
+    cli_events = json_lines(cli.stderr)
+    assert [(e["event"], e["client_id"]) for e in cli_events] == [("cli.delete-client", deleted["client_id"])]
+
+
+def test_a_request_id_from_a_trusted_proxy_is_kept(make_server):
+    server = make_server(in_thread=True)
+    kept = requests.get(server.url("/healthz"), headers={"X-Request-Id": "nginx-4f2a"}, timeout=10)
+    assert kept.headers["X-Request-Id"] == "nginx-4f2a"
+    forged = requests.get(server.url("/healthz"), headers={"X-Request-Id": "a b\tc"}, timeout=10)
+    assert forged.headers["X-Request-Id"] != "a b\tc" and len(forged.headers["X-Request-Id"]) == 16
+    untrusted = make_server(in_thread=True, OAUTH_TRUSTED_PROXIES="10.9.9.9")
+    ignored = requests.get(untrusted.url("/healthz"), headers={"X-Request-Id": "nginx-4f2a"}, timeout=10)
+    assert ignored.headers["X-Request-Id"] != "nginx-4f2a"
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_no_secret_appears_in_the_log(make_server, log_format):
+    server = make_server(OAUTH_LOG_FORMAT=log_format, OAUTH_REFRESH_GRACE="0")
+    secrets = flow_with_secrets(server)
+    new_password = "another correct horse"
+    added = server.cli("add-user", "bob", "--password-stdin", input=new_password + "\n")
+    assert added.returncode == 0, added.stderr
+    secrets.append(new_password)
+    server.stop()
+    log = server.output + added.stdout + added.stderr
+    assert "mcp_oauth.request" in log or '"event": "request"' in log  # the log is there
+    assert "cli.add-user" in added.stderr
+    for secret in secrets:
+        assert secret not in log, f"a secret is in the {log_format} log"
+
+
+def test_first_password_goes_to_a_file_not_to_a_json_log(make_server, tmp_path):
+    data = tmp_path / "fresh"
+    server = make_server(users={}, data_dir=data, OAUTH_LOG_FORMAT="json")
+    server.stop()
+    password_file = data / "first-password"
+    password = password_file.read_text().strip()
+    assert stat.S_IMODE(os.stat(password_file).st_mode) == 0o600
+    entries = json_lines(server.output)
+    assert password not in server.output
+    notice = next(e for e in entries if e["event"] == "user.first_password")
+    assert notice["password_file"] == str(password_file)
+    server.start()
+    client = register(server)
+    code, verifier, _ = get_code(server, client, Browser(server, "admin", password))
+    assert exchange(server, client, code, verifier).status_code == 200
