@@ -95,6 +95,9 @@ def test_google_login_consent_and_tokens(google, idp):
     tokens = exchange(server, client, result["code"], verifier).json()
     claims = jwt_parts(tokens["access_token"])[1]
     assert claims["sub"] == "g-123" and claims["iss"] == server.issuer  # our token, not Google's
+    # The audit log has the login; the log never has our upstream client secret.
+    assert "login.succeeded provider=google subject=g-123" in server.output
+    assert SECRET not in server.output
 
 
 @pytest.mark.parametrize("mode", ["bad_signature", "wrong_aud", "wrong_iss", "expired", "wrong_nonce"])
@@ -105,6 +108,7 @@ def test_forged_or_wrong_id_tokens_are_refused(google, idp, mode):
     assert final.status_code == 401, (mode, final.status_code, final.text[:300])
     assert "could not be verified" in final.text
     assert "Location" not in final.headers
+    assert "login.failed provider=google reason=id_token_refused" in server.output
 
 
 def test_upstream_access_denied_is_a_clear_page(google, idp):
