@@ -317,7 +317,7 @@ def configure_logging(log_format: str, stream: IO[str] | None = None) -> None:
     logging.captureWarnings(True)
     # Neither format names the caller, thread or process: skip collecting them on
     # every record (the logging HOWTO's "Optimization"; findCaller walks the stack).
-    logging._srcfile = None  # type: ignore[attr-defined]
+    logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
