@@ -28,6 +28,7 @@ def key_expires_at(record: dict[str, Any], access_token_ttl: int) -> float | Non
 class KeyManager:
     def __init__(self, store: Store):
         self.store = store
+        self._reloaded_at = 0.0
         self._cached_from: object = None
         self._current: RSAKey | None = None
         self._verifiers: KeySet | None = None
@@ -96,6 +97,20 @@ class KeyManager:
         self._refresh()
         assert self._verifiers is not None
         return self._verifiers
+
+    def reload_for(self, kid: object) -> bool:
+        """Read the keys again when a token names a key id we do not hold, in case
+        another instance just made it (a store may report a revision a moment
+        late); at most once a second, so forged key ids cost nothing. True when
+        the key is now known."""
+        if not isinstance(kid, str) or any(key.kid == kid for key in self.verifiers.keys):
+            return False
+        now = time.monotonic()
+        if now - self._reloaded_at < 1.0:
+            return False
+        self._reloaded_at = now
+        self._cached_from = None
+        return any(key.kid == kid for key in self.verifiers.keys)
 
     def public_jwks(self) -> dict[str, Any]:
         return dict(self.verifiers.as_dict(private=False))

@@ -244,10 +244,9 @@ class GrantRepository:
         self.store.put("grants", grant_id, record)
         return Grant(record)
 
-    def _lookup(self, token_hash: str) -> str | None:
-        """The id of the grant that holds a refresh-token hash (live or rotated)."""
-        record = self.store.find("grants", "refresh_token_hashes", token_hash)
-        return record["grant_id"] if record else None
+    def _lookup(self, token_hash: str) -> Record | None:
+        """The grant that holds a refresh-token hash (live or rotated)."""
+        return self.store.find("grants", "refresh_token_hashes", token_hash)
 
     def present_refresh_token(self, refresh_token: str) -> Grant | None:
         """A client presents a refresh token (at /token, /revoke or /introspect): the
@@ -259,7 +258,8 @@ class GrantRepository:
         grant = self.peek_refresh_token(refresh_token)
         if grant is not None:
             return grant
-        grant_id = self._lookup(hash_secret(refresh_token))
+        found = self._lookup(hash_secret(refresh_token))
+        grant_id = found["grant_id"] if found else None
         revoked = self.store.delete("grants", grant_id) if grant_id else None
         if revoked is not None:
             REPLAYS.labels("refresh_token").inc()
@@ -277,8 +277,7 @@ class GrantRepository:
     def peek_refresh_token(self, refresh_token: str) -> Grant | None:
         """The grant of a refresh token that may still be used, without side effects."""
         token_hash = hash_secret(refresh_token)
-        grant_id = self._lookup(token_hash)
-        record = self.store.get("grants", grant_id) if grant_id else None
+        record = self._lookup(token_hash)
         if record is None:
             return None
         rotated_at = record.get("refresh_token_hashes", {}).get(token_hash)

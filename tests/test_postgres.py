@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 
@@ -211,3 +212,30 @@ def test_guesses_spread_over_instances_meet_one_throttle(make_server, postgres_u
         for s in (first, second, first, second)
     ]
     assert statuses == [201, 201, 201, 429]
+
+
+def test_a_key_rotated_at_one_instance_verifies_at_once_at_the_other(postgres_url, tmp_path):
+    """An instance trusts the keys' revision for a moment (one query less per token
+    check); a token signed with a key it has not read yet makes it read the keys.
+    Two apps on one database and one issuer, in this process."""
+    from joserfc import jwt
+
+    from app import create_app
+    from app.config import Config
+
+    config = Config.from_env({"OAUTH_STORE": postgres_url, "OAUTH_DATA_DIR": str(tmp_path / "d")}, env_file=None)
+    first, second = create_app(config), create_app(config)
+
+    def signed_by(app) -> str:
+        key = app.extensions["oauth"].keys.current
+        header = {"alg": "RS256", "kid": key.kid, "typ": "at+jwt"}
+        return jwt.encode(header, {"iss": config.issuer, "exp": int(time.time()) + 60}, key)
+
+    verifier = first.extensions["oauth"].verifier
+    old = signed_by(first)
+    assert verifier.decode(old)["iss"] == config.issuer  # the first has read the keys
+    new_kid = second.extensions["oauth"].keys.rotate()
+    fresh = signed_by(second)
+    assert json.loads(base64.urlsafe_b64decode(fresh.split(".")[0] + "=="))["kid"] == new_kid
+    assert verifier.decode(fresh)["iss"] == config.issuer
+    assert verifier.decode(old)["iss"] == config.issuer  # the old key still verifies

@@ -15,7 +15,9 @@ once.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import secrets
 import time
 from dataclasses import dataclass
@@ -111,7 +113,12 @@ class AccessTokenVerifier:
         try:
             decoded = jwt.decode(token, self.keys.verifiers, algorithms=[ALGORITHM])
         except (JoseError, ValueError, TypeError):
-            raise InvalidAccessToken("The access token signature is invalid.") from None
+            if not self.keys.reload_for(_key_id(token)):
+                raise InvalidAccessToken("The access token signature is invalid.") from None
+            try:
+                decoded = jwt.decode(token, self.keys.verifiers, algorithms=[ALGORITHM])
+            except (JoseError, ValueError, TypeError):
+                raise InvalidAccessToken("The access token signature is invalid.") from None
         if decoded.header.get("typ") != "at+jwt":
             raise InvalidAccessToken("The token is not an access token.")
         claims = decoded.claims
@@ -136,6 +143,15 @@ class AccessTokenVerifier:
         if not self.grants.exists(claims.get("grant_id")):
             raise InvalidAccessToken("The access token was revoked.")
         return AccessToken(claims)
+
+
+def _key_id(token: str) -> object:
+    """The `kid` in a compact JWS's header, unverified (None when there is none)."""
+    try:
+        header = json.loads(base64.urlsafe_b64decode(token.split(".", 1)[0] + "=="))
+    except ValueError:
+        return None
+    return header.get("kid") if isinstance(header, dict) else None
 
 
 def find_token(

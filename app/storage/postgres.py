@@ -22,8 +22,10 @@ raises `StoreError`, which the app answers with 503; the pool reconnects by itse
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+import weakref
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -80,6 +82,15 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
 MIGRATION_LOCK = 0x6D63706F  # "mcpo"
 #: how long a request waits for a database connection before it is answered 503
 POOL_TIMEOUT = 1.0
+#: a pooled connection idle longer than this is tested (one round trip) before use;
+#: one used more recently is trusted, and should the database have gone away
+#: meanwhile, that request answers 503 and the whole pool is tested in the background
+CHECK_AFTER_IDLE = 2.0
+#: how long this process trusts a collection's revision read from the database (its
+#: own writes are seen at once): a key rotated by another instance is used for
+#: signing here within this time, and a token it signed is verified at once
+#: (app/keys.py reloads for an unknown key id)
+REVISION_TTL = 1.0
 #: how long start-up waits for the database
 CONNECT_TIMEOUT = 10.0
 UPSERT = (
@@ -106,9 +117,13 @@ class PostgresStore:
             timeout=POOL_TIMEOUT,
             kwargs={"autocommit": True, "connect_timeout": 5},
             open=False,
-            check=ConnectionPool.check_connection,
+            check=self._check_if_idle,
+            reset=self._returned,
             name="mcp-oauth",
         )
+        self._returned_at: weakref.WeakKeyDictionary[psycopg.Connection, float] = weakref.WeakKeyDictionary()
+        self._pool_check = threading.Lock()
+        self._revisions: dict[str, tuple[float, object]] = {}
         try:
             self._pool.open(wait=True, timeout=CONNECT_TIMEOUT)
         except PoolTimeout:
@@ -124,7 +139,32 @@ class PostgresStore:
             with self._pool.connection() as conn:
                 yield conn
         except (psycopg.OperationalError, PoolTimeout, psycopg.InterfaceError) as exc:
+            self._check_pool_soon()
             raise StoreError(f"the database at {self.location} is unavailable ({type(exc).__name__})") from None
+
+    def _returned(self, conn: psycopg.Connection) -> None:
+        self._returned_at[conn] = time.monotonic()
+
+    def _check_if_idle(self, conn: psycopg.Connection) -> None:
+        """The pool's check at checkout: a round trip only for a connection that
+        idled long enough for the database to have gone away meanwhile."""
+        if time.monotonic() - self._returned_at.get(conn, 0.0) > CHECK_AFTER_IDLE:
+            ConnectionPool.check_connection(conn)
+
+    def _check_pool_soon(self) -> None:
+        """After a failure, test every idle connection (in the background: with the
+        database down, reconnecting waits), so that the pool holds no dead one once
+        the database is back."""
+        if self._pool_check.acquire(blocking=False):
+
+            def check() -> None:
+                try:
+                    with contextlib.suppress(Exception):  # the next request reports the database
+                        self._pool.check()
+                finally:
+                    self._pool_check.release()
+
+            threading.Thread(target=check, name="mcp-oauth-pool-check", daemon=True).start()
 
     @contextmanager
     def _writing(self, *collections: str) -> Iterator[psycopg.Connection]:
@@ -146,6 +186,7 @@ class PostgresStore:
         self.wrote = True
         seconds = time.perf_counter() - started
         for name in collections:
+            self._revisions.pop(name, None)
             self.observe_write(name, seconds)
 
     def _held_here(self) -> set[str]:
@@ -207,11 +248,15 @@ class PostgresStore:
     def find(self, collection: str, field: str, value: str) -> Record | None:
         self._known(collection)
         # `->` then `?`: true when the field is that string, or an object with that key.
-        query = sql.SQL("SELECT record FROM records WHERE collection = %s AND (record -> {field}) ? %s AND ").format(
-            field=sql.Literal(field)
-        ) + sql.SQL("(expires_at IS NULL OR expires_at > %s) LIMIT 1")
+        # The collection is written into the statement, not passed: a prepared
+        # statement's generic plan could not match the partial GIN index
+        # (`WHERE collection = 'grants'`) to a parameter, and would scan every row.
+        query = sql.SQL(
+            "SELECT record FROM records WHERE collection = {collection} AND (record -> {field}) ? %s AND "
+            "(expires_at IS NULL OR expires_at > %s) LIMIT 1"
+        ).format(collection=sql.Literal(collection), field=sql.Literal(field))
         with self._connection() as conn:
-            row = conn.execute(query, (collection, value, time.time())).fetchone()
+            row = conn.execute(query, (value, time.time())).fetchone()
         return row[0] if row else None
 
     def put(self, collection: str, key: str, record: Record) -> None:
@@ -296,9 +341,15 @@ class PostgresStore:
         return int(row[0]) if row else 0
 
     def revision(self, collection: str) -> object:
+        now = time.monotonic()
+        cached = self._revisions.get(collection)
+        if cached is not None and now - cached[0] < REVISION_TTL:
+            return cached[1]
         with self._connection() as conn:
             row = conn.execute("SELECT revision FROM revisions WHERE collection = %s", (collection,)).fetchone()
-        return row[0] if row else 0
+        revision = row[0] if row else 0
+        self._revisions[collection] = (now, revision)
+        return revision
 
     # -- health and the operator's side ------------------------------------------------------
 
