@@ -10,6 +10,7 @@ from OAUTH_ISSUER, never from these headers or `Host`.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -43,6 +44,10 @@ class IssuerOrigin:
         return self.app(environ, start_response)
 
 
+# Parsing an address and testing it against networks costs tens of microseconds in
+# the ipaddress module, and every request asks (the request log, the throttles): the
+# answers for the few addresses a server sees at a time are kept.
+@functools.lru_cache(maxsize=4096)
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     text = text.strip()
     if text.startswith("[") and "]" in text:  # [v6]:port
@@ -58,6 +63,7 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return address
 
 
+@functools.lru_cache(maxsize=4096)
 def _trusted(address: ipaddress.IPv4Address | ipaddress.IPv6Address | None, proxies: tuple[IPNetwork, ...]) -> bool:
     return address is not None and any(address in network for network in proxies)
 
