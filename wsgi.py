@@ -14,8 +14,7 @@ from typing import Any
 from flask import Flask
 
 from app import create_app
-from app.config import Config, ConfigError, environment
-from app.config import log_format as config_log_format
+from app.config import Config, ConfigError, environment, parse_log_format
 from app.endpoints.gateway import MAX_BODY as MAX_REQUEST_BODY
 from app.observability import configure_logging
 from app.storage import StoreError
@@ -29,7 +28,7 @@ log = logging.getLogger("mcp_oauth")
 
 def main() -> int:
     try:
-        log_format = config_log_format(environment())
+        log_format = parse_log_format(environment())
     except ConfigError:
         log_format = "text"  # reported below, with the rest of the configuration
     configure_logging(log_format)

@@ -134,7 +134,7 @@ def _store(env: Mapping[str, str]) -> str:
     raise ConfigError("OAUTH_STORE must be `file` or a postgresql:// URL")
 
 
-def log_format(env: Mapping[str, str]) -> str:
+def parse_log_format(env: Mapping[str, str]) -> str:
     """OAUTH_LOG_FORMAT: `text` or `json` (read before the rest, so that a bad
     configuration is itself reported in the chosen format)."""
     value = (env.get("OAUTH_LOG_FORMAT") or "text").strip().lower()
@@ -277,7 +277,7 @@ def _parse(env: Mapping[str, str]) -> Config:
         cimd=_flag(env, "OAUTH_CIMD", True),
         cimd_allow_private=_flag(env, "OAUTH_CIMD_ALLOW_PRIVATE", False),
         metrics_allow=_networks(env, "OAUTH_METRICS_ALLOW", "127.0.0.1,::1"),
-        log_format=log_format(env),
+        log_format=parse_log_format(env),
         google=google,
         azure=azure,
     )

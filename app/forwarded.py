@@ -44,11 +44,19 @@ class IssuerOrigin:
         return self.app(environ, start_response)
 
 
+#: longer than any address with a port ("[v6]:port"): not parsed, and never cached
+MAX_ADDRESS_TEXT = 64
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    return _parse_address(text) if len(text) <= MAX_ADDRESS_TEXT else None
+
+
 # Parsing an address and testing it against networks costs tens of microseconds in
 # the ipaddress module, and every request asks (the request log, the throttles): the
 # answers for the few addresses a server sees at a time are kept.
 @functools.lru_cache(maxsize=4096)
-def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def _parse_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     text = text.strip()
     if text.startswith("[") and "]" in text:  # [v6]:port
         text = text[1 : text.index("]")]

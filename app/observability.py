@@ -116,10 +116,6 @@ class RequestContext:
 _current: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar("mcp_oauth_request", default=None)
 
 
-def current_request() -> RequestContext | None:
-    return _current.get()
-
-
 def note(*, client_id: str | None = None, subject: str | None = None, endpoint: str | None = None) -> None:
     """Tell the request's log line who it was for, once that is known."""
     context = _current.get()
