@@ -4,6 +4,7 @@ tests). A new backend joins the parameter list."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -15,15 +16,32 @@ RULES = {"grants": lambda record: record.get("expires_at")}
 
 
 @pytest.fixture(params=["file", "memory", "postgresql"])
-def store(request, tmp_path):
-    if request.param == "postgresql":
-        from app.storage.postgres import PostgresStore
+def open_store(request, tmp_path):
+    """Opens the backend; each call another handle on the same data, as another
+    process or instance would (the memory store has only the one)."""
+    opened = []
 
-        backend = PostgresStore(request.getfixturevalue("postgres_url"), RULES)
-        yield backend
-        backend.close()
-        return
-    yield PersistentStore(tmp_path, RULES) if request.param == "file" else MemoryStore(RULES)
+    def open_one():
+        if request.param == "postgresql":
+            from app.storage.postgres import PostgresStore
+
+            url = request.getfixturevalue("postgres_url")
+            opened.append(PostgresStore(url, RULES))
+        elif request.param == "file":
+            opened.append(PersistentStore(tmp_path, RULES))
+        elif not opened:
+            opened.append(MemoryStore(RULES))
+        return opened[-1]
+
+    yield open_one
+    for backend in opened:
+        if hasattr(backend, "close"):
+            backend.close()
+
+
+@pytest.fixture
+def store(open_store):
+    return open_store()
 
 
 def test_put_get_add_and_delete(store):
@@ -46,6 +64,43 @@ def test_change_is_a_read_modify_write_of_one_record(store):
     store.change("grants", "g", lambda r: r["hashes"].update(h2=None))
     assert store.revision("grants") != before
     assert store.find("grants", "hashes", "h2")["grant_id"] == "g"
+
+
+def test_changes_from_several_handles_at_once_lose_nothing(open_store):
+    """Two handles (instances), four threads each, all incrementing one record: every
+    increment counts, however the backend serialises them."""
+    first, second = open_store(), open_store()
+    first.put("grants", "g", {"grant_id": "g", "n": 0})
+
+    errors = []
+
+    def increment(backend) -> None:
+        try:
+            for _ in range(25):
+                backend.change("grants", "g", lambda r: r.update(n=r["n"] + 1))
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=increment, args=(b,)) for b in (first, second) * 4]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert first.get("grants", "g")["n"] == second.get("grants", "g")["n"] == 200
+
+
+def test_a_change_builds_on_the_newest_record_not_on_one_read_before(open_store):
+    """A read just before a change must not stand in for the record when another
+    instance wrote it in between."""
+    first, second = open_store(), open_store()
+    first.put("grants", "g", {"grant_id": "g", "n": 1, "hashes": {"a": None}})
+    assert first.find("grants", "hashes", "a")["n"] == 1
+    second.change("grants", "g", lambda r: r.update(n=10))
+    assert first.change("grants", "g", lambda r: r.update(n=r["n"] + 1) or r["n"]) == 11
+    assert first.get("grants", "g")["n"] == 11
+    second.delete("grants", "g")
+    assert first.change("grants", "g", lambda r: r.update(n=0)) is None
 
 
 def test_find_follows_every_change(store):

@@ -3,14 +3,18 @@ deployments that run several instances against one database (`OAUTH_STORE=postgr
 
 Every record is one row of `records` (collection, key, the record as `jsonb`, and when
 it expires, computed from the record at each write by the collection's expiry rule),
-so expiry is a `WHERE` clause and `purge-expired` one `DELETE`. A read-modify-write
-(`change`) is one transaction holding the row (`SELECT … FOR UPDATE`), so instances
-never lose each other's updates. `find` on a grant's refresh-token hashes goes through
-a GIN index on that object's keys. `revision` is a counter per collection, bumped in the
-same transaction as every write.
+so expiry is a `WHERE` clause and `purge-expired` one `DELETE`. Each write of one
+record is one statement (one round trip, no `BEGIN`/`COMMIT`). A read-modify-write
+(`change`) is optimistic: the record is read with its row version (`xmin`, the
+transaction that wrote it), changed here, and written back only if that version is
+still the row's (compare-and-set); otherwise read again and retry. So instances never
+lose each other's updates, and nobody holds a row across a round trip. `find` on a
+grant's refresh-token hashes goes through a GIN index on that object's keys, and
+`revision` is the collection's row count with its newest row version: any insert or
+update raises the second, a deletion lowers the first.
 
 `lock()` (the operator's restore, merged under every collection) is an exclusive
-advisory lock per collection; every writer takes the shared one in its transaction.
+advisory lock per collection; every write takes the shared one within its statement.
 
 The schema is created and migrated at start-up under an advisory lock, so instances
 that start at once against an empty database do it once: versioned, each step applied
@@ -23,6 +27,7 @@ raises `StoreError`, which the app answers with 503; the pool reconnects by itse
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 import weakref
@@ -77,6 +82,16 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "CREATE INDEX ephemeral_expiry ON ephemeral (expires_at)",
         ],
     ),
+    (
+        3,
+        [
+            # Every rotation adds a hash: with the default fast update the new entries
+            # wait in a pending list that every lookup scans in full.
+            "ALTER INDEX records_refresh_token_hashes SET (fastupdate = off)",
+            # `revisions` is no longer written (see `revision`); kept for instances of
+            # the previous version during a rolling upgrade.
+        ],
+    ),
 ]
 #: advisory lock ids: migrations, and one per collection (see `lock`)
 MIGRATION_LOCK = 0x6D63706F  # "mcpo"
@@ -93,14 +108,26 @@ CHECK_AFTER_IDLE = 2.0
 REVISION_TTL = 1.0
 #: how long start-up waits for the database
 CONNECT_TIMEOUT = 10.0
+#: a write of one record takes its collection's shared advisory lock in the statement
+#: itself (`guard`), unless this thread holds the collection with `lock()`; a
+#: statement's lock is held until it commits
+GUARD = "WITH guard AS (SELECT pg_advisory_xact_lock_shared(%s)) "
 UPSERT = (
-    "INSERT INTO records (collection, key, record, expires_at) VALUES (%s, %s, %s, %s) "
+    "INSERT INTO records (collection, key, record, expires_at) SELECT %s, %s, %s, %s{from_guard} "
     "ON CONFLICT (collection, key) DO UPDATE SET record = EXCLUDED.record, expires_at = EXCLUDED.expires_at"
 )
 
 
 def _collection_lock(collection: str) -> int:
     return zlib.crc32(f"mcp-oauth:{collection}".encode())
+
+
+def _guarded(statement: str, guard: bool) -> str:
+    """`statement` with or without `GUARD` (its `{from_guard}` or `{using_guard}` names
+    the lock's one-row table where the statement lists its tables)."""
+    if not guard:
+        return statement.format(from_guard="", using_guard="")
+    return GUARD + statement.format(from_guard=" FROM guard", using_guard=" USING guard")
 
 
 class PostgresStore:
@@ -110,6 +137,9 @@ class PostgresStore:
         self.wrote = False
         self.observe_write: WriteObserver = ignore_write
         self._held = threading.local()  # collections this thread holds with lock()
+        # the record this thread read last (get, find) as (collection, key, row version,
+        # JSON text), so that a `change` right after needs no second read
+        self._last_read = threading.local()
         self._pool = ConnectionPool(
             url,
             min_size=1,
@@ -117,8 +147,9 @@ class PostgresStore:
             timeout=POOL_TIMEOUT,
             kwargs={"autocommit": True, "connect_timeout": 5},
             open=False,
+            # (No `reset` callback: with one the pool hands every returned connection
+            # to a worker thread, a thread switch per query.)
             check=self._check_if_idle,
-            reset=self._returned,
             name="mcp-oauth",
         )
         self._returned_at: weakref.WeakKeyDictionary[psycopg.Connection, float] = weakref.WeakKeyDictionary()
@@ -137,13 +168,13 @@ class PostgresStore:
     def _connection(self) -> Iterator[psycopg.Connection]:
         try:
             with self._pool.connection() as conn:
-                yield conn
+                try:
+                    yield conn
+                finally:
+                    self._returned_at[conn] = time.monotonic()
         except (psycopg.OperationalError, PoolTimeout, psycopg.InterfaceError) as exc:
             self._check_pool_soon()
             raise StoreError(f"the database at {self.location} is unavailable ({type(exc).__name__})") from None
-
-    def _returned(self, conn: psycopg.Connection) -> None:
-        self._returned_at[conn] = time.monotonic()
 
     def _check_if_idle(self, conn: psycopg.Connection) -> None:
         """The pool's check at checkout: a round trip only for a connection that
@@ -168,8 +199,8 @@ class PostgresStore:
 
     @contextmanager
     def _writing(self, *collections: str) -> Iterator[psycopg.Connection]:
-        """A transaction that writes `collections`: shared advisory locks (unless this
-        thread holds them exclusively), and their revisions bumped."""
+        """A transaction that writes `collections` (several statements), holding their
+        shared advisory locks unless this thread holds them exclusively."""
         started = time.perf_counter()
         with self._connection() as conn, conn.transaction():
             held = self._held_here()
@@ -177,17 +208,30 @@ class PostgresStore:
                 if name not in held:
                     conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (_collection_lock(name),))
             yield conn
-            for name in collections:
-                conn.execute(
-                    "INSERT INTO revisions (collection, revision) VALUES (%s, 1) "
-                    "ON CONFLICT (collection) DO UPDATE SET revision = revisions.revision + 1",
-                    (name,),
-                )
+        self._wrote(started, *collections)
+
+    def _write(self, collection: str, statement: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """One statement that writes one record of `collection`, under the collection's
+        shared lock (see `GUARD`); the rows it returned."""
+        started = time.perf_counter()
+        guard = collection not in self._held_here()
+        query = _guarded(statement, guard)
+        with self._connection() as conn:
+            cursor = conn.execute(query, (_collection_lock(collection), *params) if guard else params)
+            rows = cursor.fetchall() if cursor.description else []
+        self._wrote(started, collection)
+        return rows
+
+    def _wrote(self, started: float, *collections: str) -> None:
         self.wrote = True
         seconds = time.perf_counter() - started
         for name in collections:
             self._revisions.pop(name, None)
             self.observe_write(name, seconds)
+
+    def _remember(self, collection: str, key: str, version: str, text: str) -> Record:
+        self._last_read.row = (collection, key, version, text)
+        return json.loads(text)
 
     def _held_here(self) -> set[str]:
         held: set[str] | None = getattr(self._held, "names", None)
@@ -239,11 +283,11 @@ class PostgresStore:
         self._known(collection)
         with self._connection() as conn:
             row = conn.execute(
-                "SELECT record FROM records WHERE collection = %s AND key = %s "
+                "SELECT record::text, xmin::text FROM records WHERE collection = %s AND key = %s "
                 "AND (expires_at IS NULL OR expires_at > %s)",
                 (collection, key, time.time()),
             ).fetchone()
-        return row[0] if row else None
+        return self._remember(collection, key, row[1], row[0]) if row else None
 
     def find(self, collection: str, field: str, value: str) -> Record | None:
         self._known(collection)
@@ -251,34 +295,62 @@ class PostgresStore:
         # The collection is written into the statement, not passed: a prepared
         # statement's generic plan could not match the partial GIN index
         # (`WHERE collection = 'grants'`) to a parameter, and would scan every row.
+        # No `LIMIT 1`: with it the planner, guessing that 1 % of rows match `?`,
+        # prefers to scan the table until the first match, which is every row for a
+        # grant rewritten lately (at the heap's end): a refresh that grows with the store.
         query = sql.SQL(
-            "SELECT record FROM records WHERE collection = {collection} AND (record -> {field}) ? %s AND "
-            "(expires_at IS NULL OR expires_at > %s) LIMIT 1"
+            "SELECT key, record::text, xmin::text FROM records WHERE collection = {collection} "
+            "AND (record -> {field}) ? %s AND (expires_at IS NULL OR expires_at > %s)"
         ).format(collection=sql.Literal(collection), field=sql.Literal(field))
         with self._connection() as conn:
             row = conn.execute(query, (value, time.time())).fetchone()
-        return row[0] if row else None
+        return self._remember(collection, row[0], row[2], row[1]) if row else None
 
     def put(self, collection: str, key: str, record: Record) -> None:
         self._known(collection)
-        with self._writing(collection) as conn:
-            conn.execute(
-                UPSERT,
-                self._row(collection, key, record),
-            )
+        self._write(collection, UPSERT, self._row(collection, key, record))
 
     def add(self, collection: str, key: str, record: Record) -> bool:
         self._known(collection)
-        with self._writing(collection) as conn:
-            # An expired record under the key does not count: it is replaced.
-            row = conn.execute(
-                UPSERT + " WHERE records.expires_at IS NOT NULL AND records.expires_at <= %s RETURNING 1",
-                (*self._row(collection, key, record), time.time()),
-            ).fetchone()
-        return row is not None
+        # An expired record under the key does not count: it is replaced.
+        rows = self._write(
+            collection,
+            UPSERT + " WHERE records.expires_at IS NOT NULL AND records.expires_at <= %s RETURNING 1",
+            (*self._row(collection, key, record), time.time()),
+        )
+        return bool(rows)
 
     def change(self, collection: str, key: str, change: Callable[[Record], T]) -> T | None:
+        """Optimistic first: compare-and-set over the row version read (by this
+        thread's `get` or `find` just before, or read now). Should another writer have
+        come first, the row is held (`SELECT … FOR UPDATE`) and changed in a
+        transaction, so that a contended record still makes progress. `change` may
+        therefore run twice, on the newer record the second time: it must be a
+        function of the record alone."""
         self._known(collection)
+        last = getattr(self._last_read, "row", None)
+        self._last_read.row = None
+        if last is not None and last[:2] == (collection, key):
+            known = last[2:]
+        else:
+            with self._connection() as conn:
+                known = conn.execute(
+                    "SELECT xmin::text, record::text FROM records WHERE collection = %s AND key = %s "
+                    "AND (expires_at IS NULL OR expires_at > %s)",
+                    (collection, key, time.time()),
+                ).fetchone()
+            if known is None:
+                return None
+        version, text = known
+        record = json.loads(text)
+        result = change(record)
+        if self._write(
+            collection,
+            "UPDATE records SET record = %s, expires_at = %s{from_guard} WHERE collection = %s AND key = %s "
+            "AND xmin = %s::xid AND (expires_at IS NULL OR expires_at > %s) RETURNING 1",
+            (Jsonb(record), self._expires_at(collection, record), collection, key, version, time.time()),
+        ):
+            return result
         with self._writing(collection) as conn:
             row = conn.execute(
                 "SELECT record FROM records WHERE collection = %s AND key = %s "
@@ -297,14 +369,14 @@ class PostgresStore:
 
     def delete(self, collection: str, key: str) -> Record | None:
         self._known(collection)
-        with self._writing(collection) as conn:
-            row = conn.execute(
-                "DELETE FROM records WHERE collection = %s AND key = %s RETURNING record, expires_at",
-                (collection, key),
-            ).fetchone()
-        if row is None or (row[1] is not None and row[1] <= time.time()):
+        rows = self._write(
+            collection,
+            "DELETE FROM records{using_guard} WHERE collection = %s AND key = %s RETURNING record, expires_at",
+            (collection, key),
+        )
+        if not rows or (rows[0][1] is not None and rows[0][1] <= time.time()):
             return None
-        return row[0]
+        return rows[0][0]
 
     def delete_where(self, collection: str, doomed: Callable[[Record], bool]) -> list[Record]:
         self._known(collection)
@@ -341,13 +413,18 @@ class PostgresStore:
         return int(row[0]) if row else 0
 
     def revision(self, collection: str) -> object:
+        """(rows, newest row version): an insert or update writes a newer version (a
+        later transaction id), a deletion alone leaves fewer rows. Computed, not
+        counted, so that writes share no hot row."""
         now = time.monotonic()
         cached = self._revisions.get(collection)
         if cached is not None and now - cached[0] < REVISION_TTL:
             return cached[1]
         with self._connection() as conn:
-            row = conn.execute("SELECT revision FROM revisions WHERE collection = %s", (collection,)).fetchone()
-        revision = row[0] if row else 0
+            row = conn.execute(
+                "SELECT count(*), max(xmin::text::bigint) FROM records WHERE collection = %s", (collection,)
+            ).fetchone()
+        revision = tuple(row) if row else (0, None)
         self._revisions[collection] = (now, revision)
         return revision
 
