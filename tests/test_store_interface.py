@@ -103,6 +103,27 @@ def test_a_change_builds_on_the_newest_record_not_on_one_read_before(open_store)
     assert first.change("grants", "g", lambda r: r.update(n=0)) is None
 
 
+def test_writes_wait_out_a_lock_and_land_on_what_it_wrote(open_store):
+    """A restore holds the collection; a change and a delete from another handle wait
+    for it, then apply to the restored records (neither lost nor undone)."""
+    first, second = open_store(), open_store()
+    for key in ("g1", "g2"):
+        first.put("grants", key, {"grant_id": key, "n": 1})
+    writers = [
+        threading.Thread(target=second.change, args=("grants", "g1", lambda r: r.update(n=r["n"] + 1))),
+        threading.Thread(target=second.delete, args=("grants", "g2")),
+    ]
+    with first.lock("grants"):
+        for writer in writers:
+            writer.start()
+        time.sleep(0.3)
+        assert all(writer.is_alive() for writer in writers)
+        first.replace_all({"grants": {k: {"grant_id": k, "n": 10} for k in ("g1", "g2")}})
+    for writer in writers:
+        writer.join(10)
+    assert first.get("grants", "g1")["n"] == 11 and first.get("grants", "g2") is None
+
+
 def test_find_follows_every_change(store):
     store.put("grants", "g1", {"grant_id": "g1", "hashes": {"a": None}})
     store.put("grants", "g2", {"grant_id": "g2", "hashes": {"b": 1.0}})

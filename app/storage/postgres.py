@@ -85,9 +85,10 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
     (
         3,
         [
-            # Every rotation adds a hash: with the default fast update the new entries
-            # wait in a pending list that every lookup scans in full.
-            "ALTER INDEX records_refresh_token_hashes SET (fastupdate = off)",
+            # A rotation rewrites the grant, so every hash it keeps (up to 21) enters
+            # the GIN index again: its pending list makes that cheap, but every lookup
+            # scans the whole list, 4 MB by default. 64 kB (the least) measured best.
+            "ALTER INDEX records_refresh_token_hashes SET (gin_pending_list_limit = 64)",
             # `revisions` is no longer written (see `revision`); kept for instances of
             # the previous version during a rolling upgrade.
         ],
@@ -110,7 +111,10 @@ REVISION_TTL = 1.0
 CONNECT_TIMEOUT = 10.0
 #: a write of one record takes its collection's shared advisory lock in the statement
 #: itself (`guard`), unless this thread holds the collection with `lock()`; a
-#: statement's lock is held until it commits
+#: statement's lock is held until it commits. The statement sees the rows as of its
+#: start, before it waited for the lock: fine for an upsert (a conflict is judged on
+#: the newest row) and a compare-and-set (a restored row is a newer version), not for
+#: a delete, which takes the lock in a statement of its own (`_writing`).
 GUARD = "WITH guard AS (SELECT pg_advisory_xact_lock_shared(%s)) "
 UPSERT = (
     "INSERT INTO records (collection, key, record, expires_at) SELECT %s, %s, %s, %s{from_guard} "
@@ -123,11 +127,9 @@ def _collection_lock(collection: str) -> int:
 
 
 def _guarded(statement: str, guard: bool) -> str:
-    """`statement` with or without `GUARD` (its `{from_guard}` or `{using_guard}` names
-    the lock's one-row table where the statement lists its tables)."""
-    if not guard:
-        return statement.format(from_guard="", using_guard="")
-    return GUARD + statement.format(from_guard=" FROM guard", using_guard=" USING guard")
+    """`statement` with or without `GUARD` (its `{from_guard}` names the lock's
+    one-row table where the statement lists its tables)."""
+    return (GUARD if guard else "") + statement.format(from_guard=" FROM guard" if guard else "")
 
 
 class PostgresStore:
@@ -369,14 +371,16 @@ class PostgresStore:
 
     def delete(self, collection: str, key: str) -> Record | None:
         self._known(collection)
-        rows = self._write(
-            collection,
-            "DELETE FROM records{using_guard} WHERE collection = %s AND key = %s RETURNING record, expires_at",
-            (collection, key),
-        )
-        if not rows or (rows[0][1] is not None and rows[0][1] <= time.time()):
+        # Not one statement with the lock in it: a statement sees the rows as of its
+        # start, so a delete that waited out a restore would miss the restored row.
+        with self._writing(collection) as conn:
+            row = conn.execute(
+                "DELETE FROM records WHERE collection = %s AND key = %s RETURNING record, expires_at",
+                (collection, key),
+            ).fetchone()
+        if row is None or (row[1] is not None and row[1] <= time.time()):
             return None
-        return rows[0][0]
+        return row[0]
 
     def delete_where(self, collection: str, doomed: Callable[[Record], bool]) -> list[Record]:
         self._known(collection)
