@@ -100,9 +100,9 @@ def wait_until_up(url: str, proc: subprocess.Popen, seconds: float = 60) -> floa
     raise SystemExit(f"{url} did not come up")
 
 
-def load(pid: int, work) -> tuple[float, int]:
+def load(pid: int, work) -> tuple[float, int, float]:
     """Run `work(session, worker)` from CLIENTS threads for SECONDS; (ops per server
-    CPU-second, ops)."""
+    CPU-second, ops, ops per CPU-second of the server process alone)."""
     done = [0] * CLIENTS
     stop = time.monotonic() + SECONDS
 
@@ -112,14 +112,14 @@ def load(pid: int, work) -> tuple[float, int]:
             work(session, worker)
             done[worker] += 1
 
-    before = cpu_seconds(pid)
+    before, before_alone = cpu_seconds(pid), _cpu_of(pid)
     threads = [threading.Thread(target=run, args=(i,)) for i in range(CLIENTS)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    used = cpu_seconds(pid) - before
-    return sum(done) / max(used, 1e-9), sum(done)
+    used, used_alone = cpu_seconds(pid) - before, _cpu_of(pid) - before_alone
+    return sum(done) / max(used, 1e-9), sum(done), sum(done) / max(used_alone, 1e-9)
 
 
 def fill(data: Path, size: int, issuer: str, store_url: str | None = None) -> list[tuple[str, str]]:
@@ -218,9 +218,16 @@ def bench_store_size(size: int, store_url: str | None = None) -> dict[str, float
                 assert response.status_code == 200, response.text
                 chains[worker][1] = response.json()["refresh_token"]
 
-            refresh_rate, _ = load(proc.pid, refresh)
-            register_rate, _ = load(proc.pid, register)
-            return {"startup": startup, "rss": rss, "refresh": refresh_rate, "register": register_rate}
+            refresh_rate, _, refresh_alone = load(proc.pid, refresh)
+            register_rate, _, register_alone = load(proc.pid, register)
+            return {
+                "startup": startup,
+                "rss": rss,
+                "refresh": refresh_rate,
+                "register": register_rate,
+                "refresh_alone": refresh_alone,
+                "register_alone": register_alone,
+            }
         finally:
             proc.terminate()
             proc.wait(30)
@@ -404,7 +411,7 @@ def bench_floor() -> float:
     proc = subprocess.Popen([sys.executable, "-c", FLOOR, str(port)], stdout=subprocess.DEVNULL)
     try:
         wait_until_up(f"http://127.0.0.1:{port}/floor", proc)
-        rate, _ = load(proc.pid, lambda session, worker: session.get(f"http://127.0.0.1:{port}/floor", timeout=30))
+        rate, *_ = load(proc.pid, lambda session, worker: session.get(f"http://127.0.0.1:{port}/floor", timeout=30))
         return rate
     finally:
         proc.terminate()
@@ -477,10 +484,17 @@ def report_postgresql() -> None:
         DATABASE_PIDS.clear()
         cluster.remove()
     print()
-    print("| 10,000 clients + 10,000 grants | file store | PostgreSQL (server + database CPU) | ratio |")
-    print("| --- | --- | --- | --- |")
+    print(
+        "| 10,000 clients + 10,000 grants | file store | PostgreSQL (server + database CPU) | ratio "
+        "| PostgreSQL (server CPU alone) | ratio |"
+    )
+    print("| --- | --- | --- | --- | --- | --- |")
     for name, key in (("registration", "register"), ("public-client refresh", "refresh")):
-        print(f"| {name} | {files[key]:,.0f} | {database[key]:,.0f} | {database[key] / files[key]:.2f}x |")
+        total, alone = database[key], database[f"{key}_alone"]
+        print(
+            f"| {name} | {files[key]:,.0f} | {total:,.0f} | {total / files[key]:.2f}x "
+            f"| {alone:,.0f} | {alone / files[key]:.2f}x |"
+        )
 
 
 if __name__ == "__main__":
