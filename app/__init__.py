@@ -116,13 +116,13 @@ def create_app(config: Config | None = None, *, for_cli: bool = False) -> Flask:
         app.register_blueprint(blueprint, url_prefix=config.issuer_path)
     # Their URLs come from the configuration (resources, the gateway's path).
     metadata.init_app(app, config)
-    gateway.init_app(app, config)
+    gateway_path = gateway.init_app(app, config)
     provider.init_app(app)
     cli.init_app(app)
     app.before_request(lambda: note(endpoint=request.endpoint))
     store.observe_write = observe_store_write
     app.wsgi_app = RequestLog(  # type: ignore[method-assign]
-        HotPaths(IssuerOrigin(app.wsgi_app, config.issuer), app.extensions["oauth"]),
+        HotPaths(IssuerOrigin(app.wsgi_app, config.issuer), app.extensions["oauth"], gateway_path),
         exact_endpoints={rule.rule: rule.endpoint for rule in app.url_map.iter_rules() if not rule.arguments},
         trust_request_id=functools.partial(peer_is_trusted, config),
         client_address=functools.partial(client_address, config),

@@ -6,10 +6,12 @@ pages a person sees answer with a plain HTML page. Never a stack trace.
 
 from __future__ import annotations
 
+import json
 import logging
 
-from flask import Flask, Response, jsonify, render_template, request
+from flask import Flask, Response, render_template, request
 from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.http import HTTP_STATUS_CODES
 
 from .storage import StoreError
 
@@ -39,13 +41,26 @@ def _error_code(status: int) -> str:
     }.get(status, "server_error")
 
 
+def json_error(
+    status: int, error: str, description: str, headers: dict[str, str] | None = None
+) -> tuple[str, list[tuple[str, str]], list[bytes]]:
+    """An RFC 6749 §5.2 JSON error as a WSGI answer (status line, headers, body), for
+    the paths answered in front of Flask."""
+    body = json.dumps({"error": error, "error_description": description}).encode()
+    fields = {
+        "Content-Type": "application/json",
+        "Content-Length": str(len(body)),
+        "Cache-Control": "no-store",
+        **SECURITY_HEADERS,
+        **(headers or {}),
+    }
+    return f"{status} {HTTP_STATUS_CODES.get(status, 'Unknown')}", list(fields.items()), [body]
+
+
 def error_response(status: int, error: str, description: str, headers: dict[str, str] | None = None) -> Response:
     """An RFC 6749 §5.2 JSON error."""
-    response = jsonify(error=error, error_description=description)
-    response.status_code = status
-    response.headers["Cache-Control"] = "no-store"
-    response.headers.update(headers or {})
-    return response
+    _, fields, body = json_error(status, error, description, headers)
+    return Response(body, status=status, headers=fields)
 
 
 def init_app(app: Flask) -> None:

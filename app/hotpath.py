@@ -10,7 +10,9 @@ a verified token does. This WSGI layer answers only the plain successful cases:
 - GET /verify whose token passes: the same checks as the Flask view
   (`verify.verified_headers`), sharing the verified-token cache;
 - POST /introspect that Authlib's RFC 7662 endpoint answers with 200: the same
-  endpoint class the Flask view uses, given a request read from the WSGI environ.
+  endpoint class the Flask view uses, given a request read from the WSGI environ;
+- the gateway's GET, POST or DELETE whose token passes (app/endpoints/gateway.py,
+  `GatewayPath`).
 
 Everything else (HEAD, OPTIONS, a missing or refused token, a bad `scope`, a store
 that cannot be read) goes on to the Flask app, which answers it in full. So the
@@ -27,6 +29,7 @@ from urllib.parse import parse_qs
 
 from authlib.consts import default_json_headers
 
+from .endpoints.gateway import GatewayPath
 from .endpoints.metadata import Document, static_documents
 from .endpoints.verify import verified_headers
 from .errors import SECURITY_HEADERS
@@ -44,9 +47,10 @@ FORM = "application/x-www-form-urlencoded"
 
 
 class HotPaths:
-    def __init__(self, app: WSGIApp, services: Services):
+    def __init__(self, app: WSGIApp, services: Services, gateway: GatewayPath | None = None):
         self.app = app
         self.services = services
+        self.gateway = gateway
         prefix = services.config.issuer_path
         self.documents: dict[str, Document] = static_documents(services.config)
         self.jwks_path = prefix + "/jwks.json"
@@ -56,6 +60,12 @@ class HotPaths:
         self.introspection = Introspection(services.server)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if self.gateway is not None and self.gateway.matches(environ.get("PATH_INFO", "")):
+            forwarded = self.gateway(environ)
+            if forwarded is None:
+                return self.app(environ, start_response)
+            start_response(forwarded[0], forwarded[1])
+            return forwarded[2]
         if environ.get("REQUEST_METHOD") == "GET":
             path = environ.get("PATH_INFO", "")
             document = self.documents.get(path)

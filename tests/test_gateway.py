@@ -192,3 +192,19 @@ def test_upstream_connections_are_kept_alive_and_a_restart_breaks_nothing(make_s
         assert connection() == 101
     finally:
         second.stop()
+
+
+def test_the_flask_view_forwards_alike_what_is_not_taken_in_front_of_it(gateway):
+    """A GET with a good token is forwarded in front of Flask (app/hotpath.py); a
+    HEAD goes on to the Flask view, which forwards it the same way."""
+    _, tokens = tokens_for(gateway)
+    auth = {"Authorization": f"Bearer {tokens['access_token']}"}
+    get = requests.get(gateway.url("/mcp/path/a%20b"), headers=auth, timeout=10)
+    head = requests.head(gateway.url("/mcp/path/a%20b"), headers=auth, timeout=10)
+    assert get.status_code == head.status_code == 200, get.text
+    assert get.json()["raw_path"] == "/mcp/path/a%20b" and head.content == b""
+    for response in (get, head):
+        assert response.headers["Content-Type"] == "application/json"
+        assert response.headers["X-Content-Type-Options"] == "nosniff" and response.headers["X-Request-Id"]
+    refused = requests.head(gateway.url("/mcp/path/a"), headers={"Authorization": "Bearer nope"}, timeout=10)
+    assert refused.status_code == 401 and "WWW-Authenticate" in refused.headers

@@ -164,8 +164,12 @@ def test_metrics_count_gateway_upstream_errors_and_open_streams(make_server, ups
     _, tokens = tokens_for(down)
     before = scrape(down)
     answer = requests.post(down.url("/mcp"), headers={"Authorization": f"Bearer {tokens['access_token']}"}, json={})
-    assert answer.status_code == 502
-    assert moved(before, scrape(down), "mcp_oauth_gateway_upstream_errors_total", kind="unreachable") == 1
+    assert answer.status_code == 502 and answer.json()["error"] == "bad_gateway"
+    after = scrape(down)
+    assert moved(before, after, "mcp_oauth_gateway_upstream_errors_total", kind="unreachable") == 1
+    # answered in front of Flask (app/hotpath.py), counted under the gateway's endpoint
+    labels = {"endpoint": "gateway.proxy", "method": "POST", "status": "502"}
+    assert moved(before, after, "mcp_oauth_http_requests_total", **labels) == 1
 
     up = make_server(OAUTH_UPSTREAM_URL=upstream)
     _, tokens = tokens_for(up)

@@ -2,6 +2,12 @@
 OAUTH_UPSTREAM_URL as a stream in both directions (MCP Streamable HTTP: JSON or SSE
 responses to POST, long-lived GET SSE streams, DELETE of a session).
 
+Every MCP request passes here, so the plain case (GET, POST or DELETE with a token
+that passes) is answered in front of Flask (`GatewayPath`, called by app/hotpath.py),
+at the WSGI level; everything else (a refused token, a bad path, OPTIONS, HEAD, a body
+too large) goes on to the Flask view, which answers it in full. Both forward through
+`Upstream.forward`, which works on the WSGI environ.
+
 The client's `Authorization` header is never passed upstream (MCP forbids token
 passthrough); the upstream gets `X-Auth-Subject`, `X-Auth-Client-Id` and `X-Auth-Scope`
 instead, and any such headers the client sent are dropped. Each open stream holds one
@@ -16,22 +22,30 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, Response, request
+from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.routing import PathConverter
+from werkzeug.wsgi import get_input_stream
 
 from .. import services
 from ..config import Config
-from ..errors import error_response
+from ..errors import SECURITY_HEADERS, error_response, json_error
 from ..forwarded import client_address
-from ..observability import OPEN_STREAMS, UPSTREAM_ERRORS
+from ..observability import OPEN_STREAMS, UPSTREAM_ERRORS, note
 from ..policy import InvalidPath, encode_query, normalize_path, same_resource, within
 from .verify import Refusal, challenge, check_bearer
 
+if TYPE_CHECKING:
+    from .. import Services
+
 log = logging.getLogger(__name__)
+
+#: a WSGI answer: status line, headers, body
+Answer = tuple[str, list[tuple[str, str]], Iterable[bytes]]
 
 #: RFC 9110 §7.6.1 hop-by-hop headers, plus what we set or must not forward: the
 #: token, our identity headers, and forwarding headers only we may write.
@@ -120,57 +134,66 @@ class Upstream:
                 return
         conn.close()
 
-    def forward(self, rest: str, auth_headers: dict[str, str], config: Config) -> Response:
+    def forward(self, environ: dict[str, Any], rest: str, auth_headers: dict[str, str], config: Config) -> Answer:
         """Forward the request; `rest` is the normalised, encoded path below the
         resource path ('' or '/…')."""
         path = (self.base_path + rest) or "/"
-        if request.query_string:
-            path += "?" + encode_query(request.query_string.decode("latin-1"))
+        if environ.get("QUERY_STRING"):
+            path += "?" + encode_query(environ["QUERY_STRING"])
         # RFC 9110 §7.6.1: headers the client named in Connection are hop-by-hop too.
-        hop_by_hop = {
-            name.strip().lower() for value in request.headers.getlist("Connection") for name in value.split(",")
-        }
-        headers = {
-            k: v
-            for k, v in request.headers.items()
-            if k.lower() not in DROPPED_REQUEST_HEADERS and k.lower() not in hop_by_hop
-        }
+        hop_by_hop = {name.strip().lower() for name in environ.get("HTTP_CONNECTION", "").split(",")}
+        headers = {}
+        for key, value in environ.items():
+            if key.startswith("HTTP_"):
+                name = key[5:].replace("_", "-").title()  # as Werkzeug spells them
+            elif key == "CONTENT_TYPE" and value:
+                name = "Content-Type"
+            else:
+                continue
+            if name.lower() not in DROPPED_REQUEST_HEADERS and name.lower() not in hop_by_hop:
+                headers[name] = value
         headers.update(auth_headers)
-        headers["X-Forwarded-For"] = client_address(config)
+        headers["X-Forwarded-For"] = client_address(config, environ)
         headers["X-Forwarded-Host"] = config.issuer_netloc
         headers["X-Forwarded-Proto"] = config.issuer_scheme
         body: Any = None
-        if request.content_length:
-            headers["Content-Length"] = str(request.content_length)
+        length = content_length(environ)
+        if length:
+            headers["Content-Length"] = str(length)
+            stream = get_input_stream(environ, max_content_length=MAX_BODY)
             # A small body goes out with the headers in one write: http.client sends a
             # stream's first block separately, and Nagle's algorithm then holds it
             # until the upstream acknowledges the headers.
-            body = request.stream.read() if request.content_length <= WHOLE_BODY else request.stream
-        elif request.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            body = request.stream  # http.client re-chunks a body of unknown length
+            body = stream.read() if length <= WHOLE_BODY else stream
+        elif environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
+            # http.client re-chunks a body of unknown length
+            body = get_input_stream(environ, max_content_length=MAX_BODY)
 
         conn = None
         try:
             conn = self._checkout()
             assert conn.sock is not None
             conn.sock.settimeout(self.response_timeout)
-            conn.request(request.method, path, body=body, headers=headers)
+            conn.request(environ["REQUEST_METHOD"], path, body=body, headers=headers)
             upstream = conn.getresponse()
         except TimeoutError:
             if conn is not None:
                 conn.close()
             UPSTREAM_ERRORS.labels("timeout").inc()
-            return error_response(504, "gateway_timeout", "The MCP server did not answer in time.")
+            return json_error(504, "gateway_timeout", "The MCP server did not answer in time.")
         except (OSError, http.client.HTTPException) as exc:
             if conn is not None:
                 conn.close()
             UPSTREAM_ERRORS.labels("unreachable").inc()
             log.warning("upstream %s:%s unreachable: %s", self.host, self.port, type(exc).__name__)
-            return error_response(502, "bad_gateway", "The MCP server is unreachable.")
+            return json_error(502, "bad_gateway", "The MCP server is unreachable.")
 
         response_headers = [(k, v) for k, v in upstream.getheaders() if k.lower() not in DROPPED_RESPONSE_HEADERS]
-        length = upstream.getheader("Content-Length")
-        if length is not None and length.isdigit() and int(length) <= WHOLE_BODY:
+        present = {name.lower() for name, _ in response_headers}
+        response_headers += [(k, v) for k, v in SECURITY_HEADERS.items() if k.lower() not in present]
+        status = f"{upstream.status} {HTTP_STATUS_CODES.get(upstream.status, 'Unknown')}"
+        answer_length = upstream.getheader("Content-Length")
+        if answer_length is not None and answer_length.isdigit() and int(answer_length) <= WHOLE_BODY:
             # A small answer of known length (a JSON-RPC response): read it at once,
             # under the response timeout, and give the connection back.
             try:
@@ -178,21 +201,17 @@ class Upstream:
             except (OSError, http.client.HTTPException):
                 conn.close()
                 UPSTREAM_ERRORS.labels("broken").inc()
-                return error_response(502, "bad_gateway", "The MCP server's answer broke off.")
+                return json_error(502, "bad_gateway", "The MCP server's answer broke off.")
             self.checkin(conn, upstream)
-            return Response(content, status=upstream.status, headers=response_headers, direct_passthrough=True)
+            return status, response_headers, [content]
 
         # Headers are in: from now on the body may idle for as long as the stream
         # lives (an SSE stream waiting for server notifications).
         if conn.sock is not None:
             conn.sock.settimeout(None)
-        is_event_stream = (upstream.getheader("Content-Type") or "").startswith("text/event-stream") and length is None
-        return Response(
-            self._stream(conn, upstream, open_event_stream=is_event_stream),
-            status=upstream.status,
-            headers=response_headers,
-            direct_passthrough=True,
-        )
+        content_type = upstream.getheader("Content-Type") or ""
+        is_event_stream = content_type.startswith("text/event-stream") and answer_length is None
+        return status, response_headers, self._stream(conn, upstream, open_event_stream=is_event_stream)
 
     def _stream(
         self, conn: http.client.HTTPConnection, upstream: http.client.HTTPResponse, open_event_stream: bool
@@ -227,6 +246,52 @@ class Upstream:
                 conn.close()
 
 
+def content_length(environ: dict[str, Any]) -> int | None:
+    value = environ.get("CONTENT_LENGTH") or ""
+    return int(value) if value.isdigit() else None
+
+
+class GatewayPath:
+    """The gateway's plain case, in front of Flask: a GET, POST or DELETE below the
+    resource path whose token passes is forwarded here; None leaves any other
+    request to the Flask view (`init_app`), which applies the same rules and answers
+    in full. The decision is made before anything is read or sent."""
+
+    METHODS = frozenset({"GET", "POST", "DELETE"})
+
+    def __init__(self, svc: Services, upstream: Upstream):
+        self.services = svc
+        self.upstream = upstream
+        self.config = svc.config
+        self.prefix = svc.config.issuer_path + svc.config.resource_path
+        self.resource = gateway_resource(svc.config)
+
+    def matches(self, path_info: str) -> bool:
+        """Whether Flask would route this path to the gateway view."""
+        return path_info == self.prefix or path_info.startswith(self.prefix + "/")
+
+    def __call__(self, environ: dict[str, Any]) -> Answer | None:
+        if environ.get("REQUEST_METHOD") not in self.METHODS:
+            return None
+        try:
+            path = normalize_path(environ.get("REQUEST_URI") or environ.get("PATH_INFO", ""))
+        except InvalidPath:
+            return None
+        length = content_length(environ)
+        if not within(path, self.prefix) or (length or 0) > MAX_BODY:
+            return None
+        if length is None and environ.get("HTTP_TRANSFER_ENCODING"):
+            return None  # a body of unknown length: Flask reads it under its limit
+        try:
+            result = check_bearer(self.services, environ, self.resource)
+        except Exception:  # noqa: BLE001 - e.g. an unreadable store: Flask answers 503
+            return None
+        if isinstance(result, Refusal):
+            return None
+        note(endpoint="gateway.proxy")
+        return self.upstream.forward(environ, path[len(self.prefix) :], result, self.config)
+
+
 def _readable(sock: socket.socket) -> bool:
     """Whether an idle connection has something to read: only EOF or junk can be
     there, so it must not carry another request."""
@@ -244,9 +309,11 @@ class AnyPath(PathConverter):
     part_isolating = False  # Werkzeug would infer True from a regex without "/"
 
 
-def init_app(app: Flask, config: Config) -> None:
+def init_app(app: Flask, config: Config) -> GatewayPath | None:
+    """The Flask view for every gateway request; the `GatewayPath` that answers the
+    plain ones in front of it (None without OAUTH_UPSTREAM_URL)."""
     if not config.upstream_url:
-        return
+        return None
     upstream = Upstream(config.upstream_url, config.upstream_timeout)
     resource = gateway_resource(config)
     bp = Blueprint("gateway", __name__, url_prefix=config.issuer_path)
@@ -276,6 +343,8 @@ def init_app(app: Flask, config: Config) -> None:
             response.headers["Access-Control-Allow-Origin"] = "*"
             response.headers["Access-Control-Expose-Headers"] = "WWW-Authenticate"
             return response
-        return upstream.forward(path[len(prefix) :], result, config)
+        status, headers, body = upstream.forward(request.environ, path[len(prefix) :], result, config)
+        return Response(body, status=status, headers=headers, direct_passthrough=True)
 
     app.register_blueprint(bp)
+    return GatewayPath(app.extensions["oauth"], upstream)
