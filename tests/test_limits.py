@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from app.pending import PendingAuthorizations
 from app.providers.custom import LoginThrottle
 from app.providers.oidc import StateCache
@@ -56,3 +58,58 @@ def test_login_throttle_limits_an_address_and_only_slows_a_hot_name():
     assert fresh is not None
     throttle.succeeded(fresh)
     assert throttle.begin("10.0.0.9", "admin")[1] is not None
+
+
+def test_concurrent_guesses_at_several_instances_meet_the_limit_exactly(postgres_url):
+    """Four instances' throttles on one database, thirty-two guesses at once for one
+    address and name, three times: exactly `per_name` are let through each time
+    (check and record are one step in the database, not one per instance)."""
+    from app.storage.postgres import PostgresStore
+
+    stores = [PostgresStore(postgres_url) for _ in range(4)]
+    throttles = [LoginThrottle(per_name=5, per_address=1000, window=60, shared=store) for store in stores]
+    try:
+        for name in ("admin", "alice", "bob"):
+            start = threading.Barrier(32)
+            admitted = []
+
+            def guess(throttle: LoginThrottle, name: str = name) -> None:
+                start.wait()
+                admitted.append(throttle.begin("10.0.0.1", name)[1] is not None)
+
+            threads = [threading.Thread(target=guess, args=(throttles[i % 4],)) for i in range(32)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert admitted.count(True) == 5, (name, admitted.count(True))
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_a_shared_window_admits_exactly_its_limit_under_concurrency(postgres_url):
+    """`SharedSlidingWindow.hit` from four instances, thirty-two callers at once:
+    exactly `limit` events are recorded and admitted."""
+    from app.storage.postgres import PostgresStore
+    from app.throttle import SharedSlidingWindow
+
+    stores = [PostgresStore(postgres_url) for _ in range(4)]
+    windows = [SharedSlidingWindow(store, "test", limit=5, window=60) for store in stores]
+    start = threading.Barrier(32)
+    waits = []
+
+    def hit(window: SharedSlidingWindow) -> None:
+        start.wait()
+        waits.append(window.hit("key"))
+
+    threads = [threading.Thread(target=hit, args=(windows[i % 4],)) for i in range(32)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert waits.count(0) == 5 and windows[0].count("key") == 5
+    finally:
+        for store in stores:
+            store.close()

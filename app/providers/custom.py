@@ -65,8 +65,8 @@ class LoginThrottle:
       a stranger lock a person out of a well-known name like `admin`.
 
     An attempt counts as failed from the moment it starts (`begin`), so concurrent
-    guesses cannot all pass one check before any is recorded; `succeeded` takes it
-    back.
+    guesses, at one instance or several, cannot all pass one check before any is
+    recorded; `succeeded` takes it back.
     """
 
     def __init__(
@@ -95,15 +95,21 @@ class LoginThrottle:
         pair = self._pair(address, name)
         now = time.time()
         with self._lock:
-            wait = max(self.pairs.retry_after(pair, now), self.addresses.retry_after(address, now))
+            # Each limit is checked and recorded in one step (`hit`; one transaction
+            # when instances share the windows), then taken back if a later one says
+            # wait: two instances cannot both let through the last allowed guess.
+            wait = self.pairs.hit(pair, now)
             if wait:
-                return wait, None
-            if self.names.retry_after(name, now) and self.pairs.count(pair, now):
+                return max(wait, self.addresses.retry_after(address, now)), None
+            wait = self.addresses.hit(address, now)
+            if not wait and self.names.retry_after(name, now) and self.pairs.count(pair, now) > 1:
                 wait = self.slow_lane.hit(name, now)
                 if wait:
-                    return wait, None
-            for window, key in ((self.pairs, pair), (self.addresses, address), (self.names, name)):
-                window.add(key, now)
+                    self.addresses.undo(address, now)
+            if wait:
+                self.pairs.undo(pair, now)
+                return wait, None
+            self.names.add(name, now)
             return 0, LoginAttempt(address, name, now)
 
     def succeeded(self, attempt: LoginAttempt) -> None:
