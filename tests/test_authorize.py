@@ -251,6 +251,9 @@ def test_a_returning_person_gets_the_code_at_once(server):
     assert params["iss"] == server.issuer
     tokens = exchange(server, client, params["code"], verifier)
     assert tokens.status_code == 200 and tokens.json()["access_token"]
+    # The login session is not issued again: it lasts from the login, not from the
+    # last request.
+    assert "Set-Cookie" not in first.headers
 
 
 def test_a_returning_person_is_asked_for_a_wider_scope(make_server):
