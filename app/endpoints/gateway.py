@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Flask, Response, request
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.routing import PathConverter
-from werkzeug.wsgi import get_input_stream
+from werkzeug.wsgi import get_content_length, get_input_stream
 
 from .. import services
 from ..config import Config
@@ -157,7 +157,7 @@ class Upstream:
         headers["X-Forwarded-Host"] = config.issuer_netloc
         headers["X-Forwarded-Proto"] = config.issuer_scheme
         body: Any = None
-        length = content_length(environ)
+        length = get_content_length(environ)
         if length:
             headers["Content-Length"] = str(length)
             stream = get_input_stream(environ, max_content_length=MAX_BODY)
@@ -246,11 +246,6 @@ class Upstream:
                 conn.close()
 
 
-def content_length(environ: dict[str, Any]) -> int | None:
-    value = environ.get("CONTENT_LENGTH") or ""
-    return int(value) if value.isdigit() else None
-
-
 class GatewayPath:
     """The gateway's plain case, in front of Flask: a GET, POST or DELETE below the
     resource path whose token passes is forwarded here; None leaves any other
@@ -277,7 +272,7 @@ class GatewayPath:
             path = normalize_path(environ.get("REQUEST_URI") or environ.get("PATH_INFO", ""))
         except InvalidPath:
             return None
-        length = content_length(environ)
+        length = get_content_length(environ)
         if not within(path, self.prefix) or (length or 0) > MAX_BODY:
             return None
         if length is None and environ.get("HTTP_TRANSFER_ENCODING"):

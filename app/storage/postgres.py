@@ -331,19 +331,12 @@ class PostgresStore:
         function of the record alone."""
         self._known(collection)
         last = getattr(self._last_read, "row", None)
-        self._last_read.row = None
-        if last is not None and last[:2] == (collection, key):
-            known = last[2:]
-        else:
-            with self._connection() as conn:
-                known = conn.execute(
-                    "SELECT xmin::text, record::text FROM records WHERE collection = %s AND key = %s "
-                    "AND (expires_at IS NULL OR expires_at > %s)",
-                    (collection, key, time.time()),
-                ).fetchone()
-            if known is None:
+        if last is None or last[:2] != (collection, key):
+            if self.get(collection, key) is None:
                 return None
-        version, text = known
+            last = self._last_read.row
+        self._last_read.row = None
+        _, _, version, text = last
         record = json.loads(text)
         result = change(record)
         if self._write(
