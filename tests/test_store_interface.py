@@ -124,6 +124,27 @@ def test_writes_wait_out_a_lock_and_land_on_what_it_wrote(open_store):
     assert first.get("grants", "g1")["n"] == 11 and first.get("grants", "g2") is None
 
 
+def test_the_revision_moves_with_every_kind_of_write(open_store, monkeypatch):
+    """What a derived cache (the signing keys) relies on: another handle's insert,
+    update, change and delete each give the collection a new revision."""
+    from app.storage import postgres
+
+    monkeypatch.setattr(postgres, "REVISION_TTL", 0.0)  # no moment of trust in what was read
+    first, second = open_store(), open_store()
+    first.put("signing_keys", "a", {"kid": "a"})
+    first.put("signing_keys", "b", {"kid": "b"})
+    seen = [first.revision("signing_keys")]
+    for write in (
+        lambda: second.put("signing_keys", "c", {"kid": "c"}),
+        lambda: second.put("signing_keys", "a", {"kid": "a", "retired_at": 1}),
+        lambda: second.change("signing_keys", "b", lambda r: r.update(retired_at=2)),
+        lambda: second.delete("signing_keys", "c"),
+    ):
+        write()
+        seen.append(first.revision("signing_keys"))
+    assert len(set(seen)) == len(seen)
+
+
 def test_find_follows_every_change(store):
     store.put("grants", "g1", {"grant_id": "g1", "hashes": {"a": None}})
     store.put("grants", "g2", {"grant_id": "g2", "hashes": {"b": 1.0}})

@@ -7,11 +7,11 @@ so expiry is a `WHERE` clause and `purge-expired` one `DELETE`. Each write of on
 record is one statement (one round trip, no `BEGIN`/`COMMIT`). A read-modify-write
 (`change`) is optimistic: the record is read with its row version (`xmin`, the
 transaction that wrote it), changed here, and written back only if that version is
-still the row's (compare-and-set); otherwise read again and retry. So instances never
-lose each other's updates, and nobody holds a row across a round trip. `find` on a
-grant's refresh-token hashes goes through a GIN index on that object's keys, and
-`revision` is the collection's row count with its newest row version: any insert or
-update raises the second, a deletion lowers the first.
+still the row's (compare-and-set); should another writer have come first, the row is
+held (`SELECT … FOR UPDATE`) and changed in a transaction. So instances never lose
+each other's updates, and in the common case nobody holds a row across a round trip.
+`find` on a grant's refresh-token hashes goes through a GIN index on that object's
+keys, and `revision` is a digest of the collection's keys and row versions.
 
 `lock()` (the operator's restore, merged under every collection) is an exclusive
 advisory lock per collection; every write takes the shared one within its statement.
@@ -410,18 +410,19 @@ class PostgresStore:
         return int(row[0]) if row else 0
 
     def revision(self, collection: str) -> object:
-        """(rows, newest row version): an insert or update writes a newer version (a
-        later transaction id), a deletion alone leaves fewer rows. Computed, not
-        counted, so that writes share no hot row."""
+        """A digest of every (key, row version) in the collection: any insert, update or
+        delete changes it. Computed, not counted, so that writes share no hot row."""
         now = time.monotonic()
         cached = self._revisions.get(collection)
         if cached is not None and now - cached[0] < REVISION_TTL:
             return cached[1]
         with self._connection() as conn:
             row = conn.execute(
-                "SELECT count(*), max(xmin::text::bigint) FROM records WHERE collection = %s", (collection,)
+                "SELECT md5(string_agg(key || ' ' || xmin::text, ',' ORDER BY key)) FROM records "
+                "WHERE collection = %s",
+                (collection,),
             ).fetchone()
-        revision = tuple(row) if row else (0, None)
+        revision = row[0] if row else None
         self._revisions[collection] = (now, revision)
         return revision
 
