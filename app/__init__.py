@@ -70,8 +70,8 @@ def create_app(config: Config | None = None, *, for_cli: bool = False) -> Flask:
         SESSION_COOKIE_SECURE=config.issuer_is_https,
         SESSION_COOKIE_PATH=config.issuer_path or "/",
         PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
-        # A login lasts 12 hours from when the session last changed (the login), not
-        # from the last request; and an unchanged session is not signed and sent
+        # A login lasts 12 hours from when the session last changed (a login, a form),
+        # not from the last request; and an unchanged session is not signed and sent
         # again on every /authorize of a returning person.
         SESSION_REFRESH_EACH_REQUEST=False,
         MAX_CONTENT_LENGTH=1024 * 1024,
