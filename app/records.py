@@ -114,7 +114,9 @@ RULES: dict[str, tuple[str, dict[str, Check]]] = {
             "issued_at": number,
             "refreshed_at": optional(number),
             "expires_at": number,
-            "refresh_token_hashes": token_hashes,
+            # one of the two (app/repositories.py: TOKEN_HASHES, SEARCHED_TOKEN_HASHES)
+            "token_hashes": optional(token_hashes),
+            "refresh_token_hashes": optional(token_hashes),
         },
     ),
     "users": (
@@ -150,6 +152,10 @@ def problem(collection: str, key: str, record: Any) -> str | None:
     bad = [name for name, check in fields.items() if not check(record.get(name))]
     if bad:
         return f"has a missing or invalid {', '.join(bad)}"
+    if collection == "grants":
+        held = [record[name] for name in ("token_hashes", "refresh_token_hashes") if name in record]
+        if len(held) != 1 or held[0] is None:
+            return "has not exactly one of token_hashes, refresh_token_hashes"
     if record[id_field] != key:
         return f"has {id_field} {record[id_field]!r}, not its key"
     return None

@@ -28,6 +28,12 @@ log = logging.getLogger(__name__)
 
 #: Rotated refresh-token hashes kept per grant, to recognise a replay (RFC 9700 §4.14.2).
 ROTATED_HASHES_KEPT = 20
+#: A grant's refresh-token hashes (hash -> when it was rotated, None while live). A
+#: refresh token names its grant (`<grant id>.<secret>`), so it is found by the id.
+TOKEN_HASHES = "token_hashes"
+#: The same, in grants made before refresh tokens named their grant: their tokens are
+#: found by hash (`Store.find`, an index), and the grant keeps this field for life.
+SEARCHED_TOKEN_HASHES = "refresh_token_hashes"
 #: last_used_at is written at most this often per client, not on every request.
 TOUCH_INTERVAL = 300
 
@@ -54,6 +60,17 @@ def expiry_rules(config: Config) -> dict[str, ExpiryRule]:
 
 def new_client_id() -> str:
     return new_id(24)
+
+
+def new_refresh_token(grant_id: str) -> str:
+    """An opaque refresh token (256 random bits) that names its grant, so that it is
+    looked up by the grant's key rather than searched for. The grant id is no secret:
+    the access tokens carry it too. Ids and secrets hold no `.` (URL-safe base64)."""
+    return f"{grant_id}.{new_secret()}"
+
+
+def _token_hashes_field(record: Record) -> str:
+    return SEARCHED_TOKEN_HASHES if SEARCHED_TOKEN_HASHES in record else TOKEN_HASHES
 
 
 def open_store(config: Config) -> Store:
@@ -239,14 +256,21 @@ class GrantRepository:
             "issued_at": now,
             "refreshed_at": None,
             "expires_at": now + self.config.refresh_token_ttl,
-            "refresh_token_hashes": {hash_secret(refresh_token): None} if refresh_token else {},
+            TOKEN_HASHES: {hash_secret(refresh_token): None} if refresh_token else {},
         }
         self.store.put("grants", grant_id, record)
         return Grant(record)
 
-    def _lookup(self, token_hash: str) -> Record | None:
-        """The grant that holds a refresh-token hash (live or rotated)."""
-        return self.store.find("grants", "refresh_token_hashes", token_hash)
+    def _lookup(self, refresh_token: str, token_hash: str) -> Record | None:
+        """The grant that holds a refresh token's hash (live or rotated)."""
+        grant_id, named, _ = refresh_token.partition(".")
+        if not named:  # issued before tokens named their grant
+            return self.store.find("grants", SEARCHED_TOKEN_HASHES, token_hash)
+        record = self.store.get("grants", grant_id) if grant_id else None
+        # The id is public (it is in every access token): the hash is the proof.
+        if record is None or token_hash not in record.get(_token_hashes_field(record), {}):
+            return None
+        return record
 
     def present_refresh_token(self, refresh_token: str) -> Grant | None:
         """A client presents a refresh token (at /token, /revoke or /introspect): the
@@ -258,7 +282,7 @@ class GrantRepository:
         grant = self.peek_refresh_token(refresh_token)
         if grant is not None:
             return grant
-        found = self._lookup(hash_secret(refresh_token))
+        found = self._lookup(refresh_token, hash_secret(refresh_token))
         grant_id = found["grant_id"] if found else None
         revoked = self.store.delete("grants", grant_id) if grant_id else None
         if revoked is not None:
@@ -277,10 +301,13 @@ class GrantRepository:
     def peek_refresh_token(self, refresh_token: str) -> Grant | None:
         """The grant of a refresh token that may still be used, without side effects."""
         token_hash = hash_secret(refresh_token)
-        record = self._lookup(token_hash)
+        record = self._lookup(refresh_token, token_hash)
         if record is None:
             return None
-        rotated_at = record.get("refresh_token_hashes", {}).get(token_hash)
+        hashes = record.get(_token_hashes_field(record), {})
+        if token_hash not in hashes:  # rotated out between the lookup and the read
+            return None
+        rotated_at = hashes[token_hash]
         if rotated_at is not None and time.time() - rotated_at > self.config.refresh_grace:
             return None
         return Grant(record, token_hash)
@@ -294,7 +321,7 @@ class GrantRepository:
             return False
 
         def change(record: dict[str, Any]) -> str:
-            hashes: dict[str, float | None] = record.setdefault("refresh_token_hashes", {})
+            hashes: dict[str, float | None] = record.setdefault(_token_hashes_field(record), {})
             if presented not in hashes:
                 return "gone"
             rotated_at = hashes[presented]

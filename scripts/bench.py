@@ -129,7 +129,7 @@ def fill(data: Path, size: int, issuer: str, store_url: str | None = None) -> li
     clients, grants, chains = {}, {}, []
     for i in range(size):
         client_id = f"client-{i:06d}"
-        token = secrets.token_urlsafe(32)
+        token = f"grant-{i:06d}.{secrets.token_urlsafe(32)}"  # as app.repositories.new_refresh_token
         clients[client_id] = {
             "client_id": client_id,
             "client_id_issued_at": int(now),
@@ -155,7 +155,7 @@ def fill(data: Path, size: int, issuer: str, store_url: str | None = None) -> li
             "issued_at": now,
             "refreshed_at": None,
             "expires_at": now + 86400,
-            "refresh_token_hashes": {hashlib.sha256(token.encode()).hexdigest(): None},
+            "token_hashes": {hashlib.sha256(token.encode()).hexdigest(): None},
         }
         if i < CLIENTS:
             chains.append((client_id, token))
@@ -476,7 +476,8 @@ def report_store() -> None:
 
 def report_postgresql() -> None:
     """Refresh and registration at 10,000 clients + grants, on the file store and on
-    PostgreSQL (a cluster started here, as the tests do; its CPU counts too)."""
+    PostgreSQL (a cluster started here as the tests do, but durable like the file store:
+    PostgreSQL's default fsync and synchronous commit; its CPU counts too)."""
     sys.path.insert(0, str(ROOT / "tests"))
     from support.postgres import PostgresServer, bin_dir  # type: ignore[import-not-found]
 
@@ -484,7 +485,7 @@ def report_postgresql() -> None:
         print("\nPostgreSQL is not installed: no PostgreSQL figures (Debian: apt-get install postgresql)")
         return
     files = bench_store_size(10_000)
-    cluster = PostgresServer().start()
+    cluster = PostgresServer().start(durable=True)
     try:
         url = cluster.new_database()
         DATABASE_PIDS.append(int((cluster.data / "postmaster.pid").read_text().split()[0]))

@@ -496,7 +496,8 @@ def _backup_with(tmp_path, server, collection: str, key: str, change) -> str:
     ("collection", "change"),
     [
         ("grants", lambda r: r.update(expires_at="tomorrow")),
-        ("grants", lambda r: r.update(refresh_token_hashes={"short": None})),
+        ("grants", lambda r: r.update(token_hashes={"short": None})),
+        ("grants", lambda r: r.update(refresh_token_hashes={})),  # both kinds of hashes
         ("grants", lambda r: r.update(resource="http://x/mcp")),
         ("grants", lambda r: r.pop("subject")),
         ("clients", lambda r: r.update(metadata={"redirect_uris": "https://a.example/cb"})),

@@ -239,3 +239,34 @@ def test_a_key_rotated_at_one_instance_verifies_at_once_at_the_other(postgres_ur
     assert json.loads(base64.urlsafe_b64decode(fresh.split(".")[0] + "=="))["kid"] == new_kid
     assert verifier.decode(fresh)["iss"] == config.issuer
     assert verifier.decode(old)["iss"] == config.issuer  # the old key still verifies
+
+
+def test_refresh_tokens_stored_before_migration_4_still_refresh_after_it(make_server, postgres_url, monkeypatch):
+    """Migration 4 moves the refresh-token hashes of earlier grants into a column of
+    their own: a grant stored before it (its token names no grant) is found after."""
+    import hashlib
+    import secrets
+
+    from app.storage import postgres
+
+    monkeypatch.setattr(postgres, "MIGRATIONS", [m for m in postgres.MIGRATIONS if m[0] < 4])
+    before = make_server(in_thread=True, OAUTH_STORE=postgres_url)
+    client, tokens = tokens_for(before)
+    before.stop()
+    store = postgres.PostgresStore(postgres_url)
+    assert store.schema_version() == 3
+    payload = tokens["access_token"].split(".")[1]
+    grant_id = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["grant_id"]
+    record = store.get("grants", grant_id)
+    legacy = secrets.token_urlsafe(32)
+    record.pop("token_hashes")
+    record["refresh_token_hashes"] = {hashlib.sha256(legacy.encode()).hexdigest(): None}
+    store.put("grants", grant_id, record)
+    store.close()
+    monkeypatch.undo()
+
+    after = make_server(users={}, in_thread=True, OAUTH_STORE=postgres_url, PORT=str(before.port))
+    refreshed = refresh(after, client, legacy)
+    assert refreshed.status_code == 200, refreshed.text
+    assert refreshed.json()["refresh_token"].startswith(f"{grant_id}.")
+    assert refresh(after, client, refreshed.json()["refresh_token"]).status_code == 200

@@ -392,7 +392,7 @@ def test_a_cli_write_during_a_write_storm_from_the_server(make_server):
 def test_backup_and_restore_round_trip_at_10000_records(tmp_path):
     now = time.time()
     source = PersistentStore(tmp_path / "a")
-    grants = {f"g{i}": grant(i, client_id=f"c{i}") for i in range(10_000)}
+    grants = {f"g{i}": grant(i, client_id=f"c{i}", searched=True) for i in range(10_000)}
     clients = {
         f"c{i}": {"client_id": f"c{i}", "metadata": {"redirect_uris": ["https://a.example/cb"]}, "created_at": now}
         for i in range(10_000)

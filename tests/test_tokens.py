@@ -3,7 +3,10 @@ rotation with its grace window, invalid_client, revocation, introspection."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import secrets
 import threading
 import time
 
@@ -168,6 +171,52 @@ def test_rotated_token_after_grace_revokes_the_grant(make_server):
     # the whole grant is gone: the newest refresh and access tokens too
     assert refresh(server, client, new["refresh_token"]).status_code == 400
     assert verify(server, new["access_token"]).status_code == 401
+
+
+def access_claims(access_token: str) -> dict:
+    payload = access_token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+def test_a_refresh_token_names_its_grant_but_the_name_alone_proves_nothing(server):
+    """The grant id in a refresh token is public (every access token carries it): a
+    token made of it and any other secret is refused, and revokes nothing."""
+    client, tokens = tokens_for(server)
+    grant_id = access_claims(tokens["access_token"])["grant_id"]
+    named, _, secret = tokens["refresh_token"].partition(".")
+    assert named == grant_id and len(secret) >= 43  # 256 random bits
+    forged = f"{grant_id}.{secrets.token_urlsafe(32)}"
+    refused = refresh(server, client, forged)
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant"
+    revoke = requests.post(server.url("/revoke"), data={"token": forged, "client_id": client["client_id"]})
+    assert revoke.status_code == 200
+    assert verify(server, tokens["access_token"]).status_code == 200
+    assert refresh(server, client, tokens["refresh_token"]).status_code == 200
+
+
+def test_a_refresh_token_issued_before_tokens_named_their_grant_still_works(make_server):
+    """A grant stored by an earlier version holds hashes of tokens that name no grant:
+    they are found by hash, refresh, and a replay of one still revokes the grant."""
+    from app.storage import PersistentStore
+
+    server = make_server(OAUTH_REFRESH_GRACE="1")
+    client, tokens = tokens_for(server)
+    store = PersistentStore(server.data_dir)
+    record = store.get("grants", access_claims(tokens["access_token"])["grant_id"])
+    legacy = secrets.token_urlsafe(32)
+    record.pop("token_hashes")
+    record.update(grant_id="earlier", refresh_token_hashes={hashlib.sha256(legacy.encode()).hexdigest(): None})
+    store.put("grants", "earlier", record)
+
+    refreshed = refresh(server, client, legacy)
+    assert refreshed.status_code == 200, refreshed.text
+    new = refreshed.json()
+    assert new["refresh_token"].startswith("earlier.") and access_claims(new["access_token"])["grant_id"] == "earlier"
+    assert refresh(server, client, new["refresh_token"]).status_code == 200
+    time.sleep(1.5)
+    replay = refresh(server, client, legacy)
+    assert replay.status_code == 400 and replay.json()["error"] == "invalid_grant"
+    assert store.get("grants", "earlier") is None
 
 
 def test_refresh_token_of_another_client_is_refused(server):

@@ -33,8 +33,7 @@ from ..config import Config
 from ..keys import ALGORITHM, KeyManager
 from ..models import AccessToken, Client, Grant, Person
 from ..policy import same_resource
-from ..repositories import ClientRepository, GrantRepository
-from ..security import new_secret
+from ..repositories import ClientRepository, GrantRepository, new_refresh_token
 
 
 @dataclass(frozen=True)
@@ -60,7 +59,7 @@ class AccessTokenGenerator(JWTBearerTokenGenerator):
         super().__init__(
             issuer=config.issuer,
             alg=ALGORITHM,
-            refresh_token_generator=lambda **_: new_secret(),
+            refresh_token_generator=lambda user, **_: new_refresh_token(user.grant_id),
             expires_generator=config.access_token_ttl,
         )
         self.keys = keys

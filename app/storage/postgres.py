@@ -10,8 +10,9 @@ transaction that wrote it), changed here, and written back only if that version 
 still the row's (compare-and-set); should another writer have come first, the row is
 held (`SELECT … FOR UPDATE`) and changed in a transaction. So instances never lose
 each other's updates, and in the common case nobody holds a row across a round trip.
-`find` on a grant's refresh-token hashes goes through a GIN index on that object's
-keys, and `revision` is a digest of the collection's keys and row versions.
+`find` on the refresh-token hashes of grants made before refresh tokens named their
+grant goes through a GIN index on a column generated from them, and `revision` is a
+digest of the collection's keys and row versions.
 
 `lock()` (the operator's restore, merged under every collection) is an exclusive
 advisory lock per collection; every write takes the shared one within its statement.
@@ -27,6 +28,7 @@ raises `StoreError`, which the app answers with 503; the pool reconnects by itse
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import threading
 import time
@@ -93,6 +95,26 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             # the previous version during a rolling upgrade.
         ],
     ),
+    (
+        4,
+        [
+            # Refresh tokens now name their grant and are found by its key; only grants
+            # made before keep `refresh_token_hashes` and are searched by hash. The GIN
+            # index moves to a column of its own, filled for those grants alone: an
+            # index on `record` forbids HOT updates (a new row version in place, no
+            # index touched), and every rotation rewrites `record`. For the same reason
+            # `expires_at` loses its index (`purge` reads the collection instead), and
+            # pages keep room for the new version.
+            """ALTER TABLE records ADD COLUMN refresh_token_hashes jsonb
+                GENERATED ALWAYS AS (record -> 'refresh_token_hashes') STORED""",
+            "DROP INDEX records_refresh_token_hashes",
+            """CREATE INDEX records_searched_refresh_token_hashes ON records
+                USING gin (refresh_token_hashes) WITH (gin_pending_list_limit = 64)
+                WHERE refresh_token_hashes IS NOT NULL""",
+            "DROP INDEX records_expiry",
+            "ALTER TABLE records SET (fillfactor = 80)",
+        ],
+    ),
 ]
 #: advisory lock ids: migrations, and one per collection (see `lock`)
 MIGRATION_LOCK = 0x6D63706F  # "mcpo"
@@ -124,6 +146,26 @@ UPSERT = (
 
 def _collection_lock(collection: str) -> int:
     return zlib.crc32(f"mcp-oauth:{collection}".encode())
+
+
+#: fields of a record that `find` reads from a column of their own (generated from the
+#: record, and indexed: see migration 4)
+SEARCHED_COLUMNS = frozenset({"refresh_token_hashes"})
+
+
+@functools.cache
+def _find_query(collection: str, field: str) -> str:
+    """`find`'s statement, parameters `(value, now)`. `->` then `?`: true when the field
+    is that string, or an object with that key."""
+    held = sql.Identifier(field) if field in SEARCHED_COLUMNS else sql.SQL("(record -> {})").format(sql.Literal(field))
+    return (
+        sql.SQL(
+            "SELECT key, record::text, xmin::text FROM records WHERE collection = {collection} "
+            "AND {held} ? %s AND (expires_at IS NULL OR expires_at > %s)"
+        )
+        .format(collection=sql.Literal(collection), held=held)
+        .as_string(None)
+    )
 
 
 def _guarded(statement: str, guard: bool) -> str:
@@ -293,19 +335,13 @@ class PostgresStore:
 
     def find(self, collection: str, field: str, value: str) -> Record | None:
         self._known(collection)
-        # `->` then `?`: true when the field is that string, or an object with that key.
         # The collection is written into the statement, not passed: a prepared
-        # statement's generic plan could not match the partial GIN index
-        # (`WHERE collection = 'grants'`) to a parameter, and would scan every row.
+        # statement's generic plan could not match a partial index to a parameter.
         # No `LIMIT 1`: with it the planner, guessing that 1 % of rows match `?`,
         # prefers to scan the table until the first match, which is every row for a
         # grant rewritten lately (at the heap's end): a refresh that grows with the store.
-        query = sql.SQL(
-            "SELECT key, record::text, xmin::text FROM records WHERE collection = {collection} "
-            "AND (record -> {field}) ? %s AND (expires_at IS NULL OR expires_at > %s)"
-        ).format(collection=sql.Literal(collection), field=sql.Literal(field))
         with self._connection() as conn:
-            row = conn.execute(query, (value, time.time())).fetchone()
+            row = conn.execute(_find_query(collection, field), (value, time.time())).fetchone()
         return self._remember(collection, row[0], row[2], row[1]) if row else None
 
     def put(self, collection: str, key: str, record: Record) -> None:

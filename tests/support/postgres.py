@@ -45,6 +45,7 @@ class PostgresServer:
             shutil.chown(self.socket_dir, "postgres")
         self._run("initdb", "-D", str(self.data), "--auth=trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
         self.databases = 0
+        self.durable = False
 
     def _run(self, program: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         command = [str(self.bin / program), *args]
@@ -52,11 +53,14 @@ class PostgresServer:
             command = ["runuser", "-u", "postgres", "--", *command]
         return subprocess.run(command, capture_output=True, text=True, check=check, timeout=60)
 
-    def start(self) -> PostgresServer:
-        options = (
-            f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-        )
+    def start(self, durable: bool = False) -> PostgresServer:
+        """Start the cluster; `durable`: with PostgreSQL's own defaults (a commit is on
+        disk when acknowledged), as a deployment runs it, rather than the tests' fast,
+        crash-unsafe settings."""
+        self.durable = durable
+        options = f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 -c max_connections=200"
+        if not durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.folder / "log"), "-o", options, "-w", "start")
         return self
 
@@ -69,7 +73,7 @@ class PostgresServer:
 
     def restart(self) -> None:
         self.stop()
-        self.start()
+        self.start(self.durable)
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"

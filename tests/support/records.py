@@ -6,8 +6,9 @@ import time
 from typing import Any
 
 
-def grant(i: int, client_id: str = "c", **extra: Any) -> dict[str, Any]:
-    """A live grant `g{i}` of `client_id`, with one live refresh-token hash."""
+def grant(i: int, client_id: str = "c", *, searched: bool = False, **extra: Any) -> dict[str, Any]:
+    """A live grant `g{i}` of `client_id`, with one live refresh-token hash; `searched`:
+    as made before refresh tokens named their grant (found by hash)."""
     now = time.time()
     return {
         "grant_id": f"g{i}",
@@ -19,6 +20,6 @@ def grant(i: int, client_id: str = "c", **extra: Any) -> dict[str, Any]:
         "issued_at": now,
         "refreshed_at": None,
         "expires_at": now + 3600,
-        "refresh_token_hashes": {f"{i:064x}": None},
+        "refresh_token_hashes" if searched else "token_hashes": {f"{i:064x}": None},
         **extra,
     }
