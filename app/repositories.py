@@ -69,6 +69,12 @@ def new_refresh_token(grant_id: str) -> str:
     return f"{grant_id}.{new_secret()}"
 
 
+def grant_named_by(refresh_token: str) -> str | None:
+    """The grant id a refresh token names (None for one issued before they did)."""
+    grant_id, named, _ = refresh_token.partition(".")
+    return grant_id if named and grant_id else None
+
+
 def _token_hashes_field(record: Record) -> str:
     return SEARCHED_TOKEN_HASHES if SEARCHED_TOKEN_HASHES in record else TOKEN_HASHES
 
@@ -263,10 +269,10 @@ class GrantRepository:
 
     def _lookup(self, refresh_token: str, token_hash: str) -> Record | None:
         """The grant that holds a refresh token's hash (live or rotated)."""
-        grant_id, named, _ = refresh_token.partition(".")
-        if not named:  # issued before tokens named their grant
+        grant_id = grant_named_by(refresh_token)
+        if grant_id is None:  # issued before tokens named their grant
             return self.store.find("grants", SEARCHED_TOKEN_HASHES, token_hash)
-        record = self.store.get("grants", grant_id) if grant_id else None
+        record = self.store.get("grants", grant_id)
         # The id is public (it is in every access token): the hash is the proof.
         if record is None or token_hash not in record.get(_token_hashes_field(record), {}):
             return None

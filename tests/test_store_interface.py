@@ -191,3 +191,30 @@ def test_health_checks_and_lock(store):
         store.put("clients", "x", {"client_id": "x"})  # the holder may still write
     store.compact()
     assert store.get("clients", "x") == {"client_id": "x"}
+
+
+def test_a_read_ahead_answers_each_first_get_then_reads_live(open_store):
+    """`read_ahead`: the first get of each record in the block may come from the read
+    made on entry (as of then); a second get, a write here, and the block's end all
+    mean live reads again. Absent and expired records stay absent."""
+    store, other = open_store(), open_store()
+    store.put("clients", "c", {"client_id": "c", "n": 1})
+    store.put("grants", "g", {"grant_id": "g", "n": 1})
+    store.put("grants", "old", {"grant_id": "old", "expires_at": time.time() - 1})
+    wanted = [("clients", "c"), ("grants", "g"), ("grants", "old"), ("grants", "none")]
+    with store.read_ahead(wanted):
+        other.put("clients", "c", {"client_id": "c", "n": 2})
+        other.put("grants", "g", {"grant_id": "g", "n": 2})
+        assert store.get("clients", "c")["n"] in (1, 2)  # the read ahead, or live
+        assert store.get("clients", "c")["n"] == 2
+        store.put("grants", "unrelated", {"grant_id": "unrelated"})  # a write drops the grants read ahead
+        assert store.get("grants", "g")["n"] == 2
+        assert store.get("grants", "old") is None and store.get("grants", "none") is None
+        # a change right after a read ahead stores over what it read, not blindly
+        other.put("clients", "c", {"client_id": "c", "n": 3})
+    with store.read_ahead(wanted):
+        other.put("clients", "c", {"client_id": "c", "n": 4})
+        store.get("clients", "c")
+        assert store.change("clients", "c", lambda r: r.update(n=r["n"] + 10)) is None
+        assert other.get("clients", "c")["n"] == 14
+    assert store.get("clients", "c")["n"] == 14

@@ -3,17 +3,32 @@ answered by the server's Authlib endpoints (app/oauth2/)."""
 
 from __future__ import annotations
 
+from urllib.parse import unquote
+
 from flask import Blueprint, Response, request
 
 from .. import services
 from ..observability import count_token_error
+from ..repositories import grant_named_by
 
 bp = Blueprint("token", __name__)
 
 
+def _what_a_refresh_reads() -> list[tuple[str, str]]:
+    """A refresh reads its client, then the grant its token names: read together."""
+    form = request.form
+    grant_id = grant_named_by(form.get("refresh_token", "")) if form.get("grant_type") == "refresh_token" else None
+    # the client id as client authentication will take it (RFC 6749 §2.3.1)
+    basic = request.authorization
+    client_id = form.get("client_id") or (unquote(basic.username or "") if basic else "")
+    return [("clients", client_id), ("grants", grant_id)] if grant_id and client_id else []
+
+
 @bp.post("/token")
 def token() -> Response:
-    response = services().server.create_token_response()
+    app = services()
+    with app.store.read_ahead(_what_a_refresh_reads()):
+        response = app.server.create_token_response()
     if response.status_code != 200:
         body = response.get_json(silent=True) or {}
         count_token_error(request.form.get("grant_type"), body.get("error"))

@@ -51,6 +51,12 @@ class Store(Protocol):
         """The live record whose `field` (a string, or the keys of an object) holds
         `value`, through an index (the refresh-token hashes of grants)."""
 
+    def read_ahead(self, wanted: list[tuple[str, str]]) -> AbstractContextManager[None]:
+        """Within the block, this thread's first `get` of each (collection, key) in
+        `wanted` may be answered by one read of them all, made on entry (a backend
+        whose every read is a round trip makes one instead of several). A write to a
+        collection here drops what was read ahead of it."""
+
     def put(self, collection: str, key: str, record: Record) -> None:
         """Store `record` under `key`, durably before returning."""
 

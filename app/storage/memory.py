@@ -7,7 +7,7 @@ import copy
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TypeVar
 
 from .base import ExpiryRule, Record, WriteObserver, ignore_write, indexed_values, is_expired
@@ -38,6 +38,9 @@ class MemoryStore:
         self._versions[collection] += 1
 
     # -- one record at a time ------------------------------------------------------------
+
+    def read_ahead(self, wanted: list[tuple[str, str]]) -> AbstractContextManager[None]:
+        return nullcontext()  # every read is from memory already
 
     def get(self, collection: str, key: str) -> Record | None:
         record = self._collection(collection).get(key)

@@ -39,7 +39,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -350,6 +350,9 @@ class PersistentStore:
 
     def _is_expired(self, collection: str, record: Record, now: float) -> bool:
         return is_expired(self._expiry.get(collection), record, now)
+
+    def read_ahead(self, wanted: list[tuple[str, str]]) -> AbstractContextManager[None]:
+        return nullcontext()  # every read is from memory already
 
     def get(self, collection: str, key: str) -> Record | None:
         record = self._load(collection).items.get(key)
