@@ -4,6 +4,7 @@ gateway's upstream in the end-to-end tests: `python mcp_upstream.py PORT`."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import sys
 
@@ -59,7 +60,12 @@ async def slow(request: Request) -> JSONResponse:
 async def echo(request: Request) -> JSONResponse:
     body = await request.body()
     return JSONResponse(
-        {"length": len(body), "query": str(request.query_params), "headers": {k: v for k, v in request.headers.items()}}
+        {
+            "length": len(body),
+            "sha256": hashlib.sha256(body).hexdigest(),
+            "query": str(request.query_params),
+            "headers": {k: v for k, v in request.headers.items()},
+        }
     )
 
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import http.server
+import io
 import itertools
 import json
 import socket
@@ -105,6 +107,84 @@ def test_request_body_query_and_headers_reach_upstream(gateway):
     assert echoed["headers"]["x-auth-subject"] == "alice"  # the client's spoofed header was dropped
     assert echoed["headers"]["mcp-session-id"] == "abc123"
     assert "authorization" not in echoed["headers"]
+
+
+def test_a_large_request_body_reaches_upstream_whole(gateway):
+    """A body above the size sent with the headers goes out in blocks."""
+    _, tokens = tokens_for(gateway)
+    auth = {"Authorization": f"Bearer {tokens['access_token']}", "Content-Type": "application/octet-stream"}
+    large = bytes(range(256)) * 10_000  # 2.5 MB
+    response = requests.post(gateway.url("/mcp/echo"), data=large, headers=auth, timeout=20)
+    assert response.status_code == 200, response.text
+    echoed = response.json()
+    assert echoed["length"] == len(large) and echoed["sha256"] == hashlib.sha256(large).hexdigest()
+
+
+def test_a_body_of_unknown_length_is_chunked_again(upstream, tmp_path):
+    """Waitress reads a chunked body whole and gives its length; a WSGI server that
+    streams it leaves the length unknown, and the gateway chunks it on (RFC 9112 §7.1)."""
+    from app.config import Config
+    from app.endpoints.gateway import Upstream
+
+    config = Config.from_env({"OAUTH_DATA_DIR": str(tmp_path)}, env_file=None)
+    body = b"first block " + b"x" * 100_000 + b" last"
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "QUERY_STRING": "",
+        "REMOTE_ADDR": "127.0.0.1",
+        "CONTENT_TYPE": "application/octet-stream",
+        "HTTP_TRANSFER_ENCODING": "chunked",
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.input_terminated": True,
+    }
+    status, headers, answer = Upstream(upstream, 5).forward(environ, "/echo", {"X-Auth-Subject": "alice"}, config)
+    assert status.startswith("200 "), (status, answer)
+    echoed = json.loads(b"".join(answer))
+    assert echoed["length"] == len(body) and echoed["sha256"] == hashlib.sha256(body).hexdigest()
+    assert echoed["headers"]["transfer-encoding"] == "chunked" and "content-length" not in echoed["headers"]
+
+
+class ScriptedUpstream:
+    """A TCP server that reads a request's head and sends the next scripted answer
+    verbatim, then closes the connection."""
+
+    def __init__(self, answers: list[bytes]):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.answers = answers
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        for answer in self.answers:
+            conn, _ = self.sock.accept()
+            with conn:
+                received = b""
+                while b"\r\n\r\n" not in received:
+                    received += conn.recv(65536)
+                conn.sendall(answer)
+
+
+def test_upstream_answers_of_every_framing_are_passed_on_and_junk_is_502(make_server):
+    """A 1xx before the answer is skipped; a body that ends when the connection does
+    (RFC 9112 §6.3) is passed on whole; what is not HTTP is a 502."""
+    upstream = ScriptedUpstream(
+        [
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nuntil the end",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+            b"SMTP ready\r\n\r\n",
+        ]
+    )
+    server = make_server(OAUTH_UPSTREAM_URL=f"http://127.0.0.1:{upstream.port}/mcp")
+    _, tokens = tokens_for(server)
+    auth = {"Authorization": f"Bearer {tokens['access_token']}"}
+    answers = [requests.post(server.url("/mcp"), headers=auth, json={}, timeout=10) for _ in range(4)]
+    assert [(a.status_code, a.content) for a in answers[:3]] == [
+        (200, b"hello"),
+        (200, b"until the end"),
+        (200, b"hello world"),
+    ]
+    assert answers[3].status_code == 502 and answers[3].json()["error"] == "bad_gateway"
 
 
 def test_slow_upstream_is_504(gateway):
