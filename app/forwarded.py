@@ -94,6 +94,18 @@ def client_address(config: Config, environ: WSGIEnviron | None = None) -> str:
     left-most entries are whatever the client chose to send). Of the current Flask
     request unless an `environ` is given."""
     environ = request.environ if environ is None else environ
+    known: str | None = environ.get(CLIENT_ADDRESS)
+    if known is None:
+        known = environ[CLIENT_ADDRESS] = _client_address(config, environ)
+    return known
+
+
+#: where `client_address` keeps its answer in the environ (asked for by the request log,
+#: the gateway's X-Forwarded-For and the limits)
+CLIENT_ADDRESS = "mcp_oauth.client_address"
+
+
+def _client_address(config: Config, environ: WSGIEnviron) -> str:
     peer = environ.get("REMOTE_ADDR") or ""
     if not _trusted(_address(peer), config.trusted_proxies):
         return peer

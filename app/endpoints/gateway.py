@@ -16,6 +16,7 @@ waitress thread, so OAUTH_THREADS must exceed the number of concurrent streams.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import select
@@ -200,13 +201,8 @@ class Upstream:
         hop_by_hop = {name.strip().lower() for name in environ.get("HTTP_CONNECTION", "").split(",")}
         headers = {}
         for key, value in environ.items():
-            if key.startswith("HTTP_"):
-                name = key[5:].replace("_", "-").title()  # as Werkzeug spells them
-            elif key == "CONTENT_TYPE" and value:
-                name = "Content-Type"
-            else:
-                continue
-            if name.lower() not in DROPPED_REQUEST_HEADERS and name.lower() not in hop_by_hop:
+            name = _forwarded_name(key)
+            if name is not None and (value or key != "CONTENT_TYPE") and name.lower() not in hop_by_hop:
                 headers[name] = value
         headers.update(auth_headers)
         headers["X-Forwarded-For"] = client_address(config, environ)
@@ -326,6 +322,19 @@ class Upstream:
                 self.checkin(sock, message.keep_alive)
             else:
                 sock.close()
+
+
+@functools.lru_cache(maxsize=256)
+def _forwarded_name(environ_key: str) -> str | None:
+    """The header an environ key stands for, as Werkzeug spells it, if it is passed
+    upstream (None for what is not a header, or is dropped)."""
+    if environ_key.startswith("HTTP_"):
+        name = environ_key[5:].replace("_", "-").title()
+    elif environ_key == "CONTENT_TYPE":
+        name = "Content-Type"
+    else:
+        return None
+    return None if name.lower() in DROPPED_REQUEST_HEADERS else name
 
 
 #: CR, LF or NUL: what would end a request line or header line early
