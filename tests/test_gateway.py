@@ -166,25 +166,28 @@ class ScriptedUpstream:
 
 def test_upstream_answers_of_every_framing_are_passed_on_and_junk_is_502(make_server):
     """A 1xx before the answer is skipped; a body that ends when the connection does
-    (RFC 9112 §6.3) is passed on whole; what is not HTTP is a 502."""
+    (RFC 9112 §6.3) is passed on whole; bytes after a whole answer are not taken for
+    it; what is not HTTP is a 502."""
     upstream = ScriptedUpstream(
         [
             b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
             b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nuntil the end",
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nbad",
             b"SMTP ready\r\n\r\n",
         ]
     )
     server = make_server(OAUTH_UPSTREAM_URL=f"http://127.0.0.1:{upstream.port}/mcp")
     _, tokens = tokens_for(server)
     auth = {"Authorization": f"Bearer {tokens['access_token']}"}
-    answers = [requests.post(server.url("/mcp"), headers=auth, json={}, timeout=10) for _ in range(4)]
-    assert [(a.status_code, a.content) for a in answers[:3]] == [
+    answers = [requests.post(server.url("/mcp"), headers=auth, json={}, timeout=10) for _ in range(5)]
+    assert [(a.status_code, a.content) for a in answers[:4]] == [
         (200, b"hello"),
         (200, b"until the end"),
         (200, b"hello world"),
+        (200, b"ok"),  # and what followed it is dropped with the connection
     ]
-    assert answers[3].status_code == 502 and answers[3].json()["error"] == "bad_gateway"
+    assert answers[4].status_code == 502 and answers[4].json()["error"] == "bad_gateway"
 
 
 def test_slow_upstream_is_504(gateway):

@@ -93,9 +93,13 @@ class _Message:
 
     def __init__(self) -> None:
         self.parser = httptools.HttpResponseParser(self)
+        self.complete = False
+        self.status = 0
         self.on_message_begin()
 
     def on_message_begin(self) -> None:
+        if self.complete and self.status >= 200:
+            raise _Broken("the upstream sent more than its answer")
         self.headers: list[tuple[str, str]] = []
         self.headers_complete = False
         self.complete = False
@@ -123,7 +127,12 @@ class _Message:
         data = sock.recv(CHUNK)
         if not data:
             raise _Broken("the upstream closed the connection")
-        self.parser.feed_data(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError:
+            if not (self.complete and self.status >= 200):
+                raise
+            self.keep_alive = False  # the answer is whole; what came after it is not ours
 
     def take_body(self) -> bytes:
         body, self.body = b"".join(self.body), []
