@@ -88,6 +88,11 @@ def peer_is_trusted(config: Config, environ: WSGIEnviron) -> bool:
     return _trusted(_address(environ.get("REMOTE_ADDR") or ""), config.trusted_proxies)
 
 
+#: where `client_address` keeps its answer in the environ (asked for by the request log,
+#: the gateway's X-Forwarded-For and the limits)
+CLIENT_ADDRESS = "mcp_oauth.client_address"
+
+
 def client_address(config: Config, environ: WSGIEnviron | None = None) -> str:
     """The client's IP address: the socket peer, or, when that is a trusted proxy, the
     right-most address in X-Forwarded-For that is not itself a trusted proxy (the
@@ -98,11 +103,6 @@ def client_address(config: Config, environ: WSGIEnviron | None = None) -> str:
     if known is None:
         known = environ[CLIENT_ADDRESS] = _client_address(config, environ)
     return known
-
-
-#: where `client_address` keeps its answer in the environ (asked for by the request log,
-#: the gateway's X-Forwarded-For and the limits)
-CLIENT_ADDRESS = "mcp_oauth.client_address"
 
 
 def _client_address(config: Config, environ: WSGIEnviron) -> str:

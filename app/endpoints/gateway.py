@@ -152,7 +152,6 @@ class Upstream:
 
     def __init__(self, base_url: str, response_timeout: int):
         parts = urlsplit(base_url)
-        self.scheme = parts.scheme
         self.host = parts.hostname or ""
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         self.host_header = parts.netloc.rpartition("@")[2]
@@ -192,8 +191,8 @@ class Upstream:
                     return
         sock.close()
 
-    def _request_head(self, environ: dict[str, Any], target: str, headers: dict[str, str]) -> bytes:
-        lines = [f"{environ['REQUEST_METHOD']} {target} HTTP/1.1", f"Host: {self.host_header}"]
+    def _request_head(self, method: str, target: str, headers: dict[str, str]) -> bytes:
+        lines = [f"{method} {target} HTTP/1.1", f"Host: {self.host_header}"]
         # A value that could end its line is dropped, never sent (RFC 9110 §5.5).
         lines += [f"{name}: {value}" for name, value in headers.items() if not _ENDS_A_LINE.search(value)]
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
@@ -228,7 +227,7 @@ class Upstream:
             stream = get_input_stream(environ, max_content_length=MAX_BODY)
         elif method in ("POST", "PUT", "PATCH"):
             headers["Content-Length"] = "0"
-        head = self._request_head(environ, target, headers)
+        head = self._request_head(method, target, headers)
 
         sock = None
         try:
