@@ -255,8 +255,9 @@ def test_refresh_tokens_stored_before_migration_4_still_refresh_after_it(make_se
     before.stop()
     store = postgres.PostgresStore(postgres_url)
     assert store.schema_version() == 3
-    payload = tokens["access_token"].split(".")[1]
-    grant_id = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["grant_id"]
+    from support.jwt import jwt_parts
+
+    grant_id = jwt_parts(tokens["access_token"])[1]["grant_id"]
     record = store.get("grants", grant_id)
     legacy = secrets.token_urlsafe(32)
     record.pop("token_hashes")

@@ -3,7 +3,6 @@ rotation with its grace window, invalid_client, revocation, introspection."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import secrets
@@ -12,6 +11,7 @@ import time
 
 import requests
 from support.harness import CHATGPT_CALLBACK, free_port
+from support.jwt import jwt_parts
 from support.oauth import exchange, get_code, refresh, register, tokens_for, verify
 
 
@@ -173,16 +173,11 @@ def test_rotated_token_after_grace_revokes_the_grant(make_server):
     assert verify(server, new["access_token"]).status_code == 401
 
 
-def access_claims(access_token: str) -> dict:
-    payload = access_token.split(".")[1]
-    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-
-
 def test_a_refresh_token_names_its_grant_but_the_name_alone_proves_nothing(server):
     """The grant id in a refresh token is public (every access token carries it): a
     token made of it and any other secret is refused, and revokes nothing."""
     client, tokens = tokens_for(server)
-    grant_id = access_claims(tokens["access_token"])["grant_id"]
+    grant_id = jwt_parts(tokens["access_token"])[1]["grant_id"]
     named, _, secret = tokens["refresh_token"].partition(".")
     assert named == grant_id and len(secret) >= 43  # 256 random bits
     forged = f"{grant_id}.{secrets.token_urlsafe(32)}"
@@ -202,7 +197,7 @@ def test_a_refresh_token_issued_before_tokens_named_their_grant_still_works(make
     server = make_server(OAUTH_REFRESH_GRACE="1")
     client, tokens = tokens_for(server)
     store = PersistentStore(server.data_dir)
-    record = store.get("grants", access_claims(tokens["access_token"])["grant_id"])
+    record = store.get("grants", jwt_parts(tokens["access_token"])[1]["grant_id"])
     legacy = secrets.token_urlsafe(32)
     record.pop("token_hashes")
     record.update(grant_id="earlier", refresh_token_hashes={hashlib.sha256(legacy.encode()).hexdigest(): None})
@@ -211,7 +206,7 @@ def test_a_refresh_token_issued_before_tokens_named_their_grant_still_works(make
     refreshed = refresh(server, client, legacy)
     assert refreshed.status_code == 200, refreshed.text
     new = refreshed.json()
-    assert new["refresh_token"].startswith("earlier.") and access_claims(new["access_token"])["grant_id"] == "earlier"
+    assert new["refresh_token"].startswith("earlier.") and jwt_parts(new["access_token"])[1]["grant_id"] == "earlier"
     assert refresh(server, client, new["refresh_token"]).status_code == 200
     time.sleep(1.5)
     replay = refresh(server, client, legacy)
