@@ -12,6 +12,7 @@ import http.server
 import io
 import itertools
 import json
+import re
 import socket
 import threading
 import time
@@ -145,23 +146,44 @@ def test_a_body_of_unknown_length_is_chunked_again(upstream, tmp_path):
 
 
 class ScriptedUpstream:
-    """A TCP server that reads a request's head and sends the next scripted answer
-    verbatim, then closes the connection."""
+    """A TCP server that answers each request with the next scripted answer, sent
+    verbatim. A connection is kept, as HTTP/1.1 keeps it, until the answer says
+    `Connection: close` or the gateway closes it: closing after every answer would race
+    the gateway reusing the connection."""
 
     def __init__(self, answers: list[bytes]):
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
-        self.answers = answers
-        threading.Thread(target=self._serve, daemon=True).start()
+        self.answers = iter(answers)
+        self.lock = threading.Lock()
+        self.connections = 0
+        threading.Thread(target=self._accept, daemon=True).start()
 
-    def _serve(self) -> None:
-        for answer in self.answers:
+    def _accept(self) -> None:
+        while True:
             conn, _ = self.sock.accept()
-            with conn:
-                received = b""
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            received = b""
+            while True:
                 while b"\r\n\r\n" not in received:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    received += data
+                head, _, received = received.partition(b"\r\n\r\n")
+                length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+                while length and len(received) < int(length.group(1)):
                     received += conn.recv(65536)
+                received = received[int(length.group(1)) if length else 0 :]
+                with self.lock:
+                    answer = next(self.answers)
                 conn.sendall(answer)
+                if b"Connection: close" in answer:
+                    return
 
 
 def test_upstream_answers_of_every_framing_are_passed_on_and_junk_is_502(make_server):
@@ -188,6 +210,9 @@ def test_upstream_answers_of_every_framing_are_passed_on_and_junk_is_502(make_se
         (200, b"ok"),  # and what followed it is dropped with the connection
     ]
     assert answers[4].status_code == 502 and answers[4].json()["error"] == "bad_gateway"
+    # Kept alive from the first to the second (which closes), and from the third to the
+    # fourth, whose extra bytes drop it: the fifth needs a third connection.
+    assert upstream.connections == 3
 
 
 def test_slow_upstream_is_504(gateway):
