@@ -54,24 +54,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time of `pid`, plus that of the PostgreSQL cluster the bench started (its
-    postmaster and every backend), when there is one: a database's work counts."""
+def cpu_seconds(pid: int, database: int | None = None) -> float:
+    """CPU time of `pid`, plus that of a PostgreSQL cluster's postmaster `database`
+    and every backend it started, when given: a database's work counts."""
     total = _cpu_of(pid)
-    if DATABASE_PIDS:
-        postmaster = DATABASE_PIDS[0]
+    if database is not None:
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
                 fields = stat.read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            if int(stat.parent.name) == postmaster or int(fields[1]) == postmaster:
+            if int(stat.parent.name) == database or int(fields[1]) == database:
                 total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
-
-
-#: the postmaster of the bench's PostgreSQL cluster, while one runs
-DATABASE_PIDS: list[int] = []
 
 
 def _cpu_of(pid: int) -> float:
@@ -100,9 +95,9 @@ def wait_until_up(url: str, proc: subprocess.Popen, seconds: float = 60) -> floa
     raise SystemExit(f"{url} did not come up")
 
 
-def load(pid: int, work) -> tuple[float, int, float]:
-    """Run `work(session, worker)` from CLIENTS threads for SECONDS; (ops per server
-    CPU-second, ops, ops per CPU-second of the server process alone)."""
+def measure(pid: int, work, database: int | None = None) -> tuple[int, float, float]:
+    """Run `work(session, worker)` from CLIENTS threads for SECONDS; (ops, server CPU
+    seconds with the database's, server CPU seconds alone)."""
     done = [0] * CLIENTS
     stop = time.monotonic() + SECONDS
 
@@ -112,14 +107,19 @@ def load(pid: int, work) -> tuple[float, int, float]:
             work(session, worker)
             done[worker] += 1
 
-    before, before_alone = cpu_seconds(pid), _cpu_of(pid)
+    before, before_alone = cpu_seconds(pid, database), _cpu_of(pid)
     threads = [threading.Thread(target=run, args=(i,)) for i in range(CLIENTS)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    used, used_alone = cpu_seconds(pid) - before, _cpu_of(pid) - before_alone
-    return sum(done) / max(used, 1e-9), sum(done), sum(done) / max(used_alone, 1e-9)
+    return sum(done), cpu_seconds(pid, database) - before, _cpu_of(pid) - before_alone
+
+
+def load(pid: int, work) -> tuple[float, int]:
+    """`measure` as (ops per server CPU-second, ops)."""
+    ops, used, _ = measure(pid, work)
+    return ops / max(used, 1e-9), ops
 
 
 def fill(data: Path, size: int, issuer: str, store_url: str | None = None) -> list[tuple[str, str]]:
@@ -193,44 +193,57 @@ def start_server(data: Path, port: int, **extra: str) -> subprocess.Popen:
     )
 
 
-def bench_store_size(size: int, store_url: str | None = None) -> dict[str, float]:
-    with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp) / "data"
+class StoreServer:
+    """A server on a store pre-filled with `size` clients and grants, and the two
+    write-heavy requests to load it with: registration and public-client refresh."""
+
+    def __init__(self, size: int, store_url: str | None = None, database: int | None = None):
+        self.size = size
+        self.store_url = store_url
+        self.database = database
+        self._tmp = tempfile.TemporaryDirectory()
+        data = Path(self._tmp.name) / "data"
         port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        chains = [list(pair) for pair in fill(data, size, base, store_url)]
-        proc = start_server(data, port, **({"OAUTH_STORE": store_url} if store_url else {}))
-        try:
-            startup = wait_until_up(base + "/healthz", proc)
-            rss = rss_mib(proc.pid)
-            body = {"redirect_uris": ["https://app.example/cb"], "token_endpoint_auth_method": "none"}
+        self.base = f"http://127.0.0.1:{port}"
+        self.chains = [list(pair) for pair in fill(data, size, self.base, store_url)]
+        self.proc = start_server(data, port, **({"OAUTH_STORE": store_url} if store_url else {}))
+        self.startup = wait_until_up(self.base + "/healthz", self.proc)
+        self.rss = rss_mib(self.proc.pid)
 
-            def register(session: requests.Session, worker: int) -> None:
-                assert session.post(base + "/register", json=body, timeout=30).status_code == 201
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+        self._tmp.cleanup()
 
-            def refresh(session: requests.Session, worker: int) -> None:
-                client_id, token = chains[worker]
-                response = session.post(
-                    base + "/token",
-                    data={"grant_type": "refresh_token", "refresh_token": token, "client_id": client_id},
-                    timeout=30,
-                )
-                assert response.status_code == 200, response.text
-                chains[worker][1] = response.json()["refresh_token"]
+    def register(self, session: requests.Session, worker: int) -> None:
+        body = {"redirect_uris": ["https://app.example/cb"], "token_endpoint_auth_method": "none"}
+        assert session.post(self.base + "/register", json=body, timeout=30).status_code == 201
 
-            refresh_rate, _, refresh_alone = load(proc.pid, refresh)
-            register_rate, _, register_alone = load(proc.pid, register)
-            return {
-                "startup": startup,
-                "rss": rss,
-                "refresh": refresh_rate,
-                "register": register_rate,
-                "refresh_alone": refresh_alone,
-                "register_alone": register_alone,
-            }
-        finally:
-            proc.terminate()
-            proc.wait(30)
+    def refresh(self, session: requests.Session, worker: int) -> None:
+        client_id, token = self.chains[worker]
+        response = session.post(
+            self.base + "/token",
+            data={"grant_type": "refresh_token", "refresh_token": token, "client_id": client_id},
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        self.chains[worker][1] = response.json()["refresh_token"]
+
+    def measure(self, cell: str) -> tuple[int, float, float]:
+        return measure(self.proc.pid, getattr(self, cell), self.database)
+
+
+def bench_store_size(size: int) -> dict[str, float]:
+    server = StoreServer(size)
+    try:
+        return {
+            "startup": server.startup,
+            "rss": server.rss,
+            "refresh": load(server.proc.pid, server.refresh)[0],
+            "register": load(server.proc.pid, server.register)[0],
+        }
+    finally:
+        server.close()
 
 
 def login_and_consent(session: requests.Session, base: str, client_id: str) -> str:
@@ -474,24 +487,39 @@ def report_store() -> None:
     print(f"| resident memory after start (MiB) | {small['rss']:.0f} | {large['rss']:.0f} | |")
 
 
+#: load rounds per cell when two stores are compared, taken in turns
+ROUNDS = 3
+
+
 def report_postgresql() -> None:
     """Refresh and registration at 10,000 clients + grants, on the file store and on
     PostgreSQL (a cluster started here as the tests do, but durable like the file store:
-    PostgreSQL's default fsync and synchronous commit; its CPU counts too)."""
+    PostgreSQL's default fsync and synchronous commit; its CPU counts too). The two
+    servers run side by side and are loaded in turns, a round each, so that both see
+    the machine as it was."""
     sys.path.insert(0, str(ROOT / "tests"))
     from support.postgres import PostgresServer, bin_dir  # type: ignore[import-not-found]
 
     if bin_dir() is None:
         print("\nPostgreSQL is not installed: no PostgreSQL figures (Debian: apt-get install postgresql)")
         return
-    files = bench_store_size(10_000)
     cluster = PostgresServer().start(durable=True)
+    servers: list[StoreServer] = []
     try:
-        url = cluster.new_database()
-        DATABASE_PIDS.append(int((cluster.data / "postmaster.pid").read_text().split()[0]))
-        database = bench_store_size(10_000, url)
+        postmaster = int((cluster.data / "postmaster.pid").read_text().split()[0])
+        servers.append(StoreServer(10_000))
+        servers.append(StoreServer(10_000, cluster.new_database(), database=postmaster))
+        files, database = servers
+        # (ops, CPU with the database's, CPU alone) per server and cell, over the rounds
+        totals = {(id(server), cell): [0.0, 0.0, 0.0] for server in servers for cell in ("refresh", "register")}
+        for cell in ("refresh", "register"):
+            for _ in range(ROUNDS):
+                for server in servers:
+                    for i, figure in enumerate(server.measure(cell)):
+                        totals[id(server), cell][i] += figure
     finally:
-        DATABASE_PIDS.clear()
+        for server in servers:
+            server.close()
         cluster.remove()
     print()
     print(
@@ -499,11 +527,14 @@ def report_postgresql() -> None:
         "| PostgreSQL (server CPU alone) | ratio |"
     )
     print("| --- | --- | --- | --- | --- | --- |")
-    for name, key in (("registration", "register"), ("public-client refresh", "refresh")):
-        total, alone = database[key], database[f"{key}_alone"]
+    for name, cell in (("registration", "register"), ("public-client refresh", "refresh")):
+        ops, used, _ = totals[id(files), cell]
+        file_rate = ops / used
+        ops, used, used_alone = totals[id(database), cell]
+        total, alone = ops / used, ops / used_alone
         print(
-            f"| {name} | {files[key]:,.0f} | {total:,.0f} | {total / files[key]:.2f}x "
-            f"| {alone:,.0f} | {alone / files[key]:.2f}x |"
+            f"| {name} | {file_rate:,.0f} | {total:,.0f} | {total / file_rate:.2f}x "
+            f"| {alone:,.0f} | {alone / file_rate:.2f}x |"
         )
 
 
