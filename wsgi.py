@@ -9,9 +9,14 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from flask import Flask
+from waitress.channel import HTTPChannel
+from waitress.server import BaseWSGIServer
+from waitress.server import create_server as waitress_server
+from waitress.task import WSGITask
 
 from app import create_app
 from app.config import Config, ConfigError, environment, parse_log_format
@@ -91,10 +96,50 @@ def waitress_options(config: Config) -> dict[str, Any]:
     }
 
 
-def _serve(app: Flask, config: Config) -> None:
-    from waitress import serve
+class HeadWithBodyTask(WSGITask):
+    """waitress sends a response's head with one `send` and its body with another: with
+    TCP_NODELAY, two segments, two wake-ups of the client and two system calls for every
+    small answer (an MCP call through the gateway, a /verify). A body of known length
+    goes out here in the same `send` as the head; any other answer as waitress sends it."""
 
-    serve(app, **waitress_options(config))
+    wrote_header: bool
+
+    def write(self, data: bytes) -> None:
+        if self.wrote_header or not data or not self.complete:
+            super().write(data)
+            return
+        head = self.build_response_header()  # decides has_body, chunking and length
+        self.wrote_header = True
+        if not self.has_body or self.chunked_response or self.content_length is None:
+            self.channel.write_soon(head)
+            super().write(data)
+            return
+        body = data[: self.content_length]
+        self.content_bytes_written = len(body)
+        self.channel.write_soon(head + body)
+        if len(body) < len(data):
+            super().write(data[len(body) :])  # more than Content-Length: waitress drops it and warns
+
+
+class HeadWithBodyChannel(HTTPChannel):
+    task_class = HeadWithBodyTask
+
+
+def create_server(app: Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]], config: Config) -> Any:
+    """waitress's server for the app (what `python wsgi.py` runs, and the tests'
+    in-thread server), its connections served by `HeadWithBodyTask`."""
+    server = waitress_server(app, **waitress_options(config))
+    listeners = [server] if isinstance(server, BaseWSGIServer) else list(server.map.values())
+    for listener in listeners:
+        if isinstance(listener, BaseWSGIServer):
+            listener.channel_class = HeadWithBodyChannel
+    return server
+
+
+def _serve(app: Flask, config: Config) -> None:
+    server = create_server(app, config)
+    server.print_listen("Serving on http://{}:{}")
+    server.run()
 
 
 if __name__ == "__main__":

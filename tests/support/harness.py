@@ -111,16 +111,14 @@ class ThreadServer(Server):
     the CLI writing beside it all stay with `Server`)."""
 
     def start(self) -> ThreadServer:
-        from waitress.server import create_server
-
         from app import create_app
         from app.config import Config
-        from wsgi import waitress_options
+        from wsgi import create_server
 
         self.starts += 1
         config = Config.from_env(self.env, env_file=None)
         self.app = create_app(config)
-        self.wsgi = create_server(self.app, **waitress_options(config))
+        self.wsgi = create_server(self.app, config)
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._serve, name=f"server-{self.port}", daemon=True)
         self.thread.start()
