@@ -200,8 +200,6 @@ class StoreServer:
     write-heavy requests to load it with: registration and public-client refresh."""
 
     def __init__(self, size: int, store_url: str | None = None, database: int | None = None):
-        self.size = size
-        self.store_url = store_url
         self.database = database
         self._tmp = tempfile.TemporaryDirectory()
         data = Path(self._tmp.name) / "data"
@@ -209,8 +207,12 @@ class StoreServer:
         self.base = f"http://127.0.0.1:{port}"
         self.chains = [list(pair) for pair in fill(data, size, self.base, store_url)]
         self.proc = start_server(data, port, **({"OAUTH_STORE": store_url} if store_url else {}))
-        self.startup = wait_until_up(self.base + "/healthz", self.proc)
-        self.rss = rss_mib(self.proc.pid)
+        try:
+            self.startup = wait_until_up(self.base + "/healthz", self.proc)
+            self.rss = rss_mib(self.proc.pid)
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
         self.proc.terminate()
@@ -546,21 +548,20 @@ def report_postgresql() -> None:
         print("\nPostgreSQL is not installed: no PostgreSQL figures (Debian: apt-get install postgresql)")
         return
     cluster = PostgresServer().start(durable=True)
-    servers: list[StoreServer] = []
+    servers: dict[str, StoreServer] = {}
     try:
         postmaster = int((cluster.data / "postmaster.pid").read_text().split()[0])
-        servers.append(StoreServer(10_000))
-        servers.append(StoreServer(10_000, cluster.new_database(), database=postmaster))
-        files, database = servers
+        servers["files"] = StoreServer(10_000)
+        servers["database"] = StoreServer(10_000, cluster.new_database(), database=postmaster)
         # (ops, CPU with the database's, CPU alone) per server and cell, over the rounds
-        totals = {(id(server), cell): [0.0, 0.0, 0.0] for server in servers for cell in ("refresh", "register")}
+        totals = {(name, cell): [0.0, 0.0, 0.0] for name in servers for cell in ("refresh", "register")}
         for cell in ("refresh", "register"):
             for _ in range(ROUNDS):
-                for server in servers:
+                for name, server in servers.items():
                     for i, figure in enumerate(server.measure(cell)):
-                        totals[id(server), cell][i] += figure
+                        totals[name, cell][i] += figure
     finally:
-        for server in servers:
+        for server in servers.values():
             server.close()
         cluster.remove()
     print()
@@ -570,9 +571,9 @@ def report_postgresql() -> None:
     )
     print("| --- | --- | --- | --- | --- | --- |")
     for name, cell in (("registration", "register"), ("public-client refresh", "refresh")):
-        ops, used, _ = totals[id(files), cell]
+        ops, used, _ = totals["files", cell]
         file_rate = ops / used
-        ops, used, used_alone = totals[id(database), cell]
+        ops, used, used_alone = totals["database", cell]
         total, alone = ops / used, ops / used_alone
         print(
             f"| {name} | {file_rate:,.0f} | {total:,.0f} | {total / file_rate:.2f}x "
