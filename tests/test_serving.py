@@ -4,13 +4,14 @@ so that what goes on the wire is what is checked."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from support.harness import InThread
 from waitress.channel import HTTPChannel
 
 from app.config import Config
@@ -33,21 +34,24 @@ def _answers(environ: dict[str, Any], start_response: Callable[..., Any]) -> lis
     return [b"ignored"]
 
 
-def _serve(stock: bool = False) -> Any:
+@contextlib.contextmanager
+def _serving(stock: bool = False) -> Iterator[int]:
+    """`_answers` served by wsgi.py's waitress (or, `stock`, by waitress's own channel);
+    its port."""
     server = create_server(_answers, Config(host="127.0.0.1", port=0, threads=2))
     if stock:
         server.channel_class = HTTPChannel
-    threading.Thread(target=server.run, daemon=True).start()
-    return server
+    running = InThread(server, "serving")
+    try:
+        yield server.effective_port
+    finally:
+        running.stop()
 
 
 @pytest.fixture
 def served() -> Iterator[int]:
-    server = _serve()
-    try:
-        yield server.effective_port
-    finally:
-        server.close()
+    with _serving() as port:
+        yield port
 
 
 def _read_answer(sock: socket.socket) -> tuple[bytes, bytes]:
@@ -96,11 +100,7 @@ def _exchange(port: int, request_line: bytes) -> bytes:
     ],
 )
 def test_every_answer_is_byte_for_byte_what_waitress_sends(request_line):
-    ours, stock = _serve(), _serve(stock=True)
-    try:
-        answer = _exchange(ours.effective_port, request_line)
+    with _serving() as ours, _serving(stock=True) as stock:
+        answer = _exchange(ours, request_line)
         assert answer.startswith(b"HTTP/1.")
-        assert answer == _exchange(stock.effective_port, request_line)
-    finally:
-        ours.close()
-        stock.close()
+        assert answer == _exchange(stock, request_line)

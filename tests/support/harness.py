@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -104,6 +105,29 @@ class Server:
         return run_cli(self.data_dir, *args, input=input, env=self.env)
 
 
+class InThread:
+    """A waitress server (`wsgi.create_server`) run by a thread of the test process
+    until `stop`. waitress's own loop runs until its socket map is empty; this one runs
+    until told to stop, then closes every socket in the loop's own thread."""
+
+    def __init__(self, wsgi_server: Any, name: str):
+        self.wsgi = wsgi_server
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self.stopping.is_set():
+            self.wsgi.asyncore.loop(timeout=0.05, map=self.wsgi._map, count=1)
+        for channel in list(self.wsgi._map.values()):
+            channel.close()
+        self.wsgi.task_dispatcher.shutdown()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(10)
+
+
 class ThreadServer(Server):
     """The same app on waitress, in a thread of the test process: real HTTP on a
     loopback port, real files, a fraction of a process's start-up. For tests where
@@ -118,27 +142,14 @@ class ThreadServer(Server):
         self.starts += 1
         config = Config.from_env(self.env, env_file=None)
         self.app = create_app(config)
-        self.wsgi = create_server(self.app, config)
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._serve, name=f"server-{self.port}", daemon=True)
-        self.thread.start()
+        self.running: InThread | None = InThread(create_server(self.app, config), f"server-{self.port}")
         return self
 
-    def _serve(self) -> None:
-        # waitress's own loop runs until its socket map is empty; this one runs until
-        # told to stop, then closes every socket in the loop's own thread.
-        while not self.stopping.is_set():
-            self.wsgi.asyncore.loop(timeout=0.05, map=self.wsgi._map, count=1)
-        for channel in list(self.wsgi._map.values()):
-            channel.close()
-        self.wsgi.task_dispatcher.shutdown()
-
     def stop(self) -> None:
-        if getattr(self, "thread", None) is None:
+        if getattr(self, "running", None) is None:
             return
-        self.stopping.set()
-        self.thread.join(10)
-        self.thread = None
+        self.running.stop()
+        self.running = None
         with contextlib.suppress(Exception):  # as wsgi.py at a clean stop: compact, if it can
             self.app.extensions["oauth"].store.compact()
 
