@@ -15,6 +15,7 @@ import json
 import os
 import threading
 import time
+from collections import OrderedDict, deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
@@ -43,24 +44,36 @@ class CodeStore(Protocol):
 
 class AuthorizationCodeStore:
     """Codes in memory, single use; a redeemed code is kept until it would have
-    expired so that a replay can be recognised and answered."""
+    expired so that a replay can be recognised and answered.
+
+    Every code lives `auth_code_ttl` and is kept in the order it was made, so the
+    expired ones are at the front; redeemed codes are queued in the order they were
+    redeemed, so those past the retry window are at the front of that queue. Saving a
+    code forgets what is due and no more: its cost does not grow with the codes kept
+    (some hundred thousand on a busy server)."""
 
     def __init__(self, retry_window: int) -> None:
-        self._codes: dict[str, AuthorizationCode] = {}
+        self._codes: OrderedDict[str, AuthorizationCode] = OrderedDict()
         self._lock = threading.Lock()
         self._redeem_locks: dict[str, threading.Lock] = {}
+        self._redeemed: deque[tuple[float, str]] = deque()
         self.retry_window = retry_window
 
     def save(self, code: AuthorizationCode) -> None:
         with self._lock:
             now = time.time()
-            for key in [k for k, c in self._codes.items() if c.expires_at <= now]:
+            while self._codes:
+                key, first = next(iter(self._codes.items()))
+                if first.expires_at > now:
+                    break
                 del self._codes[key]
                 self._redeem_locks.pop(key, None)
             # A cached token response is only needed during the retry window.
-            for old in self._codes.values():
-                if old.redeemed_at is not None and now - old.redeemed_at > self.retry_window:
-                    old.response = None
+            while self._redeemed and now - self._redeemed[0][0] > self.retry_window:
+                _, key = self._redeemed.popleft()
+                redeemed = self._codes.get(key)
+                if redeemed is not None:
+                    redeemed.response = None
             self._codes[code.code] = code
             self._redeem_locks[code.code] = threading.Lock()
 
@@ -74,14 +87,20 @@ class AuthorizationCodeStore:
     @contextmanager
     def redeeming(self, code: str) -> Iterator[AuthorizationCode | None]:
         with self._lock:
-            lock = self._redeem_locks.setdefault(code, threading.Lock())
+            lock = self._redeem_locks.get(code) or threading.Lock()  # a forgotten code: get() says so
         with lock:
-            yield self.get(code)
+            record = self.get(code)
+            was_redeemed = record is not None and record.redeemed_at is not None
+            yield record
+            if record is not None and not was_redeemed and record.redeemed_at is not None:
+                with self._lock:
+                    self._redeemed.append((record.redeemed_at, code))
 
     def discard_for_client(self, client_id: str) -> None:
         with self._lock:
             for key in [k for k, c in self._codes.items() if c.client_id == client_id]:
                 del self._codes[key]
+                self._redeem_locks.pop(key, None)
 
 
 class SharedCodeStore:
