@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -88,11 +89,18 @@ def open_store(config: Config) -> Store:
     return PostgresStore(config.store, expiry_rules(config), max_connections=config.threads + 2)
 
 
+#: seconds the client count the registration cap is checked against may be reused
+CLIENT_COUNT_TTL = 1.0
+
+
 class ClientRepository:
     def __init__(self, store: Store, config: Config, documents: DocumentFetcher | None = None):
         self.store = store
         self.config = config
         self.documents = documents
+        # (when read from the store, clients then + those registered here since)
+        self._count: tuple[float, int] | None = None
+        self._count_lock = threading.Lock()
 
     def _wrap(self, record: dict[str, Any] | None) -> Client | None:
         return Client(record, self.config.scopes) if record else None
@@ -153,7 +161,18 @@ class ClientRepository:
         return [Client(r, self.config.scopes) for r in self.store.scan("clients").values()]
 
     def count(self) -> int:
-        return self.store.count("clients")
+        """Registered clients, for the registration cap: read from the store at most
+        once a second, plus those registered here since. Every registration asks, and
+        on PostgreSQL the count reads every client row (1.3 ms of the database's time
+        at 10,000); a client deleted or expired elsewhere frees room within a second."""
+        now = time.monotonic()
+        with self._count_lock:
+            if self._count is not None and now - self._count[0] < CLIENT_COUNT_TTL:
+                return self._count[1]
+        counted = self.store.count("clients")
+        with self._count_lock:
+            self._count = (now, counted)
+        return counted
 
     def create(self, metadata: dict[str, Any], *, resource_server: bool = False) -> tuple[Client, str | None, str]:
         """Register a client. Returns it with its client secret (None for a public
@@ -174,6 +193,9 @@ class ClientRepository:
         if resource_server:
             record["resource_server"] = True
         self.store.put("clients", client_id, record)
+        with self._count_lock:
+            if self._count is not None:
+                self._count = (self._count[0], self._count[1] + 1)
         return Client(record, self.config.scopes), client_secret, registration_token
 
     def update_metadata(self, client_id: str, metadata: dict[str, Any]) -> Client | None:

@@ -137,6 +137,23 @@ def test_registration_cap(make_server):
     assert len(json.loads(server.cli("list-clients", "--json").stdout)) == 2
 
 
+def test_a_deleted_client_frees_room_under_the_cap_within_a_second(make_server):
+    """The count the cap is checked against is reused for up to a second (on
+    PostgreSQL it reads every client row); a deletion made by the operator's CLI, in
+    another process, is seen after that."""
+    server = make_server(OAUTH_MAX_CLIENTS="2")
+    first = register(server)
+    register(server)
+    body = {"redirect_uris": ["https://a.example/cb"]}
+    assert requests.post(server.url("/register"), json=body, timeout=10).status_code == 429
+    assert server.cli("delete-client", first["client_id"]).returncode == 0
+    deadline = time.monotonic() + 5
+    while (answer := requests.post(server.url("/register"), json=body, timeout=10)).status_code == 429:
+        assert time.monotonic() < deadline, "the freed room was never seen"
+        time.sleep(0.2)
+    assert answer.status_code == 201
+
+
 # -- connections -----------------------------------------------------------------------
 
 
