@@ -12,6 +12,7 @@ measured at 10,000 + 10,000.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import os
@@ -23,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -124,6 +126,18 @@ def load(pid: int, work) -> tuple[float, int]:
     """`measure` as (ops per server CPU-second, ops)."""
     ops, used, _ = measure(pid, work)
     return ops / max(used, 1e-9), ops
+
+
+def in_turns(cells: Mapping[str, Callable[[], tuple[int, float, float]]], rounds: int) -> dict[str, list[float]]:
+    """Run each cell's `measure` a round at a time, in turns, `rounds` times, so that
+    figures set against each other see the machine as it was (its speed drifts by a
+    third over minutes here). Totals per cell: [ops, CPU, CPU of the server alone]."""
+    totals = {name: [0.0, 0.0, 0.0] for name in cells}
+    for _ in range(rounds):
+        for name, run in cells.items():
+            for i, figure in enumerate(run()):
+                totals[name][i] += figure
+    return totals
 
 
 def fill(data: Path, size: int, issuer: str, store_url: str | None = None) -> list[tuple[str, str]]:
@@ -331,7 +345,7 @@ class KeptAlivePost:
         self.request = head.encode("latin-1") + MCP_BODY
         self.sockets: dict[int, socket.socket] = {}
 
-    def __call__(self, session: requests.Session, worker: int) -> None:
+    def __call__(self, session: object, worker: int) -> None:
         sock = self.sockets.get(worker)
         if sock is None:
             sock = self.sockets[worker] = socket.create_connection(self.address, timeout=30)
@@ -430,43 +444,40 @@ def bench_hot_paths(floor: FloorServer) -> dict[str, float]:
             # HOT_ROUNDS times), so that a cell and the floor it is set against see
             # the machine as it was: measured one after the other, 3 s each, the
             # ratios moved with the machine's drift between them.
+            seconds = SECONDS / HOT_ROUNDS
             cells = {
-                "floor": (floor.proc.pid, floor.get),
-                "metadata": (proc.pid, metadata),
-                "verify": (proc.pid, verify),
-                "introspection": (proc.pid, introspect),
-                "returning": (proc.pid, returning_person),
+                name: functools.partial(measure, pid, work, seconds=seconds)
+                for name, pid, work in (
+                    ("floor", floor.proc.pid, floor.get),
+                    ("metadata", proc.pid, metadata),
+                    ("verify", proc.pid, verify),
+                    ("introspection", proc.pid, introspect),
+                    ("returning", proc.pid, returning_person),
+                )
             }
-            done = dict.fromkeys(cells, 0.0)
-            used = dict.fromkeys(cells, 0.0)
-            for _ in range(HOT_ROUNDS):
-                for name, (pid, work) in cells.items():
-                    ops, cpu, _ = measure(pid, work, seconds=SECONDS / HOT_ROUNDS)
-                    done[name] += ops
-                    used[name] += cpu
-            figures = {name: done[name] / max(used[name], 1e-9) for name in cells}
+            totals = in_turns(cells, HOT_ROUNDS)
+            figures = {name: ops / max(cpu, 1e-9) for name, (ops, cpu, _) in totals.items()}
 
             # The two are measured in turns (one request each, then a one-second round
             # of load each, nine times), so that both see the machine as it was: its
             # speed drifts over seconds, and the upstream's share of two cores with it.
             ways = {"direct": KeptAlivePost(upstream_url, {}), "gateway": KeptAlivePost(base + "/mcp", bearer)}
-            sessions = {name: requests.Session() for name in ways}
             times: dict[str, list[float]] = {name: [] for name in ways}
-            done = dict.fromkeys(ways, 0)
-            for name, work in ways.items():
+            for work in ways.values():
                 for _ in range(50):
-                    work(sessions[name], 0)  # warm-up
+                    work(None, 0)  # warm-up
             for _ in range(600):
                 for name, work in ways.items():
                     started = time.perf_counter()
-                    work(sessions[name], 0)
+                    work(None, 0)
                     times[name].append(time.perf_counter() - started)
-            for _ in range(GATEWAY_ROUNDS):
-                for name, work in ways.items():
-                    done[name] += measure(upstream.pid, work, seconds=1.0)[0]
+            rounds = in_turns(
+                {name: functools.partial(measure, upstream.pid, work, seconds=1.0) for name, work in ways.items()},
+                GATEWAY_ROUNDS,
+            )
             for name in ways:
                 figures[f"{name}_p50_ms"] = percentile(times[name], 0.5) * 1000
-                figures[f"{name}_per_s"] = done[name] / GATEWAY_ROUNDS
+                figures[f"{name}_per_s"] = rounds[name][0] / GATEWAY_ROUNDS
             for way in ways.values():
                 way.close()
             return figures
@@ -560,7 +571,7 @@ def report_store() -> None:
 
 
 #: load rounds per cell when two stores are compared, taken in turns
-ROUNDS = 3
+STORE_ROUNDS = 3
 
 
 def report_postgresql() -> None:
@@ -581,13 +592,12 @@ def report_postgresql() -> None:
         postmaster = int((cluster.data / "postmaster.pid").read_text().split()[0])
         servers["files"] = StoreServer(10_000)
         servers["database"] = StoreServer(10_000, cluster.new_database(), database=postmaster)
-        # (ops, CPU with the database's, CPU alone) per server and cell, over the rounds
-        totals = {(name, cell): [0.0, 0.0, 0.0] for name in servers for cell in ("refresh", "register")}
-        for cell in ("refresh", "register"):
-            for _ in range(ROUNDS):
-                for name, server in servers.items():
-                    for i, figure in enumerate(server.measure(cell)):
-                        totals[name, cell][i] += figure
+        totals = {
+            cell: in_turns(
+                {name: functools.partial(server.measure, cell) for name, server in servers.items()}, STORE_ROUNDS
+            )
+            for cell in ("refresh", "register")
+        }
     finally:
         for server in servers.values():
             server.close()
@@ -599,9 +609,9 @@ def report_postgresql() -> None:
     )
     print("| --- | --- | --- | --- | --- | --- |")
     for name, cell in (("registration", "register"), ("public-client refresh", "refresh")):
-        ops, used, _ = totals["files", cell]
+        ops, used, _ = totals[cell]["files"]
         file_rate = ops / used
-        ops, used, used_alone = totals["database", cell]
+        ops, used, used_alone = totals[cell]["database"]
         total, alone = ops / used, ops / used_alone
         print(
             f"| {name} | {file_rate:,.0f} | {total:,.0f} | {total / file_rate:.2f}x "
