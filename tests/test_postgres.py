@@ -271,3 +271,93 @@ def test_refresh_tokens_stored_before_migration_4_still_refresh_after_it(make_se
     assert refreshed.status_code == 200, refreshed.text
     assert refreshed.json()["refresh_token"].startswith(f"{grant_id}.")
     assert refresh(after, client, refreshed.json()["refresh_token"]).status_code == 200
+
+
+def _statements_naming(postgres, database: str, name: str, work) -> list[str]:
+    """The statements PostgreSQL ran while `work()` ran that name `name` (in their text
+    or parameters), from its own log (`log_statement = all` for `database`)."""
+    import re
+
+    log = postgres.folder / "log"
+    start = log.stat().st_size
+    work()
+    with log.open(encoding="utf-8", errors="replace") as text:
+        text.seek(start)
+        # an entry: its LOG line and the DETAIL lines after it (the parameters)
+        entries = re.split(r"\n(?=\S+ \S+ \S+ \[\d+\] LOG:)", text.read())
+    return [e for e in entries if name in e and re.search(r"LOG:  (statement|execute [^:]*):", e)]
+
+
+def _two_instances(make_server, postgres_url: str) -> list:
+    """Two server processes on one database and one issuer, each reached directly."""
+    first = make_server(OAUTH_STORE=postgres_url)
+    second = make_server(users={}, OAUTH_STORE=postgres_url, OAUTH_ISSUER=first.issuer)
+    second.issuer = second.base  # only where the tests send its requests
+    return [first, second]
+
+
+def test_an_instance_refreshes_a_grant_it_refreshed_last_in_one_statement(make_server, postgres, postgres_url):
+    """The instance that served a grant's last refresh assumes its client and grant as
+    it left them: the next refresh reads neither, and its one statement, the grant's
+    rewrite, checks both. Another instance's first refresh of it reads them first."""
+    from app.repositories import grant_named_by
+
+    database = postgres_url.rsplit("/", 1)[1]
+    postgres.psql(f"ALTER DATABASE {database} SET log_statement = 'all'")
+    first, second = _two_instances(make_server, postgres_url)
+    client, tokens = tokens_for(first)
+    token = tokens["refresh_token"]
+    grant_id = grant_named_by(token)
+    assert grant_id
+
+    def refresh_at(server):
+        nonlocal token
+        response = refresh(server, client, token)
+        assert response.status_code == 200, response.text
+        token = response.json()["refresh_token"]
+
+    refresh_at(first)  # it now knows both rows as it wrote them
+    again = _statements_naming(postgres, database, grant_id, lambda: refresh_at(first))
+    assert len(again) == 1 and "UPDATE records" in again[0] and client["client_id"] in again[0], again
+    elsewhere = _statements_naming(postgres, database, grant_id, lambda: refresh_at(second))
+    assert len(elsewhere) == 2 and "SELECT" in elsewhere[0] and "UPDATE records" in elsewhere[1], elsewhere
+
+
+def test_refreshes_taking_turns_between_instances_never_act_on_what_one_saw_last(make_server, postgres_url):
+    """Each instance remembers the client and grant as it last saw them. A client
+    deleted behind an instance's back (its grant left in place) is refused at once, not
+    served from memory. Refreshes that alternate between two instances find the grant
+    changed by the other every time: each is still served from the newest grant (no
+    valid token taken for a replay, no grant revoked)."""
+    from app.config import Config
+    from app.repositories import expiry_rules
+    from app.storage.postgres import PostgresStore
+
+    instances = _two_instances(make_server, postgres_url)
+    first = instances[0]
+
+    client, tokens = tokens_for(first)
+    token = tokens["refresh_token"]
+    for _ in range(2):  # the first learns both rows, the second assumes them
+        response = refresh(first, client, token)
+        assert response.status_code == 200, response.text
+        token = response.json()["refresh_token"]
+    store = PostgresStore(postgres_url, expiry_rules(Config()))
+    try:
+        assert store.delete("clients", client["client_id"]) is not None
+        assert any(g["client_id"] == client["client_id"] for g in store.scan("grants").values())
+    finally:
+        store.close()
+    refused = refresh(first, client, token)
+    assert refused.status_code == 401 and refused.json()["error"] == "invalid_client", refused.text
+
+    client, tokens = tokens_for(first)
+    token = tokens["refresh_token"]
+    for turn in range(8):
+        response = refresh(instances[turn % 2], client, token)
+        assert response.status_code == 200, (turn, response.text)
+        token = response.json()["refresh_token"]
+    # (no other request in between: /verify reads the grant, and that read is remembered)
+    assert all(verify(s, response.json()["access_token"]).status_code == 200 for s in instances)
+    for server in instances:
+        assert "Traceback" not in server.output and "replay.detected" not in server.output

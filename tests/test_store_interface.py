@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from app.storage import PersistentStore, StoreError
+from app.storage import PersistentStore, StaleRead, StoreError
 from app.storage.memory import MemoryStore
 
 RULES = {"grants": lambda record: record.get("expires_at")}
@@ -218,3 +218,69 @@ def test_a_read_ahead_answers_each_first_get_then_reads_live(open_store):
         assert store.change("clients", "c", lambda r: r.update(n=r["n"] + 10)) is None
         assert other.get("clients", "c")["n"] == 14
     assert store.get("clients", "c")["n"] == 14
+
+
+def test_a_block_that_assumes_known_records_never_acts_on_stale_ones(open_store):
+    """`read_ahead(…, assume_known=True)` may answer from the records as this handle
+    last saw them (PostgreSQL does, with no read), but nothing is decided on one that
+    another handle changed since: the block reads it as it now is, or raises
+    StaleRead having written nothing; run again, it reads the newest."""
+    store, other = open_store(), open_store()
+    wanted = [("clients", "c"), ("grants", "g")]
+
+    def attempt(block):
+        try:
+            with store.read_ahead(wanted, assume_known=True):
+                return block()
+        except StaleRead:
+            return "stale"
+
+    def learn():  # this handle reads both, as a refresh does, and writes the grant
+        return attempt(lambda: (store.get("clients", "c"), store.change("grants", "g", lambda r: None)))
+
+    other.put("clients", "c", {"client_id": "c", "n": 1})
+    other.put("grants", "g", {"grant_id": "g", "n": 1})
+    learn()
+
+    # A block that only reads: checked at its end.
+    other.put("clients", "c", {"client_id": "c", "n": 2})
+    assert attempt(lambda: store.get("clients", "c")["n"]) in (2, "stale")
+    assert attempt(lambda: store.get("clients", "c")["n"]) == 2  # run again: the newest
+
+    # A change of the grant decided on a client changed elsewhere is not written.
+    learn()
+    other.put("clients", "c", {"client_id": "c", "n": 3})
+
+    def add_ten_if_client_is_three():
+        client = store.get("clients", "c")
+        return store.change("grants", "g", lambda r: r.update(n=r["n"] + 10, seen=client["n"]))
+
+    outcome = attempt(add_ten_if_client_is_three)
+    assert (outcome, other.get("grants", "g")["n"]) in ((None, 11), ("stale", 1))
+    if outcome == "stale":
+        assert attempt(add_ten_if_client_is_three) is None
+    assert other.get("grants", "g") == {"grant_id": "g", "n": 11, "seen": 3}
+
+    # A grant changed elsewhere: the change lands on the newest, as after any read.
+    learn()
+    other.put("grants", "g", {"grant_id": "g", "n": 100})
+    assert attempt(lambda: store.change("grants", "g", lambda r: r.update(n=r["n"] + 1))) is None
+    assert other.get("grants", "g")["n"] == 101
+
+    # Any other write in the block is checked first: nothing is written on a stale read.
+    learn()
+    other.put("clients", "c", {"client_id": "c", "n": 4})
+
+    def record_what_was_seen():
+        store.put("users", "u", {"seen": store.get("clients", "c")["n"]})
+
+    if attempt(record_what_was_seen) == "stale":
+        assert other.get("users", "u") is None
+        attempt(record_what_was_seen)
+    assert other.get("users", "u") == {"seen": 4}
+
+    # A record deleted elsewhere is not assumed back to life.
+    learn()
+    other.delete("clients", "c")
+    assert attempt(lambda: store.get("clients", "c")) in (None, "stale")
+    assert attempt(lambda: store.get("clients", "c")) is None

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..cache import TTLCache
 from .base import Store
-from .store import COLLECTIONS, CorruptStoreError, PersistentStore, StoreError
+from .store import COLLECTIONS, CorruptStoreError, PersistentStore, StaleRead, StoreError
 
 
 def shared_state(store: Any) -> Any:
@@ -38,6 +38,7 @@ __all__ = [
     "COLLECTIONS",
     "CorruptStoreError",
     "PersistentStore",
+    "StaleRead",
     "Store",
     "StoreError",
     "expiring_map",

@@ -51,11 +51,18 @@ class Store(Protocol):
         """The live record whose `field` (a string, or the keys of an object) holds
         `value`, through an index (the refresh-token hashes of grants)."""
 
-    def read_ahead(self, wanted: list[tuple[str, str]]) -> AbstractContextManager[None]:
+    def read_ahead(self, wanted: list[tuple[str, str]], assume_known: bool = False) -> AbstractContextManager[None]:
         """Within the block, this thread's first `get` of each (collection, key) in
         `wanted` may be answered by one read of them all, made on entry (a backend
         whose every read is a round trip makes one instead of several). A write to a
-        collection here drops what was read ahead of it."""
+        collection here drops what was read ahead of it.
+
+        `assume_known`: those first gets may instead be answered, with no read at all,
+        by the records as this process last read or wrote them. Nothing is then
+        decided on a stale one: before anything is written in the block (a `change`
+        of one checks them in its own write), and when the block ends, the backend
+        checks that they were still current, and raises `StaleRead` if one was not,
+        having written nothing. The caller runs the block again, and it then reads."""
 
     def put(self, collection: str, key: str, record: Record) -> None:
         """Store `record` under `key`, durably before returning."""

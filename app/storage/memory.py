@@ -39,7 +39,7 @@ class MemoryStore:
 
     # -- one record at a time ------------------------------------------------------------
 
-    def read_ahead(self, wanted: list[tuple[str, str]]) -> AbstractContextManager[None]:
+    def read_ahead(self, wanted: list[tuple[str, str]], assume_known: bool = False) -> AbstractContextManager[None]:
         return nullcontext()  # every read is from memory already
 
     def get(self, collection: str, key: str) -> Record | None:

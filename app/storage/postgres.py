@@ -14,6 +14,13 @@ each other's updates, and in the common case nobody holds a row across a round t
 grant goes through a GIN index on a column generated from them, and `revision` is a
 digest of the collection's keys and row versions.
 
+A refresh reads its client and grant, then rewrites the grant: two round trips. An
+instance usually served the last refresh of that grant too, and so knows both rows as
+they are (`KnownRows`): `read_ahead(…, assume_known=True)` then makes no read, and the
+rewrite's compare-and-set checks both row versions in its one statement. Whatever a
+block decides on an assumed row that another instance changed meanwhile is never
+written: any other write, and the block's end, check the rows first (`StaleRead`).
+
 `lock()` (the operator's restore, merged under every collection) is an exclusive
 advisory lock per collection; every write takes the shared one within its statement.
 
@@ -34,6 +41,7 @@ import threading
 import time
 import weakref
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -44,7 +52,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .base import ExpiryRule, Record, WriteObserver, ignore_write, is_expired
-from .store import COLLECTIONS, StoreError
+from .store import COLLECTIONS, StaleRead, StoreError
 
 T = TypeVar("T")
 
@@ -133,6 +141,13 @@ CHECK_AFTER_IDLE = 2.0
 REVISION_TTL = 1.0
 #: how long start-up waits for the database
 CONNECT_TIMEOUT = 10.0
+#: rows an instance remembers as it last read or wrote them (`KnownRows`), the least
+#: recently used forgotten first: a grant with its refresh-token hashes is about 2 kB
+KNOWN_ROWS = 4096
+#: once this many assumptions in a row were stale (instances that take turns with
+#: the same grants: a round-robin balancer), assume only every `STALE_RETRY`-th time
+STALE_STREAK = 3
+STALE_RETRY = 16
 #: a write of one record takes its collection's shared advisory lock in the statement
 #: itself (`guard`), unless this thread holds the collection with `lock()`; a
 #: statement's lock is held until it commits. The statement sees the rows as of its
@@ -161,9 +176,37 @@ def _read_ahead_query(count: int) -> sql.Composed:
     count, now`. Plain text parameters: psycopg dumps them for a fraction of what two
     arrays cost."""
     return sql.SQL(
-        "SELECT collection, key, record::text, xmin::text FROM records "
+        "SELECT collection, key, record::text, xmin::text, expires_at FROM records "
         "WHERE (collection, key) IN ({}) AND (expires_at IS NULL OR expires_at > %s)"
     ).format(sql.SQL(", ").join([sql.SQL("(%s, %s)")] * count))
+
+
+@functools.cache
+def _still_current_query(count: int) -> sql.Composed:
+    """How many of `count` rows are live and still the version assumed; parameters
+    `(collection, key, version) * count, now`."""
+    return sql.SQL("SELECT count(*) FROM records WHERE ({}) AND (expires_at IS NULL OR expires_at > %s)").format(
+        sql.SQL(" OR ").join([sql.SQL("(collection = %s AND key = %s AND xmin = %s::xid)")] * count)
+    )
+
+
+#: `change`'s compare-and-set, parameters `(record, expires_at, collection, key,
+#: version, now)`; `{from_guard}`: see `_guarded`
+CHANGE = (
+    "UPDATE records SET record = %s, expires_at = %s{from_guard} WHERE collection = %s AND key = %s "
+    "AND xmin = %s::xid AND (expires_at IS NULL OR expires_at > %s)"
+)
+#: ... and another row still live and the version assumed: `(collection, key, version, now)`
+STILL_CURRENT = (
+    " AND EXISTS (SELECT 1 FROM records r WHERE r.collection = %s AND r.key = %s AND r.xmin = %s::xid "
+    "AND (r.expires_at IS NULL OR r.expires_at > %s))"
+)
+
+
+@functools.cache
+def _change_query(assumed: int) -> str:
+    """`CHANGE` requiring `assumed` other rows `STILL_CURRENT`, returning the new row version."""
+    return CHANGE + STILL_CURRENT * assumed + " RETURNING xmin::text"
 
 
 @functools.cache
@@ -187,6 +230,64 @@ def _guarded(statement: str, guard: bool) -> str:
     return (GUARD if guard else "") + statement.format(from_guard=" FROM guard" if guard else "")
 
 
+#: a row as remembered: (row version, the record as JSON text, when it expires)
+KnownRow = tuple[str, str, float | None]
+
+
+class KnownRows:
+    """The rows of refreshes as this instance last read or wrote them, for
+    `read_ahead(…, assume_known=True)`. Other instances' writes never reach it: an
+    assumed row is always checked against the database before it matters."""
+
+    def __init__(self, size: int = KNOWN_ROWS) -> None:
+        self._rows: OrderedDict[tuple[str, str], KnownRow] = OrderedDict()
+        self._lock = threading.Lock()
+        self._size = size
+        # assumptions found stale in a row, and assumptions passed up since
+        self._stale_streak = 0
+        self._passed_up = 0
+
+    def assumable(self, wanted: list[tuple[str, str]], now: float) -> dict[tuple[str, str], KnownRow] | None:
+        """Every wanted row, if all are known and live and assuming still pays."""
+        with self._lock:
+            rows = {}
+            for name in wanted:
+                row = self._rows.get(name)
+                if row is None or (row[2] is not None and row[2] <= now):
+                    return None
+                rows[name] = row
+            if self._stale_streak >= STALE_STREAK:
+                self._passed_up += 1
+                if self._passed_up % STALE_RETRY:
+                    return None
+            for name in wanted:
+                self._rows.move_to_end(name)
+            return rows
+
+    def outcome(self, stale: bool) -> None:
+        """How an assumption turned out (see STALE_STREAK)."""
+        with self._lock:
+            self._stale_streak = self._stale_streak + 1 if stale else 0
+
+    def remember(self, name: tuple[str, str], row: KnownRow, only_if_known: bool = False) -> None:
+        with self._lock:
+            if only_if_known and name not in self._rows:
+                return
+            self._rows[name] = row
+            self._rows.move_to_end(name)
+            while len(self._rows) > self._size:
+                self._rows.popitem(last=False)
+
+    def forget(self, *names: tuple[str, str]) -> None:
+        with self._lock:
+            for name in names:
+                self._rows.pop(name, None)
+
+    def forget_all(self) -> None:
+        with self._lock:
+            self._rows.clear()
+
+
 class PostgresStore:
     def __init__(self, url: str, expiry: Mapping[str, ExpiryRule] | None = None, max_connections: int = 10):
         self._expiry = dict(expiry or {})
@@ -198,8 +299,10 @@ class PostgresStore:
         # JSON text), so that a `change` right after needs no second read
         self._last_read = threading.local()
         # what this thread read ahead (`read_ahead`): (collection, key) -> (row version,
-        # JSON text), or None for a record that was not there
+        # JSON text), or None for a record that was not there; and `assumed`, the row
+        # versions it took from `_known_rows` and has not yet checked
         self._ahead = threading.local()
+        self._known_rows = KnownRows()
         self._pool = ConnectionPool(
             url,
             min_size=1,
@@ -261,6 +364,7 @@ class PostgresStore:
     def _writing(self, *collections: str) -> Iterator[psycopg.Connection]:
         """A transaction that writes `collections` (several statements), holding their
         shared advisory locks unless this thread holds them exclusively."""
+        self._check_assumed()
         started = time.perf_counter()
         with self._connection() as conn, conn.transaction():
             held = self._held_here()
@@ -270,9 +374,14 @@ class PostgresStore:
             yield conn
         self._wrote(started, *collections)
 
-    def _write(self, collection: str, statement: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    def _write(
+        self, collection: str, statement: str, params: tuple[Any, ...], checks_assumed: bool = False
+    ) -> list[tuple[Any, ...]]:
         """One statement that writes one record of `collection`, under the collection's
-        shared lock (see `GUARD`); the rows it returned."""
+        shared lock (see `GUARD`); the rows it returned. Rows this block assumed are
+        checked first, unless the statement does (`checks_assumed`)."""
+        if not checks_assumed:
+            self._check_assumed()
         started = time.perf_counter()
         guard = collection not in self._held_here()
         query = _guarded(statement, guard)
@@ -296,6 +405,36 @@ class PostgresStore:
     def _remember(self, collection: str, key: str, version: str, text: str) -> Record:
         self._last_read.row = (collection, key, version, text)
         return json.loads(text)
+
+    # -- rows assumed as this instance last saw them (`read_ahead`, `KnownRows`) -----------
+
+    def _take_assumed(self) -> dict[tuple[str, str], str]:
+        """The row versions this block assumed and nothing has checked yet; from now on,
+        none (whoever takes them checks them)."""
+        assumed: dict[tuple[str, str], str] | None = getattr(self._ahead, "assumed", None)
+        self._ahead.assumed = None
+        return assumed or {}
+
+    def _still_current(self, assumed: Mapping[tuple[str, str], str]) -> bool:
+        """Whether every assumed row is live and still the version assumed (one read)."""
+        params = [part for (collection, key), version in assumed.items() for part in (collection, key, version)]
+        with self._connection() as conn:
+            row = conn.execute(_still_current_query(len(assumed)), (*params, time.time())).fetchone()
+        return row is not None and row[0] == len(assumed)
+
+    def _stale(self, assumed: Mapping[tuple[str, str], str]) -> StaleRead:
+        self._known_rows.forget(*assumed)
+        self._known_rows.outcome(stale=True)
+        return StaleRead("a record assumed as this instance last saw it has changed elsewhere")
+
+    def _check_assumed(self) -> None:
+        """Before a write: the rows this block assumed must still be current, or
+        nothing is written (StaleRead)."""
+        assumed = self._take_assumed()
+        if assumed:
+            if not self._still_current(assumed):
+                raise self._stale(assumed)
+            self._known_rows.outcome(stale=False)
 
     def _held_here(self) -> set[str]:
         held: set[str] | None = getattr(self._held, "names", None)
@@ -344,25 +483,34 @@ class PostgresStore:
     # -- one record at a time ------------------------------------------------------------
 
     @contextmanager
-    def read_ahead(self, wanted: list[tuple[str, str]]) -> Iterator[None]:
+    def read_ahead(self, wanted: list[tuple[str, str]], assume_known: bool = False) -> Iterator[None]:
+        """See the interface (base.py); the rows read are remembered (`KnownRows`), and
+        with `assume_known` the rows remembered are used instead of a read."""
         for collection, _ in wanted:
             self._known(collection)
-        if len(wanted) < 2:  # saves no round trip
+        now = time.time()
+        known = self._known_rows.assumable(wanted, now) if assume_known and wanted else None
+        if known is None and len(wanted) < 2:  # saves no round trip
             yield
             return
-        with self._connection() as conn:
-            found = {
-                (collection, key): (version, text)
-                for collection, key, text, version in conn.execute(
-                    _read_ahead_query(len(wanted)), (*(part for pair in wanted for part in pair), time.time())
-                )
-            }
-        outer = getattr(self._ahead, "rows", None)
+        if known is not None:
+            found = {name: (version, text) for name, (version, text, _) in known.items()}
+        else:
+            with self._connection() as conn:
+                rows = conn.execute(_read_ahead_query(len(wanted)), (*(part for pair in wanted for part in pair), now))
+                found = {}
+                for collection, key, text, version, expires_at in rows:
+                    found[collection, key] = (version, text)
+                    self._known_rows.remember((collection, key), (version, text, expires_at))
+            self._known_rows.forget(*(name for name in wanted if name not in found))
+        outer = getattr(self._ahead, "rows", None), getattr(self._ahead, "assumed", None)
         self._ahead.rows = {w: found.get(w) for w in wanted}
+        self._ahead.assumed = {name: version for name, (version, _) in found.items()} if known is not None else None
         try:
             yield
+            self._check_assumed()  # nothing written checked them: whatever the block decided
         finally:
-            self._ahead.rows = outer
+            self._ahead.rows, self._ahead.assumed = outer
 
     def get(self, collection: str, key: str) -> Record | None:
         self._known(collection)
@@ -371,12 +519,17 @@ class PostgresStore:
             row = ahead.pop((collection, key))
             return self._remember(collection, key, *row) if row else None
         with self._connection() as conn:
-            row = conn.execute(
-                "SELECT record::text, xmin::text FROM records WHERE collection = %s AND key = %s "
+            live = conn.execute(
+                "SELECT record::text, xmin::text, expires_at FROM records WHERE collection = %s AND key = %s "
                 "AND (expires_at IS NULL OR expires_at > %s)",
                 (collection, key, time.time()),
             ).fetchone()
-        return self._remember(collection, key, row[1], row[0]) if row else None
+        if live is None:
+            self._known_rows.forget((collection, key))
+            return None
+        text, version, expires_at = live
+        self._known_rows.remember((collection, key), (version, text, expires_at), only_if_known=True)
+        return self._remember(collection, key, version, text)
 
     def find(self, collection: str, field: str, value: str) -> Record | None:
         self._known(collection)
@@ -392,6 +545,7 @@ class PostgresStore:
     def put(self, collection: str, key: str, record: Record) -> None:
         self._known(collection)
         self._write(collection, UPSERT, self._row(collection, key, record))
+        self._known_rows.forget((collection, key))
 
     def add(self, collection: str, key: str, record: Record) -> bool:
         self._known(collection)
@@ -401,15 +555,17 @@ class PostgresStore:
             UPSERT + " WHERE records.expires_at IS NOT NULL AND records.expires_at <= %s RETURNING 1",
             (*self._row(collection, key, record), time.time()),
         )
+        self._known_rows.forget((collection, key))
         return bool(rows)
 
     def change(self, collection: str, key: str, change: Callable[[Record], T]) -> T | None:
         """Optimistic first: compare-and-set over the row version read (by this
-        thread's `get` or `find` just before, or read now). Should another writer have
-        come first, the row is held (`SELECT … FOR UPDATE`) and changed in a
-        transaction, so that a contended record still makes progress. `change` may
-        therefore run twice, on the newer record the second time: it must be a
-        function of the record alone."""
+        thread's `get` or `find` just before, or read now), which also checks every
+        other row this block assumed (`read_ahead`). Should another writer have come
+        first, the row is held (`SELECT … FOR UPDATE`) and changed in a transaction,
+        so that a contended record still makes progress. `change` may therefore run
+        twice, on the newer record the second time: it must be a function of the
+        record alone."""
         self._known(collection)
         last = getattr(self._last_read, "row", None)
         if last is None or last[:2] != (collection, key):
@@ -420,13 +576,39 @@ class PostgresStore:
         _, _, version, text = last
         record = json.loads(text)
         result = change(record)
-        if self._write(
+        assumed = self._take_assumed()
+        others = [(name, v) for name, v in assumed.items() if name != (collection, key)]
+        text = json.dumps(record)
+        expires_at = self._expires_at(collection, record)
+        now = time.time()
+        rows = self._write(
             collection,
-            "UPDATE records SET record = %s, expires_at = %s{from_guard} WHERE collection = %s AND key = %s "
-            "AND xmin = %s::xid AND (expires_at IS NULL OR expires_at > %s) RETURNING 1",
-            (Jsonb(record), self._expires_at(collection, record), collection, key, version, time.time()),
-        ):
+            _change_query(len(others)),
+            (
+                Jsonb(record, dumps=lambda _: text),
+                expires_at,
+                collection,
+                key,
+                version,
+                now,
+                *(part for (c, k), v in others for part in (c, k, v, now)),
+            ),
+            checks_assumed=True,
+        )
+        if rows:
+            if assumed:
+                self._known_rows.outcome(stale=False)
+            self._known_rows.remember((collection, key), (rows[0][0], text, expires_at), only_if_known=True)
             return result
+        self._known_rows.forget((collection, key))
+        if assumed:
+            # The record, or another one assumed, changed elsewhere. Another one: what
+            # was decided on it stands on nothing (StaleRead). Only this one: change
+            # the newest, as when a read is overtaken.
+            if others and not self._still_current(dict(others)):
+                raise self._stale(assumed)
+            self._known_rows.outcome(stale=(collection, key) in assumed)
+            return self.change(collection, key, change)
         with self._writing(collection) as conn:
             row = conn.execute(
                 "SELECT record FROM records WHERE collection = %s AND key = %s "
@@ -445,6 +627,7 @@ class PostgresStore:
 
     def delete(self, collection: str, key: str) -> Record | None:
         self._known(collection)
+        self._known_rows.forget((collection, key))
         # Not one statement with the lock in it: a statement sees the rows as of its
         # start, so a delete that waited out a restore would miss the restored row.
         with self._writing(collection) as conn:
@@ -458,6 +641,7 @@ class PostgresStore:
 
     def delete_where(self, collection: str, doomed: Callable[[Record], bool]) -> list[Record]:
         self._known(collection)
+        self._known_rows.forget_all()
         with self._writing(collection) as conn:
             rows = conn.execute(
                 "SELECT key, record FROM records WHERE collection = %s "
@@ -499,8 +683,7 @@ class PostgresStore:
             return cached[1]
         with self._connection() as conn:
             row = conn.execute(
-                "SELECT md5(string_agg(key || ' ' || xmin::text, ',' ORDER BY key)) FROM records "
-                "WHERE collection = %s",
+                "SELECT md5(string_agg(key || ' ' || xmin::text, ',' ORDER BY key)) FROM records WHERE collection = %s",
                 (collection,),
             ).fetchone()
         revision = row[0] if row else None
@@ -544,6 +727,8 @@ class PostgresStore:
         self, collection: str, extra: Callable[[Record], bool] | None = None, dry_run: bool = False
     ) -> list[Record]:
         self._known(collection)
+        if not dry_run:
+            self._known_rows.forget_all()
         now = time.time()
         if extra is None and not dry_run:
             with self._writing(collection) as conn:
@@ -588,6 +773,7 @@ class PostgresStore:
         """One transaction: every named collection replaced, or none."""
         for name in collections:
             self._known(name)
+        self._known_rows.forget_all()
         with self._writing(*collections) as conn:
             for name, items in collections.items():
                 conn.execute("DELETE FROM records WHERE collection = %s", (name,))
@@ -611,6 +797,7 @@ class PostgresStore:
         return row[0] if row else None
 
     def ephemeral_put(self, kind: str, key: str, value: Any, expires_at: float) -> None:
+        self._check_assumed()  # a write: see `read_ahead`
         with self._connection() as conn:
             conn.execute(
                 "INSERT INTO ephemeral (kind, key, value, expires_at) VALUES (%s, %s, %s, %s) "
@@ -621,6 +808,7 @@ class PostgresStore:
             conn.execute("DELETE FROM ephemeral WHERE expires_at <= %s", (time.time() - 60,))
 
     def ephemeral_pop(self, kind: str, key: str) -> Any:
+        self._check_assumed()  # a write: see `read_ahead`
         with self._connection() as conn:
             row = conn.execute(
                 "DELETE FROM ephemeral WHERE kind = %s AND key = %s RETURNING value, expires_at", (kind, key)
@@ -632,6 +820,7 @@ class PostgresStore:
         """The value under `key`, held against every instance (`SELECT … FOR UPDATE`)
         until the block ends: yields `[value]` (None when absent); a value put back
         into the list is stored when the block ends without an exception."""
+        self._check_assumed()  # a write: see `read_ahead`
         with self._connection() as conn, conn.transaction():
             row = conn.execute(
                 "SELECT value FROM ephemeral WHERE kind = %s AND key = %s AND expires_at > %s FOR UPDATE",
@@ -649,6 +838,7 @@ class PostgresStore:
         the live value (None when absent) and returns (the new value or None to remove
         it, its expiry time, the result)."""
         now = time.time()
+        self._check_assumed()  # a write: see `read_ahead`
         with self._connection() as conn, conn.transaction():
             # A row to lock even for a new key (an expired placeholder until updated).
             conn.execute(
@@ -671,6 +861,7 @@ class PostgresStore:
         return result
 
     def ephemeral_delete_where(self, kind: str, field: str, value: str) -> None:
+        self._check_assumed()  # a write: see `read_ahead`
         with self._connection() as conn:
             conn.execute("DELETE FROM ephemeral WHERE kind = %s AND value ->> %s = %s", (kind, field, value))
 

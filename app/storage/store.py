@@ -69,6 +69,12 @@ class StoreError(Exception):
     """The store cannot be used; the message says which file and why."""
 
 
+class StaleRead(StoreError):
+    """Raised out of `read_ahead(…, assume_known=True)`: a record the block assumed had
+    changed elsewhere, and nothing was written; run the block again (it then reads).
+    Uncaught, it is answered like any StoreError (503)."""
+
+
 class CorruptStoreError(StoreError):
     """A store file exists but is not a valid store document."""
 
@@ -351,8 +357,8 @@ class PersistentStore:
     def _is_expired(self, collection: str, record: Record, now: float) -> bool:
         return is_expired(self._expiry.get(collection), record, now)
 
-    def read_ahead(self, wanted: list[tuple[str, str]]) -> AbstractContextManager[None]:
-        return nullcontext()  # every read is from memory already
+    def read_ahead(self, wanted: list[tuple[str, str]], assume_known: bool = False) -> AbstractContextManager[None]:
+        return nullcontext()  # every read is from memory already, and checked live
 
     def get(self, collection: str, key: str) -> Record | None:
         record = self._load(collection).items.get(key)
