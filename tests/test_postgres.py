@@ -299,7 +299,8 @@ def _two_instances(make_server, postgres_url: str) -> list:
 def test_an_instance_refreshes_a_grant_it_refreshed_last_in_one_statement(make_server, postgres, postgres_url):
     """The instance that served a grant's last refresh assumes its client and grant as
     it left them: the next refresh reads neither, and its one statement, the grant's
-    rewrite, checks both. Another instance's first refresh of it reads them first."""
+    rewrite, checks both. Another instance's first refresh of it reads them first, and
+    where the rows assumed turn out stale, a refresh costs one read more."""
     from app.repositories import grant_named_by
 
     database = postgres_url.rsplit("/", 1)[1]
@@ -321,6 +322,10 @@ def test_an_instance_refreshes_a_grant_it_refreshed_last_in_one_statement(make_s
     assert len(again) == 1 and "UPDATE records" in again[0] and client["client_id"] in again[0], again
     elsewhere = _statements_naming(postgres, database, grant_id, lambda: refresh_at(second))
     assert len(elsewhere) == 2 and "SELECT" in elsewhere[0] and "UPDATE records" in elsewhere[1], elsewhere
+    # Back at the first, whose grant is now stale: the token presented is not in the
+    # grant it assumed, so it reads the grant, finds it changed, and starts again.
+    back = _statements_naming(postgres, database, grant_id, lambda: refresh_at(first))
+    assert [e.split("LOG:", 1)[1].split()[2] for e in back] == ["SELECT", "SELECT", "WITH"], back
 
 
 def test_refreshes_taking_turns_between_instances_never_act_on_what_one_saw_last(make_server, postgres_url):

@@ -493,16 +493,7 @@ class PostgresStore:
         if known is None and len(wanted) < 2:  # saves no round trip
             yield
             return
-        if known is not None:
-            found = {name: (version, text) for name, (version, text, _) in known.items()}
-        else:
-            with self._connection() as conn:
-                rows = conn.execute(_read_ahead_query(len(wanted)), (*(part for pair in wanted for part in pair), now))
-                found = {}
-                for collection, key, text, version, expires_at in rows:
-                    found[collection, key] = (version, text)
-                    self._known_rows.remember((collection, key), (version, text, expires_at))
-            self._known_rows.forget(*(name for name in wanted if name not in found))
+        found = {name: (version, text) for name, (version, text, _) in (known or self._read(wanted, now)).items()}
         outer = getattr(self._ahead, "rows", None), getattr(self._ahead, "assumed", None)
         self._ahead.rows = {w: found.get(w) for w in wanted}
         self._ahead.assumed = {name: version for name, (version, _) in found.items()} if known is not None else None
@@ -511,6 +502,16 @@ class PostgresStore:
             self._check_assumed()  # nothing written checked them: whatever the block decided
         finally:
             self._ahead.rows, self._ahead.assumed = outer
+
+    def _read(self, wanted: list[tuple[str, str]], now: float) -> dict[tuple[str, str], KnownRow]:
+        """The live rows among `wanted`, in one statement; remembered (`KnownRows`)."""
+        with self._connection() as conn:
+            rows = conn.execute(_read_ahead_query(len(wanted)), (*(part for pair in wanted for part in pair), now))
+            found = {(collection, key): (version, text, expires) for collection, key, text, version, expires in rows}
+        for name, row in found.items():
+            self._known_rows.remember(name, row)
+        self._known_rows.forget(*(name for name in wanted if name not in found))
+        return found
 
     def get(self, collection: str, key: str) -> Record | None:
         self._known(collection)
@@ -524,6 +525,11 @@ class PostgresStore:
                 "AND (expires_at IS NULL OR expires_at > %s)",
                 (collection, key, time.time()),
             ).fetchone()
+        assumed = getattr(self._ahead, "assumed", None)
+        if assumed and (collection, key) in assumed and (live is None or live[1] != assumed[collection, key]):
+            # read again in a block that assumed it, and changed: what the block decided
+            # on it so far stands on nothing
+            raise self._stale(self._take_assumed())
         if live is None:
             self._known_rows.forget((collection, key))
             return None
@@ -602,12 +608,17 @@ class PostgresStore:
             return result
         self._known_rows.forget((collection, key))
         if assumed:
-            # The record, or another one assumed, changed elsewhere. Another one: what
-            # was decided on it stands on nothing (StaleRead). Only this one: change
-            # the newest, as when a read is overtaken.
-            if others and not self._still_current(dict(others)):
+            # The record, or another one assumed, changed elsewhere: all are read again
+            # (one statement). Another one: what was decided on it stands on nothing
+            # (StaleRead). Only this one: change the newest, as when a read is overtaken.
+            fresh = self._read([(collection, key), *(name for name, _ in others)], time.time())
+            if any(fresh.get(name, ("",))[0] != version for name, version in others):
                 raise self._stale(assumed)
             self._known_rows.outcome(stale=(collection, key) in assumed)
+            newest = fresh.get((collection, key))
+            if newest is None:
+                return None
+            self._last_read.row = (collection, key, newest[0], newest[1])
             return self.change(collection, key, change)
         with self._writing(collection) as conn:
             row = conn.execute(
