@@ -279,6 +279,18 @@ def test_a_block_that_assumes_known_records_never_acts_on_stale_ones(open_store)
         attempt(record_what_was_seen)
     assert other.get("users", "u") == {"seen": 4}
 
+    # ... a delete too (a refresh presenting a rotated token deletes its grant).
+    learn()
+    other.put("clients", "c", {"client_id": "c", "n": 5})
+
+    def delete_the_grant_unless_client_is_five():
+        if store.get("clients", "c")["n"] != 5:
+            store.delete("grants", "g")
+
+    if attempt(delete_the_grant_unless_client_is_five) == "stale":
+        attempt(delete_the_grant_unless_client_is_five)
+    assert other.get("grants", "g") is not None
+
     # A record deleted elsewhere is not assumed back to life.
     learn()
     other.delete("clients", "c")
