@@ -493,7 +493,8 @@ class PostgresStore:
         if known is None and len(wanted) < 2:  # saves no round trip
             yield
             return
-        found = {name: (version, text) for name, (version, text, _) in (known or self._read(wanted, now)).items()}
+        rows = known if known is not None else self._read(wanted, now)
+        found = {name: (version, text) for name, (version, text, _) in rows.items()}
         outer = getattr(self._ahead, "rows", None), getattr(self._ahead, "assumed", None)
         self._ahead.rows = {w: found.get(w) for w in wanted}
         self._ahead.assumed = {name: version for name, (version, _) in found.items()} if known is not None else None
