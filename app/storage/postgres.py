@@ -585,14 +585,14 @@ class PostgresStore:
         result = change(record)
         assumed = self._take_assumed()
         others = [(name, v) for name, v in assumed.items() if name != (collection, key)]
-        text = json.dumps(record)
+        written = json.dumps(record)
         expires_at = self._expires_at(collection, record)
         now = time.time()
         rows = self._write(
             collection,
             _change_query(len(others)),
             (
-                Jsonb(record, dumps=lambda _: text),
+                Jsonb(record, dumps=lambda _: written),
                 expires_at,
                 collection,
                 key,
@@ -605,7 +605,7 @@ class PostgresStore:
         if rows:
             if assumed:
                 self._known_rows.outcome(stale=False)
-            self._known_rows.remember((collection, key), (rows[0][0], text, expires_at), only_if_known=True)
+            self._known_rows.remember((collection, key), (rows[0][0], written, expires_at), only_if_known=True)
             return result
         self._known_rows.forget((collection, key))
         if assumed:
