@@ -141,6 +141,8 @@ CHECK_AFTER_IDLE = 2.0
 REVISION_TTL = 1.0
 #: how long start-up waits for the database
 CONNECT_TIMEOUT = 10.0
+#: optimistic tries of `ephemeral_update` before it holds the row in a transaction
+EPHEMERAL_TRIES = 3
 #: rows an instance remembers as it last read or wrote them (`KnownRows`), the least
 #: recently used forgotten first: a grant with its refresh-token hashes is about 2 kB
 KNOWN_ROWS = 4096
@@ -846,11 +848,19 @@ class PostgresStore:
                 )
 
     def ephemeral_update(self, kind: str, key: str, update: Callable[[Any], tuple[Any, float, T]]) -> T:
-        """Read-modify-write of one entry, held against every instance: `update` gets
-        the live value (None when absent) and returns (the new value or None to remove
-        it, its expiry time, the result)."""
-        now = time.time()
+        """Read-modify-write of one entry, atomic across instances: `update` gets the
+        live value (None when absent) and returns (the new value or None to remove it,
+        its expiry time, the result). As `change`: optimistic first, a read then a
+        write over the row version read (two statements; a registration and a login
+        attempt each make one of these); should another instance have come first, again,
+        and then the row held in a transaction. `update` may run more than once: it
+        must be a function of the value alone."""
         self._check_assumed()  # a write: see `read_ahead`
+        for _ in range(EPHEMERAL_TRIES):
+            done, result = self._ephemeral_update_unless_overtaken(kind, key, update)
+            if done:
+                return result
+        now = time.time()
         with self._connection() as conn, conn.transaction():
             # A row to lock even for a new key (an expired placeholder until updated).
             conn.execute(
@@ -871,6 +881,37 @@ class PostgresStore:
                     (Jsonb(value), expires_at, kind, key),
                 )
         return result
+
+    def _ephemeral_update_unless_overtaken(
+        self, kind: str, key: str, update: Callable[[Any], tuple[Any, float, T]]
+    ) -> tuple[bool, T]:
+        """One optimistic `ephemeral_update`: (whether it was written, the result)."""
+        with self._connection() as conn:
+            row = conn.execute(
+                "SELECT value, expires_at, xmin::text FROM ephemeral WHERE kind = %s AND key = %s", (kind, key)
+            ).fetchone()
+            current = row[0] if row and row[1] > time.time() else None
+            value, expires_at, result = update(current)
+            if row is None and value is None:
+                return True, result
+            if row is None:
+                written = conn.execute(
+                    "INSERT INTO ephemeral (kind, key, value, expires_at) VALUES (%s, %s, %s, %s) "
+                    "ON CONFLICT (kind, key) DO NOTHING RETURNING 1",
+                    (kind, key, Jsonb(value), expires_at),
+                ).fetchone()
+            elif value is None:
+                written = conn.execute(
+                    "DELETE FROM ephemeral WHERE kind = %s AND key = %s AND xmin = %s::xid RETURNING 1",
+                    (kind, key, row[2]),
+                ).fetchone()
+            else:
+                written = conn.execute(
+                    "UPDATE ephemeral SET value = %s, expires_at = %s WHERE kind = %s AND key = %s "
+                    "AND xmin = %s::xid RETURNING 1",
+                    (Jsonb(value), expires_at, kind, key, row[2]),
+                ).fetchone()
+        return written is not None, result
 
     def ephemeral_delete_where(self, kind: str, field: str, value: str) -> None:
         self._check_assumed()  # a write: see `read_ahead`
