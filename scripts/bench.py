@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -223,7 +224,11 @@ class StoreServer:
         port = free_port()
         self.base = f"http://127.0.0.1:{port}"
         self.chains = [list(pair) for pair in fill(data, size, self.base, store_url)]
-        self.proc = start_server(data, port, **({"OAUTH_STORE": store_url} if store_url else {}))
+        # The registration rate stays on, as a deployment's does: each registration
+        # comes from an address of its own (X-Forwarded-For, from a trusted loopback).
+        store = {"OAUTH_STORE": store_url} if store_url else {}
+        self.proc = start_server(data, port, OAUTH_REGISTRATION_RATE="30", **store)
+        self._registrations = itertools.count()
         try:
             self.startup = wait_until_up(self.base + "/healthz", self.proc)
             self.rss = rss_mib(self.proc.pid)
@@ -238,7 +243,9 @@ class StoreServer:
 
     def register(self, session: requests.Session, worker: int) -> None:
         body = {"redirect_uris": ["https://app.example/cb"], "token_endpoint_auth_method": "none"}
-        assert session.post(self.base + "/register", json=body, timeout=30).status_code == 201
+        n = next(self._registrations)
+        address = {"X-Forwarded-For": f"198.51.{n // 256 % 256}.{n % 256}"}
+        assert session.post(self.base + "/register", json=body, headers=address, timeout=30).status_code == 201
 
     def refresh(self, session: requests.Session, worker: int) -> None:
         client_id, token = self.chains[worker]
