@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from app.pending import PendingAuthorizations
 from app.providers.custom import LoginThrottle
@@ -110,6 +111,64 @@ def test_a_shared_window_admits_exactly_its_limit_under_concurrency(postgres_url
         for thread in threads:
             thread.join()
         assert waits.count(0) == 5 and windows[0].count("key") == 5
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_a_shared_window_counts_and_waits_as_the_one_in_memory(postgres_url):
+    """`SharedSlidingWindow` (PostgreSQL) and `SlidingWindow` (memory) given the same
+    events at the same times answer alike: admitted or the same wait, the same count,
+    events leaving the window one by one, an undone event given back."""
+    from app.storage.postgres import PostgresStore
+    from app.throttle import SharedSlidingWindow
+
+    store = PostgresStore(postgres_url)
+    t = time.time()  # the database keeps an entry until its last event leaves the window
+    try:
+        windows = [SlidingWindow(limit=3, window=60), SharedSlidingWindow(store, "test", limit=3, window=60)]
+
+        def both(call, *args):
+            answers = [getattr(window, call)(*args) for window in windows]
+            assert answers[0] == answers[1], (call, args, answers)
+            return answers[0]
+
+        assert [both("hit", "k", at) for at in (t, t + 10, t + 20)] == [0, 0, 0]
+        assert both("hit", "k", t + 30) == 30 and both("count", "k", t + 30) == 3
+        assert both("hit", "other", t + 30) == 0  # keys apart
+        assert both("hit", "k", t + 60) == 0  # the first event left the window
+        assert both("hit", "k", t + 65) == 5 and both("count", "k", t + 65) == 3
+        both("undo", "k", t + 60)
+        assert both("count", "k", t + 65) == 2 and both("hit", "k", t + 66) == 0
+        both("add", "k", t + 67)  # recorded whatever the count
+        assert both("count", "k", t + 67) == 4 and both("retry_after", "k", t + 67) == 13
+        assert both("hit", "k", t + 200) == 0 and both("count", "k", t + 200) == 1
+    finally:
+        store.close()
+
+
+def test_shared_window_events_recorded_at_once_from_every_instance_are_all_kept(postgres_url):
+    """`SharedSlidingWindow.add` (failed logins) from four instances, thirty-two
+    callers at once: every event is kept."""
+    from app.storage.postgres import PostgresStore
+    from app.throttle import SharedSlidingWindow
+
+    stores = [PostgresStore(postgres_url) for _ in range(4)]
+    windows = [SharedSlidingWindow(store, "test", limit=5, window=60) for store in stores]
+    start = threading.Barrier(32)
+    t = time.time()
+
+    def add(window: SharedSlidingWindow, at: float) -> None:
+        start.wait()
+        window.add("key", at)
+
+    threads = [threading.Thread(target=add, args=(windows[i % 4], t + i)) for i in range(32)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert windows[0].count("key", t + 40) == 32
     finally:
         for store in stores:
             store.close()

@@ -141,6 +141,20 @@ CHECK_AFTER_IDLE = 2.0
 REVISION_TTL = 1.0
 #: how long start-up waits for the database
 CONNECT_TIMEOUT = 10.0
+#: `ephemeral_append_within`: the times still within the window (an entry that is not a
+#: list, such as an expired placeholder, holds none), then the append unless `limit` of
+#: them are left
+RECENT = """(SELECT {what} FROM jsonb_array_elements(
+    CASE WHEN jsonb_typeof(e.value) = 'array' THEN e.value ELSE '[]'::jsonb END
+) WITH ORDINALITY AS events(at, n) WHERE %(at)s - events.at::float8 < %(window)s)"""
+APPEND_WITHIN = (
+    "INSERT INTO ephemeral AS e (kind, key, value, expires_at) "
+    "VALUES (%(kind)s, %(key)s, jsonb_build_array(%(at)s::float8), %(at)s::float8 + %(window)s) "
+    "ON CONFLICT (kind, key) DO UPDATE SET value = "
+    + RECENT.format(what="coalesce(jsonb_agg(events.at ORDER BY events.n), '[]'::jsonb)")
+    + " || jsonb_build_array(%(at)s::float8), expires_at = %(at)s::float8 + %(window)s "
+    "WHERE " + RECENT.format(what="count(*)") + " < %(limit)s RETURNING 1"
+)
 #: optimistic tries of `ephemeral_update` before it holds the row in a transaction
 EPHEMERAL_TRIES = 3
 #: rows an instance remembers as it last read or wrote them (`KnownRows`), the least
@@ -881,6 +895,18 @@ class PostgresStore:
                     (Jsonb(value), expires_at, kind, key),
                 )
         return result
+
+    def ephemeral_append_within(self, kind: str, key: str, at: float, window: float, limit: int) -> bool:
+        """Append the time `at` to the list of times under `key` (a sliding window's
+        events, oldest first), dropping those `window` or more before it, unless
+        `limit` are left: whether it was appended. One statement, the row held while
+        it decides, so callers on every instance at once never pass `limit`."""
+        self._check_assumed()  # a write: see `read_ahead`
+        with self._connection() as conn:
+            appended = conn.execute(
+                APPEND_WITHIN, {"kind": kind, "key": key, "at": at, "window": window, "limit": limit}
+            )
+            return appended.fetchone() is not None
 
     def _ephemeral_update_unless_overtaken(
         self, kind: str, key: str, update: Callable[[Any], tuple[Any, float, T]]
