@@ -172,3 +172,27 @@ def test_shared_window_events_recorded_at_once_from_every_instance_are_all_kept(
     finally:
         for store in stores:
             store.close()
+
+
+def test_shared_window_entries_of_many_addresses_do_not_outlive_their_window(postgres_url, monkeypatch):
+    """Anyone can make a shared window's entry (its key is their address): entries
+    whose events all left the window are deleted as new hits come, as the in-memory
+    window forgets them, so a flood from many addresses leaves no lasting rows."""
+    import psycopg
+
+    from app.storage import postgres
+    from app.throttle import SharedSlidingWindow
+
+    monkeypatch.setattr(postgres, "EPHEMERAL_SWEEP", 0.0)  # every hit may sweep
+    store = postgres.PostgresStore(postgres_url)
+    try:
+        window = SharedSlidingWindow(store, "registration", limit=30, window=60)
+        long_ago = time.time() - 300
+        for n in range(50):
+            assert window.hit(f"198.51.100.{n}", long_ago) == 0
+        assert window.hit("203.0.113.1") == 0
+        with psycopg.connect(postgres_url) as conn:
+            keys = [row[0] for row in conn.execute("SELECT key FROM ephemeral WHERE kind = 'throttle:registration'")]
+        assert keys == ["203.0.113.1"]
+    finally:
+        store.close()

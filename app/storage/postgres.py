@@ -155,6 +155,8 @@ APPEND_WITHIN = (
     + " || jsonb_build_array(%(at)s::float8), expires_at = %(at)s::float8 + %(window)s "
     "WHERE " + RECENT.format(what="count(*)") + " < %(limit)s RETURNING 1"
 )
+#: expired short-lived entries are deleted at most this often (seconds) by an instance
+EPHEMERAL_SWEEP = 10.0
 #: optimistic tries of `ephemeral_update` before it holds the row in a transaction
 EPHEMERAL_TRIES = 3
 #: rows an instance remembers as it last read or wrote them (`KnownRows`), the least
@@ -333,6 +335,7 @@ class PostgresStore:
         )
         self._returned_at: weakref.WeakKeyDictionary[psycopg.Connection, float] = weakref.WeakKeyDictionary()
         self._pool_check = threading.Lock()
+        self._ephemeral_swept = -EPHEMERAL_SWEEP  # monotonic time of the last sweep
         self._revisions: dict[str, tuple[float, object]] = {}
         try:
             self._pool.open(wait=True, timeout=CONNECT_TIMEOUT)
@@ -832,8 +835,17 @@ class PostgresStore:
                 "ON CONFLICT (kind, key) DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at",
                 (kind, key, Jsonb(value), expires_at),
             )
-            # Expired entries go as new ones come (a cheap indexed delete).
-            conn.execute("DELETE FROM ephemeral WHERE expires_at <= %s", (time.time() - 60,))
+            self._sweep_ephemeral_if_due(conn)
+
+    def _sweep_ephemeral_if_due(self, conn: psycopg.Connection) -> None:
+        """Expired entries go as new ones come (a cheap indexed delete), at most every
+        EPHEMERAL_SWEEP seconds from this instance: anyone can make new entries (a
+        throttle's key is an address), so they must not outlive their use."""
+        now = time.monotonic()
+        if now - self._ephemeral_swept < EPHEMERAL_SWEEP:
+            return
+        self._ephemeral_swept = now
+        conn.execute("DELETE FROM ephemeral WHERE expires_at <= %s", (time.time() - 60,))
 
     def ephemeral_pop(self, kind: str, key: str) -> Any:
         self._check_assumed()  # a write: see `read_ahead`
@@ -903,10 +915,10 @@ class PostgresStore:
         it decides, so callers on every instance at once never pass `limit`."""
         self._check_assumed()  # a write: see `read_ahead`
         with self._connection() as conn:
-            appended = conn.execute(
-                APPEND_WITHIN, {"kind": kind, "key": key, "at": at, "window": window, "limit": limit}
-            )
-            return appended.fetchone() is not None
+            params = {"kind": kind, "key": key, "at": at, "window": window, "limit": limit}
+            appended = conn.execute(APPEND_WITHIN, params).fetchone() is not None
+            self._sweep_ephemeral_if_due(conn)
+        return appended
 
     def _ephemeral_update_unless_overtaken(
         self, kind: str, key: str, update: Callable[[Any], tuple[Any, float, T]]
