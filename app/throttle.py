@@ -98,8 +98,9 @@ class SlidingWindow:
 
 
 class SharedSlidingWindow:
-    """`SlidingWindow` in PostgreSQL: each key's event times in one row, every check
-    and record one transaction holding that row."""
+    """`SlidingWindow` in PostgreSQL: each key's event times in one row. A hit checks
+    and records in one statement that holds the row; `add` and `undo` are a read and a
+    compare-and-set (`PostgresStore.ephemeral_update`)."""
 
     def __init__(self, store: PostgresStore, kind: str, limit: int, window: float):
         self.store = store
