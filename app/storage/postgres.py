@@ -877,10 +877,10 @@ class PostgresStore:
         """Read-modify-write of one entry, atomic across instances: `update` gets the
         live value (None when absent) and returns (the new value or None to remove it,
         its expiry time, the result). As `change`: optimistic first, a read then a
-        write over the row version read (two statements; a registration and a login
-        attempt each make one of these); should another instance have come first, again,
-        and then the row held in a transaction. `update` may run more than once: it
-        must be a function of the value alone."""
+        write over the row version read (two statements; a failed login makes one);
+        should another instance have come first, again, and then the row held in a
+        transaction. `update` may run more than once: it must be a function of the
+        value alone."""
         self._check_assumed()  # a write: see `read_ahead`
         for _ in range(EPHEMERAL_TRIES):
             done, result = self._ephemeral_update_unless_overtaken(kind, key, update)
