@@ -29,7 +29,6 @@ from .pending import PendingAuthorizations
 from .providers import IdentityProvider, load_provider
 from .repositories import ClientRepository, GrantRepository, UserRepository, open_store
 from .storage import Store, StoreError, shared_state
-from .throttle import SharedSlidingWindow, SlidingWindow, sliding_window
 
 if TYPE_CHECKING:
     from .endpoints.metadata import JWKSDocument
@@ -51,7 +50,6 @@ class Services:
     provider: IdentityProvider
     admin: Admin
     jwks: JWKSDocument
-    registration_rate: SlidingWindow | SharedSlidingWindow
 
 
 def services() -> Services:
@@ -106,7 +104,6 @@ def create_app(config: Config | None = None, *, for_cli: bool = False) -> Flask:
         provider=provider,
         admin=Admin(config, store, clients, grants, users, keys),
         jwks=JWKSDocument(keys),
-        registration_rate=sliding_window(shared_state(store), "registration", config.registration_rate, 60),
     )
 
     from . import cli, cors, errors

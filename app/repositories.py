@@ -24,6 +24,7 @@ from .observability import REPLAYS, audit
 from .security import hash_secret, new_id, new_secret
 from .storage import PersistentStore, Store
 from .storage.base import ExpiryRule, Record
+from .throttle import Window
 
 log = logging.getLogger(__name__)
 
@@ -174,9 +175,13 @@ class ClientRepository:
             self._count = (now, counted)
         return counted
 
-    def create(self, metadata: dict[str, Any], *, resource_server: bool = False) -> tuple[Client, str | None, str]:
+    def create(
+        self, metadata: dict[str, Any], *, resource_server: bool = False, counted: tuple[Window, str] | None = None
+    ) -> tuple[Client, str | None, str]:
         """Register a client. Returns it with its client secret (None for a public
-        client) and registration access token, the only time both exist in clear."""
+        client) and registration access token, the only time both exist in clear.
+        `counted`: the registration is an event of this window's key, stored with it
+        or refused by it (LimitReached, nothing stored)."""
         client_id = new_client_id()
         client_secret = None if metadata.get("token_endpoint_auth_method") == "none" else new_secret()
         registration_token = new_secret()
@@ -192,7 +197,11 @@ class ClientRepository:
         }
         if resource_server:
             record["resource_server"] = True
-        self.store.put("clients", client_id, record)
+        if counted is None:
+            self.store.put("clients", client_id, record)
+        else:
+            window, key = counted
+            window.put_counted(key, self.store, "clients", client_id, record)
         with self._count_lock:
             if self._count is not None:
                 self._count = (self._count[0], self._count[1] + 1)

@@ -14,7 +14,17 @@ from typing import TYPE_CHECKING, Any
 from .cache import TTLCache
 
 if TYPE_CHECKING:
+    from .storage.base import Record, Store
     from .storage.postgres import PostgresStore
+
+
+class LimitReached(Exception):
+    """A write refused by a sliding window (`put_counted`): nothing was stored."""
+
+    def __init__(self, key: str, wait: int):
+        super().__init__(f"{key}: try again in {wait} s")
+        self.key = key
+        self.wait = wait
 
 
 def wait_for(events: deque[float] | list[float], limit: int, window: float, now: float) -> int:
@@ -67,6 +77,19 @@ class SlidingWindow:
                 return wait
             self._record(key, now)
             return 0
+
+    def put_counted(self, key: str, store: Store, collection: str, record_key: str, record: Record) -> None:
+        """Store a record as one event of `key`, or raise LimitReached and store
+        nothing: a limit on what is stored, not on what is asked."""
+        at = time.time()
+        wait = self.hit(key, at)
+        if wait:
+            raise LimitReached(key, wait)
+        try:
+            store.put(collection, record_key, record)
+        except BaseException:
+            self.undo(key, at)
+            raise
 
     def add(self, key: str, now: float | None = None) -> None:
         """Record an event whatever the count."""
@@ -136,6 +159,19 @@ class SharedSlidingWindow:
             return 0
         return self._wait(self._recent(self.store.ephemeral_get(self.kind, key), at), at) or 1
 
+    def put_counted(self, key: str, store: Store, collection: str, record_key: str, record: Record) -> None:
+        """As `SlidingWindow.put_counted`, in one statement with the window's
+        (`PostgresStore.put_within`): the record and its event are stored together
+        or not at all, on every instance at once."""
+        if store is not self.store:
+            raise ValueError("a shared window counts writes to its own store")
+        at = time.time()
+        if self.limit <= 0:
+            self.add(key, at)
+            store.put(collection, record_key, record)
+        elif not self.store.put_within(collection, record_key, record, self.kind, key, at, self.window, self.limit):
+            raise LimitReached(key, self._wait(self._recent(self.store.ephemeral_get(self.kind, key), at), at) or 1)
+
     def add(self, key: str, now: float | None = None) -> None:
         at = time.time() if now is None else now
 
@@ -158,6 +194,10 @@ class SharedSlidingWindow:
         self.store.ephemeral_update(self.kind, key, update)
 
 
-def sliding_window(shared: PostgresStore | None, kind: str, limit: int, window: float) -> Any:
+#: a sliding window, in memory or shared
+Window = SlidingWindow | SharedSlidingWindow
+
+
+def sliding_window(shared: PostgresStore | None, kind: str, limit: int, window: float) -> Window:
     """A sliding window in the shared database when there is one, else in memory."""
     return SharedSlidingWindow(shared, kind, limit, window) if shared is not None else SlidingWindow(limit, window)

@@ -116,6 +116,25 @@ def test_registration_rate_is_per_client_address(make_server):
     assert post("203.0.113.8").status_code == 201
 
 
+def test_the_registration_rate_counts_clients_stored_and_a_refused_one_stores_nothing(make_server):
+    """The rate limits what is stored: a registration refused for its metadata does not
+    use up the address's rate, and one refused by the rate leaves no client behind."""
+    server = make_server(OAUTH_REGISTRATION_RATE="2")
+    address = {"X-Forwarded-For": "203.0.113.9"}
+    valid = {"redirect_uris": ["https://app.example/cb"], "token_endpoint_auth_method": "none"}
+    invalid = {"redirect_uris": ["http://app.example/cb"]}  # plain http, not loopback
+
+    def post(body: dict) -> requests.Response:
+        return requests.post(server.url("/register"), json=body, headers=address, timeout=10)
+
+    assert [post(invalid).status_code for _ in range(3)] == [400] * 3
+    assert [post(valid).status_code for _ in range(2)] == [201] * 2
+    before = _clients_file(server)
+    refused = post(valid)
+    assert refused.status_code == 429 and "client_id" not in refused.json()
+    assert _clients_file(server) == before
+
+
 def test_forwarded_for_from_an_untrusted_peer_is_ignored(make_server):
     server = make_server(OAUTH_REGISTRATION_RATE="2", OAUTH_TRUSTED_PROXIES="")
     body = {"redirect_uris": ["https://app.example/cb"], "token_endpoint_auth_method": "none"}

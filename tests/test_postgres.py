@@ -366,3 +366,39 @@ def test_refreshes_taking_turns_between_instances_never_act_on_what_one_saw_last
     assert all(verify(s, response.json()["access_token"]).status_code == 200 for s in instances)
     for server in instances:
         assert "Traceback" not in server.output and "replay.detected" not in server.output
+
+
+def test_registrations_from_one_address_at_two_instances_at_once_store_exactly_the_rate(
+    make_server, postgres, postgres_url
+):
+    """The rate is counted in the statement that stores the client: twelve registrations
+    from one address at once, spread over two instances, store four clients and refuse
+    eight; and a registration is that one statement."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from app.storage.postgres import PostgresStore
+
+    database = postgres_url.rsplit("/", 1)[1]
+    postgres.psql(f"ALTER DATABASE {database} SET log_statement = 'all'")
+    instances = [
+        make_server(OAUTH_STORE=postgres_url, OAUTH_REGISTRATION_RATE="4"),
+        make_server(users={}, OAUTH_STORE=postgres_url, OAUTH_REGISTRATION_RATE="4"),
+    ]
+    body = {"redirect_uris": [CHATGPT_CALLBACK], "token_endpoint_auth_method": "none"}
+
+    def post(i: int, address: str = "203.0.113.40") -> requests.Response:
+        server = instances[i % 2]
+        return requests.post(server.url("/register"), json=body, headers={"X-Forwarded-For": address}, timeout=10)
+
+    store = PostgresStore(postgres_url)
+    try:
+        before = store.count("clients")
+        with ThreadPoolExecutor(12) as pool:
+            statuses = [r.status_code for r in pool.map(post, range(12))]
+        assert sorted(statuses) == [201] * 4 + [429] * 8
+        assert store.count("clients") == before + 4
+    finally:
+        store.close()
+
+    one = _statements_naming(postgres, database, "203.0.113.41", lambda: post(0, "203.0.113.41"))
+    assert len(one) == 1 and "INSERT INTO records" in one[0], one

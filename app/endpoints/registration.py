@@ -15,6 +15,7 @@ from ..errors import error_response
 from ..forwarded import client_address
 from ..oauth2.rfc7591 import MAX_BODY
 from ..observability import REGISTRATIONS, audit
+from ..throttle import LimitReached
 
 bp = Blueprint("registration", __name__)
 
@@ -38,22 +39,24 @@ def register() -> Response:
     if body_too_large():
         REGISTRATIONS.labels("invalid_metadata").inc()
         return error_response(400, "invalid_client_metadata", TOO_LARGE)
-    address = client_address(config)
-    wait = svc.registration_rate.hit(address) if config.registration_rate else 0
-    if wait:
-        refused("rate_limited", address)
-        return error_response(
-            429, "temporarily_unavailable", "Too many registrations from this address.", {"Retry-After": str(wait)}
-        )
     if config.max_clients and svc.clients.count() >= config.max_clients:
-        refused("at_capacity", address)
+        refused("at_capacity", client_address(config))
         return error_response(
             429,
             "temporarily_unavailable",
             "This server has as many clients as it accepts; try again later.",
             {"Retry-After": "3600"},
         )
-    response = svc.server.create_endpoint_response("client_registration")
+    try:
+        response = svc.server.create_endpoint_response("client_registration")
+    except LimitReached as reached:  # the address's rate, checked as the client is stored
+        refused("rate_limited", reached.key)
+        return error_response(
+            429,
+            "temporarily_unavailable",
+            "Too many registrations from this address.",
+            {"Retry-After": str(reached.wait)},
+        )
     REGISTRATIONS.labels("accepted" if response.status_code == 201 else "invalid_metadata").inc()
     return response
 

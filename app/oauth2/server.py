@@ -23,6 +23,7 @@ from ..keys import KeyManager
 from ..policy import requested_scopes
 from ..repositories import ClientRepository, GrantRepository
 from ..storage import shared_state
+from ..throttle import sliding_window
 from .codes import AuthorizationCodeStore, CodeStore, SharedCodeStore
 from .grants import AuthorizationCodeGrant, RefreshTokenGrant
 from .requests import SafeJsonPayload, StoredPayload
@@ -50,6 +51,9 @@ class OAuthServer(AuthorizationServer):
             if shared is not None
             else AuthorizationCodeStore(config.code_retry_window)
         )
+        #: registrations per client address (RFC 7591 §3 leaves limits to the server),
+        #: counted as they are stored (app/oauth2/rfc7591.py)
+        self.registration_rate = sliding_window(shared, "registration", config.registration_rate, 60)
         self._query_client = clients.resolve
         self.scopes_supported = list(config.scopes)
         #: where a failed client authentication is a 401 (see handle_error_response)

@@ -155,6 +155,16 @@ APPEND_WITHIN = (
     + " || jsonb_build_array(%(at)s::float8), expires_at = %(at)s::float8 + %(window)s "
     "WHERE " + RECENT.format(what="count(*)") + " < %(limit)s RETURNING 1"
 )
+#: a record stored only if a sliding window (APPEND_WITHIN) admits it, in one statement:
+#: a registration and its address's rate (`put_within`)
+# (composed of this module's constants; every value is a parameter)
+PUT_WITHIN = (
+    "WITH {guard}hit AS (" + APPEND_WITHIN + ") "  # noqa: S608
+    "INSERT INTO records (collection, key, record, expires_at) "
+    "SELECT %(collection)s, %(record_key)s, %(record)s, %(expires_at)s FROM hit{from_guard} "
+    "ON CONFLICT (collection, key) DO UPDATE SET record = EXCLUDED.record, expires_at = EXCLUDED.expires_at "
+    "RETURNING 1"
+)
 #: expired short-lived entries are deleted at most this often (seconds) by an instance
 EPHEMERAL_SWEEP = 10.0
 #: optimistic tries of `ephemeral_update` before it holds the row in a transaction
@@ -919,6 +929,41 @@ class PostgresStore:
             appended = conn.execute(APPEND_WITHIN, params).fetchone() is not None
             self._sweep_ephemeral_if_due(conn)
         return appended
+
+    def put_within(
+        self, collection: str, key: str, record: Record, kind: str, event_key: str, at: float, window: float, limit: int
+    ) -> bool:
+        """`put`, counted as an event of the sliding window under (`kind`, `event_key`)
+        as `ephemeral_append_within` counts it, in the same statement: the record is
+        stored only if the window admitted the event; whether it was."""
+        self._known(collection)
+        self._check_assumed()
+        started = time.perf_counter()
+        guard = collection not in self._held_here()
+        query = PUT_WITHIN.format(
+            guard="guard AS (SELECT pg_advisory_xact_lock_shared(%(lock)s)), " if guard else "",
+            from_guard=", guard" if guard else "",
+        )
+        _, _, jsonb, expires_at = self._row(collection, key, record)
+        params = {
+            "kind": kind,
+            "key": event_key,
+            "at": at,
+            "window": window,
+            "limit": limit,
+            "lock": _collection_lock(collection),
+            "collection": collection,
+            "record_key": key,
+            "record": jsonb,
+            "expires_at": expires_at,
+        }
+        with self._connection() as conn:
+            stored = conn.execute(query, params).fetchone() is not None
+            self._sweep_ephemeral_if_due(conn)
+        self._known_rows.forget((collection, key))
+        if stored:
+            self._wrote(started, collection)
+        return stored
 
     def _ephemeral_update_unless_overtaken(
         self, kind: str, key: str, update: Callable[[Any], tuple[Any, float, T]]
