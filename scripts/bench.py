@@ -132,11 +132,12 @@ def load(pid: int, work) -> tuple[float, int]:
 def in_turns(cells: Mapping[str, Callable[[], tuple[int, float, float]]], rounds: int) -> dict[str, list[float]]:
     """Run each cell's `measure` a round at a time, in turns, `rounds` times, so that
     figures set against each other see the machine as it was (its speed drifts by a
-    third over minutes here). Totals per cell: [ops, CPU, CPU of the server alone]."""
+    third over minutes here), every other round in the reverse order (so that a drift
+    within a round favours none). Totals per cell: [ops, CPU, CPU of the server alone]."""
     totals = {name: [0.0, 0.0, 0.0] for name in cells}
-    for _ in range(rounds):
-        for name, run in cells.items():
-            for i, figure in enumerate(run()):
+    for round_ in range(rounds):
+        for name in list(cells)[:: 1 if round_ % 2 == 0 else -1]:
+            for i, figure in enumerate(cells[name]()):
                 totals[name][i] += figure
     return totals
 
@@ -257,8 +258,8 @@ class StoreServer:
         assert response.status_code == 200, response.text
         self.chains[worker][1] = response.json()["refresh_token"]
 
-    def measure(self, cell: str) -> tuple[int, float, float]:
-        return measure(self.proc.pid, getattr(self, cell), self.database)
+    def measure(self, cell: str, seconds: float = SECONDS) -> tuple[int, float, float]:
+        return measure(self.proc.pid, getattr(self, cell), self.database, seconds)
 
 
 def bench_store_size(size: int) -> dict[str, float]:
@@ -578,7 +579,9 @@ def report_store() -> None:
 
 
 #: load rounds per cell when two stores are compared, taken in turns
-STORE_ROUNDS = 3
+#: rounds of each store cell, in turns, of STORE_SECONDS each
+STORE_ROUNDS = 6
+STORE_SECONDS = 1.5
 
 
 def report_postgresql() -> None:
@@ -601,7 +604,8 @@ def report_postgresql() -> None:
         servers["database"] = StoreServer(10_000, cluster.new_database(), database=postmaster)
         totals = {
             cell: in_turns(
-                {name: functools.partial(server.measure, cell) for name, server in servers.items()}, STORE_ROUNDS
+                {name: functools.partial(server.measure, cell, STORE_SECONDS) for name, server in servers.items()},
+                STORE_ROUNDS,
             )
             for cell in ("refresh", "register")
         }
