@@ -14,7 +14,7 @@ from . import records
 from .config import Config
 from .keys import KeyManager
 from .repositories import ClientRepository, GrantRepository, UserRepository
-from .storage import COLLECTIONS, Store
+from .storage import COLLECTIONS, Store, shared_state
 
 BACKUP_FORMAT = "mcp-oauth-backup"
 
@@ -98,14 +98,17 @@ class Admin:
 
     def purge_expired(self, dry_run: bool = False) -> dict[str, Any]:
         """Expired grants and idle-expired clients off the disk, and the grants of
-        clients that are gone."""
+        clients that are gone; in a shared database, also the expired short-lived
+        entries (codes, pending logins, throttles' windows)."""
         clients = self.store.purge("clients", dry_run=dry_run)
         live = set(self.store.scan("clients")) - {c["client_id"] for c in clients}
         grants = self.store.purge("grants", extra=lambda g: g.get("client_id") not in live, dry_run=dry_run)
+        shared = shared_state(self.store)
         return {
             "dry_run": dry_run,
             "clients_removed": [c["client_id"] for c in clients],
             "grants_removed": [g["grant_id"] for g in grants],
+            "short_lived_removed": shared.ephemeral_purge(dry_run) if shared is not None else 0,
         }
 
     def test_cleanup(self, dry_run: bool = False) -> tuple[int, int]:

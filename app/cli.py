@@ -305,7 +305,9 @@ def purge_expired(dry_run: bool, as_json: bool, verbose: bool) -> None:
         click.echo(json.dumps(summary, indent=2))
     elif verbose or dry_run:
         verb = "Would remove" if dry_run else "Removed"
-        click.echo(f"{verb} {len(clients)} expired client(s) and {len(grants)} expired or orphaned grant(s).")
+        short_lived = summary["short_lived_removed"]
+        more = f", and {short_lived} expired short-lived entries from the database" if short_lived else ""
+        click.echo(f"{verb} {len(clients)} expired client(s) and {len(grants)} expired or orphaned grant(s){more}.")
 
 
 @command("test-cleanup", audited=True, short_help="Delete the clients named 'TEST …'.")

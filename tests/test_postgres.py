@@ -402,3 +402,28 @@ def test_registrations_from_one_address_at_two_instances_at_once_store_exactly_t
 
     one = _statements_naming(postgres, database, "203.0.113.41", lambda: post(0, "203.0.113.41"))
     assert len(one) == 1 and "INSERT INTO records" in one[0], one
+
+
+def test_purge_expired_removes_the_databases_expired_short_lived_entries(tmp_path, postgres, postgres_url):
+    """Instances sweep expired codes, pending logins and throttle windows as they go;
+    `flask oauth purge-expired` removes them too, from a database no instance uses."""
+    from support.harness import base_env, run_cli
+
+    from app.storage.postgres import EPHEMERAL_GRACE, PostgresStore
+
+    store = PostgresStore(postgres_url)
+    try:
+        now = time.time()
+        store.ephemeral_put("code", "live", {"n": 1}, now + 600)  # the store's first put sweeps: first
+        store.ephemeral_put("code", "long-expired", {"n": 2}, now - EPHEMERAL_GRACE - 5)
+        store.ephemeral_put("code", "just-expired", {"n": 3}, now - 1)  # within the grace
+        env = base_env(tmp_path, OAUTH_STORE=postgres_url)
+        dry = run_cli(tmp_path, "purge-expired", "--dry-run", "--json", env=env)
+        assert dry.returncode == 0 and json.loads(dry.stdout)["short_lived_removed"] == 1, dry.stderr
+        done = run_cli(tmp_path, "purge-expired", "-v", env=env)
+        assert done.returncode == 0 and "1 expired short-lived entries" in done.stdout, done.stderr
+        database = postgres_url.rsplit("/", 1)[1]
+        left = postgres.psql("SELECT key FROM ephemeral WHERE kind = 'code' ORDER BY key", database)
+        assert left.split() == ["just-expired", "live"]
+    finally:
+        store.close()

@@ -167,6 +167,9 @@ PUT_WITHIN = (
 )
 #: expired short-lived entries are deleted at most this often (seconds) by an instance
 EPHEMERAL_SWEEP = 10.0
+#: and only once expired this long (seconds): an instance whose clock is behind still
+#: reads them as live, and readers check the expiry themselves
+EPHEMERAL_GRACE = 60.0
 #: optimistic tries of `ephemeral_update` before it holds the row in a transaction
 EPHEMERAL_TRIES = 3
 #: rows an instance remembers as it last read or wrote them (`KnownRows`), the least
@@ -855,7 +858,18 @@ class PostgresStore:
         if now - self._ephemeral_swept < EPHEMERAL_SWEEP:
             return
         self._ephemeral_swept = now
-        conn.execute("DELETE FROM ephemeral WHERE expires_at <= %s", (time.time() - 60,))
+        conn.execute("DELETE FROM ephemeral WHERE expires_at <= %s", (time.time() - EPHEMERAL_GRACE,))
+
+    def ephemeral_purge(self, dry_run: bool = False) -> int:
+        """Remove the expired short-lived entries (the operator's `purge-expired`: the
+        instances sweep them as they go, a database none of them uses keeps them);
+        how many."""
+        cutoff = time.time() - EPHEMERAL_GRACE
+        with self._connection() as conn:
+            if dry_run:
+                row = conn.execute("SELECT count(*) FROM ephemeral WHERE expires_at <= %s", (cutoff,)).fetchone()
+                return int(row[0]) if row else 0
+            return conn.execute("DELETE FROM ephemeral WHERE expires_at <= %s", (cutoff,)).rowcount
 
     def ephemeral_pop(self, kind: str, key: str) -> Any:
         self._check_assumed()  # a write: see `read_ahead`
