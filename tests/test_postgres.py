@@ -427,3 +427,42 @@ def test_purge_expired_removes_the_databases_expired_short_lived_entries(tmp_pat
         assert left.split() == ["just-expired", "live"]
     finally:
         store.close()
+
+
+def test_threads_keep_a_connection_and_give_it_back_when_they_end(postgres, postgres_url):
+    """A thread keeps the connection it used last; when the thread ends, the connection
+    goes back to the pool. A pool of five (three may be kept) serves a dozen threads one
+    after another, and the database sees no more connections than the pool's size."""
+    import gc
+    import threading
+
+    from app.storage.postgres import PostgresStore
+
+    store = PostgresStore(postgres_url, max_connections=5)
+    database = postgres_url.rsplit("/", 1)[1]
+    try:
+        for i in range(12):
+            worker = threading.Thread(target=store.ephemeral_put, args=("test", f"k{i}", i, time.time() + 60))
+            worker.start()
+            worker.join()
+            del worker
+            gc.collect()
+        assert store.ephemeral_get("test", "k11") == 11
+        connections = postgres.psql(f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{database}'")
+        assert int(connections) <= 5
+    finally:
+        store.close()
+
+
+def test_a_kept_connection_the_database_closed_is_replaced_before_use(make_server, postgres, postgres_url):
+    """Connections the database ended while they idled (a restart, an administrator)
+    are tested before use once idle a while: no request fails for them."""
+    server = make_server(OAUTH_STORE=postgres_url)
+    client, tokens = tokens_for(server)
+    database = postgres_url.rsplit("/", 1)[1]
+    ended = postgres.psql(f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{database}'")
+    assert int(ended) >= 1
+    time.sleep(2.2)  # CHECK_AFTER_IDLE
+    for _ in range(8):  # whichever threads serve them
+        assert verify(server, tokens["access_token"]).status_code == 200
+    assert refresh(server, client, tokens["refresh_token"]).status_code == 200
