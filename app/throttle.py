@@ -78,6 +78,11 @@ class SlidingWindow:
             self._record(key, now)
             return 0
 
+    def wait_known_here(self, key: str, now: float | None = None) -> int:
+        """The wait this process knows of without asking anyone (here: all of it), so
+        that a flood past the limit is refused before its requests cost anything."""
+        return self.retry_after(key, now)
+
     def put_counted(self, key: str, store: Store, collection: str, record_key: str, record: Record) -> None:
         """Store a record as one event of `key`, or raise LimitReached and store
         nothing: a limit on what is stored, not on what is asked."""
@@ -125,11 +130,14 @@ class SharedSlidingWindow:
     and records in one statement that holds the row; `add` and `undo` are a read and a
     compare-and-set (`PostgresStore.ephemeral_update`)."""
 
-    def __init__(self, store: PostgresStore, kind: str, limit: int, window: float):
+    def __init__(self, store: PostgresStore, kind: str, limit: int, window: float, max_keys: int = 50_000):
         self.store = store
         self.kind = f"throttle:{kind}"
         self.limit = limit
         self.window = window
+        #: key -> until when a `put_counted` here was refused: the window stays full
+        #: until then whatever other instances do (events leave it only with time)
+        self._refused_until: TTLCache[str, float] = TTLCache(max_keys)
 
     def _recent(self, events: Any, now: float) -> list[float]:
         return [t for t in (events or []) if now - t < self.window]
@@ -170,7 +178,16 @@ class SharedSlidingWindow:
             self.add(key, at)
             store.put(collection, record_key, record)
         elif not self.store.put_within(collection, record_key, record, self.kind, key, at, self.window, self.limit):
-            raise LimitReached(key, self._wait(self._recent(self.store.ephemeral_get(self.kind, key), at), at) or 1)
+            wait = self._wait(self._recent(self.store.ephemeral_get(self.kind, key), at), at) or 1
+            self._refused_until.put(key, at + wait, at + wait)
+            raise LimitReached(key, wait)
+
+    def wait_known_here(self, key: str, now: float | None = None) -> int:
+        """As `SlidingWindow.wait_known_here`, without a statement: the wait left from
+        the last refusal here (0 when there was none lately; the database decides)."""
+        now = time.time() if now is None else now
+        until = self._refused_until.get(key, now)
+        return max(1, int(until - now + 0.999)) if until is not None else 0
 
     def add(self, key: str, now: float | None = None) -> None:
         at = time.time() if now is None else now

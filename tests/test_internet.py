@@ -118,7 +118,8 @@ def test_registration_rate_is_per_client_address(make_server):
 
 def test_the_registration_rate_counts_clients_stored_and_a_refused_one_stores_nothing(make_server):
     """The rate limits what is stored: a registration refused for its metadata does not
-    use up the address's rate, and one refused by the rate leaves no client behind."""
+    use up the address's rate, and one refused by the rate leaves no client behind.
+    Once refused, the address is refused before its metadata is even read."""
     server = make_server(OAUTH_REGISTRATION_RATE="2")
     address = {"X-Forwarded-For": "203.0.113.9"}
     valid = {"redirect_uris": ["https://app.example/cb"], "token_endpoint_auth_method": "none"}
@@ -133,6 +134,7 @@ def test_the_registration_rate_counts_clients_stored_and_a_refused_one_stores_no
     refused = post(valid)
     assert refused.status_code == 429 and "client_id" not in refused.json()
     assert _clients_file(server) == before
+    assert post(invalid).status_code == 429
 
 
 def test_forwarded_for_from_an_untrusted_peer_is_ignored(make_server):

@@ -196,3 +196,33 @@ def test_shared_window_entries_of_many_addresses_do_not_outlive_their_window(pos
         assert keys == ["203.0.113.1"]
     finally:
         store.close()
+
+
+def test_a_write_counted_by_a_window_is_stored_only_within_its_limit(postgres_url):
+    """`put_counted`, in memory (any store) and shared (in the same statement as the
+    window's): past the limit it raises LimitReached with the wait and stores nothing;
+    the window then knows the wait without asking anyone."""
+    import pytest
+
+    from app.storage.memory import MemoryStore
+    from app.storage.postgres import PostgresStore
+    from app.throttle import LimitReached, SharedSlidingWindow
+
+    shared = PostgresStore(postgres_url)
+    try:
+        for store, window in (
+            (MemoryStore(), SlidingWindow(2, 60)),
+            (shared, SharedSlidingWindow(shared, "test-put", 2, 60)),
+        ):
+            assert window.wait_known_here("203.0.113.5") == 0
+            for i in range(2):
+                window.put_counted("203.0.113.5", store, "clients", f"c{i}", {"client_id": f"c{i}"})
+            with pytest.raises(LimitReached) as refused:
+                window.put_counted("203.0.113.5", store, "clients", "c2", {"client_id": "c2"})
+            assert refused.value.key == "203.0.113.5" and 1 <= refused.value.wait <= 60
+            assert store.get("clients", "c2") is None and store.get("clients", "c1") is not None
+            assert 1 <= window.wait_known_here("203.0.113.5") <= 60
+            window.put_counted("203.0.113.6", store, "clients", "c3", {"client_id": "c3"})  # another key
+            assert store.get("clients", "c3") is not None
+    finally:
+        shared.close()

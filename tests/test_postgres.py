@@ -373,7 +373,8 @@ def test_registrations_from_one_address_at_two_instances_at_once_store_exactly_t
 ):
     """The rate is counted in the statement that stores the client: twelve registrations
     from one address at once, spread over two instances, store four clients and refuse
-    eight; and a registration is that one statement."""
+    eight; and a registration is that one statement. An instance that saw the address
+    refused refuses it again without a statement, until the window frees."""
     from concurrent.futures import ThreadPoolExecutor
 
     from app.storage.postgres import PostgresStore
@@ -402,6 +403,9 @@ def test_registrations_from_one_address_at_two_instances_at_once_store_exactly_t
 
     one = _statements_naming(postgres, database, "203.0.113.41", lambda: post(0, "203.0.113.41"))
     assert len(one) == 1 and "INSERT INTO records" in one[0], one
+    again: list[requests.Response] = []
+    assert _statements_naming(postgres, database, "203.0.113.40", lambda: again.append(post(0))) == []
+    assert again[0].status_code == 429 and 1 <= int(again[0].headers["Retry-After"]) <= 60
 
 
 def test_purge_expired_removes_the_databases_expired_short_lived_entries(tmp_path, postgres, postgres_url):

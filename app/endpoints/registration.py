@@ -39,8 +39,15 @@ def register() -> Response:
     if body_too_large():
         REGISTRATIONS.labels("invalid_metadata").inc()
         return error_response(400, "invalid_client_metadata", TOO_LARGE)
+    # Past the address's rate, refused before the metadata is read or a client made,
+    # as far as this instance knows already; the rate itself is counted as the client
+    # is stored (app/oauth2/rfc7591.py), where the rest of a flood is refused.
+    address = client_address(config)
+    wait = svc.server.registration_rate.wait_known_here(address) if config.registration_rate else 0
+    if wait:
+        return rate_limited(address, wait)
     if config.max_clients and svc.clients.count() >= config.max_clients:
-        refused("at_capacity", client_address(config))
+        refused("at_capacity", address)
         return error_response(
             429,
             "temporarily_unavailable",
@@ -50,15 +57,16 @@ def register() -> Response:
     try:
         response = svc.server.create_endpoint_response("client_registration")
     except LimitReached as reached:  # the address's rate, checked as the client is stored
-        refused("rate_limited", reached.key)
-        return error_response(
-            429,
-            "temporarily_unavailable",
-            "Too many registrations from this address.",
-            {"Retry-After": str(reached.wait)},
-        )
+        return rate_limited(reached.key, reached.wait)
     REGISTRATIONS.labels("accepted" if response.status_code == 201 else "invalid_metadata").inc()
     return response
+
+
+def rate_limited(address: str, wait: int) -> Response:
+    refused("rate_limited", address)
+    return error_response(
+        429, "temporarily_unavailable", "Too many registrations from this address.", {"Retry-After": str(wait)}
+    )
 
 
 def refused(reason: str, address: str) -> None:
