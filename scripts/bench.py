@@ -580,7 +580,7 @@ def report_store() -> None:
 
 #: load rounds per cell when two stores are compared, taken in turns
 #: rounds of each store cell, in turns, of STORE_SECONDS each
-STORE_ROUNDS = 6
+STORE_ROUNDS = 10
 STORE_SECONDS = 1.5
 
 
