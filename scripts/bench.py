@@ -578,8 +578,7 @@ def report_store() -> None:
     print(f"| resident memory after start (MiB) | {small['rss']:.0f} | {large['rss']:.0f} | |")
 
 
-#: load rounds per cell when two stores are compared, taken in turns
-#: rounds of each store cell, in turns, of STORE_SECONDS each
+#: load rounds of each cell when two stores are compared, taken in turns, STORE_SECONDS each
 STORE_ROUNDS = 10
 STORE_SECONDS = 1.5
 

@@ -160,15 +160,20 @@ APPEND_WITHIN = (
     "WHERE " + RECENT.format(what="count(*)") + " < %(limit)s RETURNING 1"
 )
 #: a record stored only if a sliding window (APPEND_WITHIN) admits it, in one statement:
-#: a registration and its address's rate (`put_within`)
+#: a registration and its address's rate (`put_within`); with the collection's shared
+#: lock (as `GUARD`, named parameters), or without when this thread holds it
 # (composed of this module's constants; every value is a parameter)
-PUT_WITHIN = (
+_PUT_WITHIN = (
     "WITH {guard}hit AS (" + APPEND_WITHIN + ") "  # noqa: S608
     "INSERT INTO records (collection, key, record, expires_at) "
     "SELECT %(collection)s, %(record_key)s, %(record)s, %(expires_at)s FROM hit{from_guard} "
     "ON CONFLICT (collection, key) DO UPDATE SET record = EXCLUDED.record, expires_at = EXCLUDED.expires_at "
     "RETURNING 1"
 )
+PUT_WITHIN = {
+    True: _PUT_WITHIN.format(guard="guard AS (SELECT pg_advisory_xact_lock_shared(%(lock)s)), ", from_guard=", guard"),
+    False: _PUT_WITHIN.format(guard="", from_guard=""),
+}
 #: expired short-lived entries are deleted at most this often (seconds) by an instance
 EPHEMERAL_SWEEP = 10.0
 #: and only once expired this long (seconds): an instance whose clock is behind still
@@ -1062,11 +1067,7 @@ class PostgresStore:
         self._known(collection)
         self._check_assumed()
         started = time.perf_counter()
-        guard = collection not in self._held_here()
-        query = PUT_WITHIN.format(
-            guard="guard AS (SELECT pg_advisory_xact_lock_shared(%(lock)s)), " if guard else "",
-            from_guard=", guard" if guard else "",
-        )
+        query = PUT_WITHIN[collection not in self._held_here()]
         _, _, jsonb, expires_at = self._row(collection, key, record)
         params = {
             "kind": kind,
