@@ -3,6 +3,7 @@ rotation with its grace window, invalid_client, revocation, introspection."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import secrets
@@ -321,6 +322,35 @@ def test_tokens_signed_with_our_key_are_refused_unless_they_are_our_access_token
         refused = verify(server, signed(header_changes, claim_changes))
         assert refused.status_code == 401, (header_changes, claim_changes)
         assert 'error="invalid_token"' in refused.headers["WWW-Authenticate"]
+
+
+def test_a_token_whose_signature_is_not_ours_is_refused_whatever_it_claims(server):
+    """The signature is what makes a token ours (RFC 9068 §4): the live token's very
+    header and claims, signed by another key under our `kid`, with its payload altered
+    under our signature, or unsigned (`alg: none`), are each refused as invalid_token."""
+    from joserfc import jwt
+    from joserfc.jwk import RSAKey
+
+    _, tokens = tokens_for(server)
+    genuine = tokens["access_token"]
+    header, claims = jwt_parts(genuine)
+    assert verify(server, genuine).status_code == 200
+
+    def b64(data: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    stranger = RSAKey.generate_key(2048, parameters={"kid": header["kid"]})
+    signature = genuine.rsplit(".", 1)[1]
+    forged = {
+        "another key under our kid": jwt.encode(header, claims, stranger),
+        "payload altered under our signature": f"{b64(header)}.{b64({**claims, 'scope': 'mcp admin'})}.{signature}",
+        "unsigned (alg none)": f"{b64({**header, 'alg': 'none'})}.{b64(claims)}.",
+    }
+    for what, token in forged.items():
+        refused = verify(server, token)
+        assert refused.status_code == 401, what
+        assert 'error="invalid_token"' in refused.headers["WWW-Authenticate"], what
+    assert verify(server, genuine).status_code == 200  # the genuine one still passes
 
 
 def test_verify_refuses_an_expired_token(make_server):
