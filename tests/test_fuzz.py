@@ -1,7 +1,8 @@
 """A bounded, seeded fuzzer: a few thousand hostile requests over every endpoint
 (methods, content types, invalid UTF-8, repeated parameters, huge values, hostile
 headers), some with real credentials so that the deeper paths run too. It fails on any
-5xx or traceback, then checks that /healthz is 200 and every store file parses."""
+5xx or traceback, then checks that /healthz is 200 and every store file parses. It runs
+on the file store and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import random
 import socket
 from urllib.parse import quote
 
+import pytest
 import requests
 from support.harness import CHATGPT_CALLBACK
 from support.oauth import Browser, csrf_of, pkce_pair, register, tokens_for
@@ -155,8 +157,11 @@ class Fuzzer:
         return int(data.split()[1]) if data.startswith(b"HTTP/") else 0
 
 
-def test_fuzz_every_endpoint(make_server, upstream):
-    server = make_server(OAUTH_UPSTREAM_URL=upstream, OAUTH_REGISTRATION_RATE="0", OAUTH_MAX_CLIENTS="300")
+@pytest.mark.parametrize("store", ["file", "postgresql"])
+def test_fuzz_every_endpoint(make_server, upstream, request, store):
+    """Either store: a client can make a request fail, never make the server fail."""
+    backend = {"OAUTH_STORE": request.getfixturevalue("postgres_url")} if store == "postgresql" else {}
+    server = make_server(OAUTH_UPSTREAM_URL=upstream, OAUTH_REGISTRATION_RATE="0", OAUTH_MAX_CLIENTS="300", **backend)
     client, tokens = tokens_for(server)
     confidential = register(server, token_endpoint_auth_method="client_secret_post", redirect_uris=[CHATGPT_CALLBACK])
     browser = Browser(server)
