@@ -1,0 +1,172 @@
+"""Google and Azure (Entra ID) login against real identity-provider software: panva's
+node-oidc-provider, a certified OpenID Provider (pinned in tests/oidc_provider with
+Node 22 from npm), standing in for Google at the root and for an Entra ID tenant under
+`/<tenant>/v2.0`. It requires PKCE, signs its ID tokens with its own keys and shows its
+own login and consent pages, which the test fills in as the person would. Skipped where
+npm is not installed. (tests/test_providers.py covers the refusals against a small IdP
+of ours that can misbehave on purpose.)"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import urlencode, urljoin
+
+import pytest
+import requests
+from support.harness import free_port
+from support.jwt import jwt_parts
+from support.npm import npm_ci
+from support.oauth import Browser, auth_params, csrf_of, exchange, pkce_pair, redirect_params, register, verify
+
+IDP_DIR = Path(__file__).parent / "oidc_provider"
+NODE = IDP_DIR / "node_modules" / ".bin" / "node"
+CLIENT_ID = "mcp-oauth-upstream"
+SECRET = "upstream-secret-of-at-least-32-characters"
+pytestmark = pytest.mark.skipif(not shutil.which("npm"), reason="npm is not installed")
+
+
+@pytest.fixture(scope="module")
+def node() -> Path:
+    npm_ci(IDP_DIR, NODE)
+    return NODE
+
+
+@pytest.fixture
+def identity_provider(node) -> Iterator[Callable[[str, str, dict], str]]:
+    """start(issuer path, our callback URL, the accounts' claims) → the IdP's issuer."""
+    procs: list[subprocess.Popen] = []
+
+    def start(issuer_path: str, callback: str, claims: dict) -> str:
+        port = free_port()
+        arguments = [str(port), issuer_path, CLIENT_ID, SECRET, callback, json.dumps(claims)]
+        proc = subprocess.Popen(
+            [str(node), str(IDP_DIR / "idp.mjs"), *arguments],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        procs.append(proc)
+        assert proc.stdout is not None
+        said = []  # its warnings (development keys, in-memory adapter), then `listening URL`
+        for line in proc.stdout:
+            if line.startswith("listening "):
+                # Keep reading what it says, so that a full pipe never blocks it.
+                threading.Thread(target=proc.stdout.read, daemon=True).start()
+                return line.split()[1]
+            said.append(line)
+        raise AssertionError("the identity provider did not start:\n" + "".join(said))
+
+    yield start
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+def sign_in(server, idp: str, login: str) -> tuple[requests.Response, Browser]:
+    """The person's walk: our /authorize, the IdP's login and consent pages (filled in
+    as a person would), back to our consent page, approved. Returns the response that
+    leaves our server for the client, or the first page the walk cannot go past."""
+    client = register(server)
+    browser = Browser(server)
+    verifier, challenge = pkce_pair()
+    browser.client, browser.verifier = client, verifier  # type: ignore[attr-defined]
+    response = browser.get(server.url("/authorize?" + urlencode(auth_params(client, challenge))))
+    for _ in range(20):
+        here = response.url
+        if response.status_code in (302, 303):
+            location = urljoin(here, response.headers["Location"])
+            if not location.startswith((server.issuer, idp)):
+                return response, browser  # to the client
+            response = browser.get(location)
+        elif response.status_code == 200 and here.startswith(idp):
+            action = urljoin(here, re.search(r'<form[^>]*action="([^"]+)"', response.text)[1])  # type: ignore[index]
+            form = {"prompt": "login", "login": login, "password": "any"} if 'name="login"' in response.text else {}
+            response = browser.post(action, data=form or {"prompt": "consent"})
+        elif response.status_code == 200 and "/consent" in here:
+            request_id = re.search(r'name="request_id" value="([^"]+)"', response.text)[1]  # type: ignore[index]
+            form = {"csrf_token": csrf_of(response.text), "request_id": request_id, "decision": "approve"}
+            response = browser.post(server.url("/consent"), data=form)
+        else:
+            return response, browser
+    raise AssertionError(f"the walk did not end: {browser.visited}")
+
+
+def test_google_login_through_a_certified_openid_provider(make_server, identity_provider):
+    """Google's shape: discovery at the root, `email` with `email_verified` in the ID
+    token. The person signs in upstream, approves at our consent page, and our token
+    names Google's `sub`; the allow-list admits the verified address."""
+    port = free_port()
+    issuer = f"http://127.0.0.1:{port}"
+    claims = {"email": "alice@example.com", "email_verified": True, "name": "Alice"}
+    idp = identity_provider("", f"{issuer}/oauth/google/callback", claims)
+    server = make_server(
+        users={},
+        PORT=str(port),
+        OAUTH_PROVIDER="google",
+        GOOGLE_CLIENT_ID=CLIENT_ID,
+        GOOGLE_CLIENT_SECRET=SECRET,
+        GOOGLE_DISCOVERY_URL=f"{idp}/.well-known/openid-configuration",
+        OAUTH_ALLOWED_EMAILS="alice@example.com",
+    )
+    response, browser = sign_in(server, idp, login="google-sub-123")
+    result = redirect_params(response)
+    assert result["iss"] == server.issuer
+    assert any(url.startswith(f"{idp}/interaction/") for url in browser.visited)  # its own pages
+    assert any(url.startswith(server.url("/consent")) for url in browser.visited)  # then ours
+    tokens = exchange(server, browser.client, result["code"], browser.verifier).json()  # type: ignore[attr-defined]
+    access = jwt_parts(tokens["access_token"])[1]
+    assert access["sub"] == "google-sub-123" and access["iss"] == server.issuer
+    assert verify(server, tokens["access_token"]).headers["X-Auth-Subject"] == "google-sub-123"
+    assert "login.succeeded provider=google subject=google-sub-123" in server.output
+
+
+def test_an_address_off_the_allow_list_is_refused_after_the_upstream_login(make_server, identity_provider):
+    """A verified address that the allow-list does not name gets our 403 page, and
+    never reaches the consent page or the client."""
+    port = free_port()
+    issuer = f"http://127.0.0.1:{port}"
+    claims = {"email": "mallory@example.org", "email_verified": True}
+    idp = identity_provider("", f"{issuer}/oauth/google/callback", claims)
+    server = make_server(
+        users={},
+        PORT=str(port),
+        OAUTH_PROVIDER="google",
+        GOOGLE_CLIENT_ID=CLIENT_ID,
+        GOOGLE_CLIENT_SECRET=SECRET,
+        GOOGLE_DISCOVERY_URL=f"{idp}/.well-known/openid-configuration",
+        OAUTH_ALLOWED_EMAILS="alice@example.com",
+    )
+    response, browser = sign_in(server, idp, login="google-sub-666")
+    assert response.status_code == 403, (response.status_code, response.url, response.text[:300])
+    assert "This account may not use this server" in response.text and "Location" not in response.headers
+    assert not any(url.startswith(server.url("/consent")) for url in browser.visited)
+
+
+def test_azure_login_through_a_certified_openid_provider_as_a_tenant(make_server, identity_provider):
+    """Entra ID's shape: the authority's tenant path (`/<tenant>/v2.0`), `tid` and
+    `oid` in the ID token, and the subject of our tokens `tid:oid`."""
+    port = free_port()
+    issuer = f"http://127.0.0.1:{port}"
+    tenant = "b9f1c2de-0000-4000-8000-0000000000aa"
+    claims = {"tid": tenant, "oid": "oid-of-alice", "preferred_username": "alice@contoso.example"}
+    idp = identity_provider(f"/{tenant}/v2.0", f"{issuer}/oauth/azure/callback", claims)
+    server = make_server(
+        users={},
+        PORT=str(port),
+        OAUTH_PROVIDER="azure",
+        AZURE_CLIENT_ID=CLIENT_ID,
+        AZURE_CLIENT_SECRET=SECRET,
+        AZURE_TENANT_ID=tenant,
+        AZURE_AUTHORITY=idp.removesuffix(f"/{tenant}/v2.0"),
+        OAUTH_ALLOWED_DOMAINS="contoso.example",
+    )
+    response, browser = sign_in(server, idp, login="entra-sub-differs-per-app")
+    result = redirect_params(response)
+    tokens = exchange(server, browser.client, result["code"], browser.verifier).json()  # type: ignore[attr-defined]
+    assert jwt_parts(tokens["access_token"])[1]["sub"] == f"{tenant}:oid-of-alice"
