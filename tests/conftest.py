@@ -3,11 +3,13 @@ oauth: the client and the browser), which test modules import directly."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.harness import PASSWORD, Server, ThreadServer, helper_process, seed_users
+from support.harness import PASSWORD, Server, ThreadServer, free_port, helper_process, seed_users, wait_for_port
 
 
 @pytest.fixture
@@ -46,6 +48,35 @@ def test_ca(tmp_path, monkeypatch):
     monkeypatch.setenv("SSL_CERT_FILE", str(ca.ca_file))
     with resolving(TEST_HOST):
         yield ca
+
+
+@pytest.fixture(scope="module")
+def documents(tmp_path_factory):
+    """The https server of client metadata documents (tests/support/docserver.py, a
+    test CA): (base URL, CA file, request log)."""
+    from support.tls import make_ca
+
+    tmp = tmp_path_factory.mktemp("docs")
+    ca = make_ca(tmp / "ca", "localhost", "127.0.0.1")
+    port = free_port()
+    log = tmp / "requests.log"
+    log.write_text("")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(Path(__file__).parent / "support" / "docserver.py"),
+            str(port),
+            str(ca.cert_file),
+            str(ca.key_file),
+            str(log),
+        ]
+    )
+    try:
+        wait_for_port(port, proc)
+        yield f"https://localhost:{port}", str(ca.ca_file), log
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,10 @@ local callback server, tokens kept on disk between runs.
 
 Runs in .venv-mcp2 (see requirements-mcp2.txt):
 
-    python fastmcp_client.py MCP_URL STORAGE_DIR USER PASSWORD    # prints one JSON line
+    python fastmcp_client.py MCP_URL STORAGE_DIR USER PASSWORD [CLIENT_METADATA_URL]
+
+It prints one JSON line. With CLIENT_METADATA_URL, the client is identified by that Client
+ID Metadata Document instead of registering.
 
 FastMCP opens the authorization URL with Python's `webbrowser`, which runs the command
 in `BROWSER`: this same file with `--browser URL` plays the person there (our login
@@ -52,7 +55,7 @@ def person(authorization_url: str, user: str, password: str) -> None:
         raise SystemExit("the callback server never answered")
 
 
-async def main(url: str, storage: Path) -> None:
+async def main(url: str, storage: Path, client_metadata_url: str | None) -> None:
     from fastmcp import Client
     from fastmcp.client.auth import OAuth
     from key_value.aio.stores.filetree import (
@@ -68,7 +71,7 @@ async def main(url: str, storage: Path) -> None:
         key_sanitization_strategy=FileTreeV1KeySanitizationStrategy(tokens),
         collection_sanitization_strategy=FileTreeV1CollectionSanitizationStrategy(tokens),
     )
-    auth = OAuth(client_name="FastMCP test client", token_storage=store)
+    auth = OAuth(client_name="FastMCP test client", token_storage=store, client_metadata_url=client_metadata_url)
     async with Client(url, auth=auth) as client:
         added = await client.call_tool("add", {"a": 40, "b": 2})
         who = await client.call_tool("whoami", {})
@@ -90,6 +93,7 @@ if __name__ == "__main__":
         person(sys.argv[2], os.environ["FASTMCP_TEST_USER"], os.environ["FASTMCP_TEST_PASSWORD"])
     else:
         url, storage_dir, user, password = sys.argv[1:5]
+        client_metadata_url = sys.argv[5] if len(sys.argv) > 5 else None
         storage = Path(storage_dir)
         (storage / "browser-opened").unlink(missing_ok=True)
         os.environ.update(
@@ -99,4 +103,4 @@ if __name__ == "__main__":
             FASTMCP_TEST_USER=user,
             FASTMCP_TEST_PASSWORD=password,
         )
-        asyncio.run(asyncio.wait_for(main(url, storage), 60))
+        asyncio.run(asyncio.wait_for(main(url, storage, client_metadata_url), 60))

@@ -6,48 +6,18 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import subprocess
-import sys
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 import requests
-from support.harness import free_port, wait_for_port
 from support.oauth import Browser, csrf_of, exchange, pkce_pair, refresh, register, request_id_of, verify
-from support.tls import make_ca
 
 from app.cimd import address_allowed
 from app.repositories import new_client_id
 from app.security import new_id
 
 HERE = Path(__file__).parent
-
-
-@pytest.fixture(scope="module")
-def documents(tmp_path_factory):
-    """The document server: (base URL, CA file, request log)."""
-    tmp = tmp_path_factory.mktemp("docs")
-    ca = make_ca(tmp / "ca", "localhost", "127.0.0.1")
-    port = free_port()
-    log = tmp / "requests.log"
-    log.write_text("")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(HERE / "support" / "docserver.py"),
-            str(port),
-            str(ca.cert_file),
-            str(ca.key_file),
-            str(log),
-        ]
-    )
-    try:
-        wait_for_port(port, proc)
-        yield f"https://localhost:{port}", str(ca.ca_file), log
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.fixture

@@ -35,6 +35,9 @@ class Documents(BaseHTTPRequestHandler):
         kind = self.path.split("/")[1]
         if kind == "good":
             self._send(200, json.dumps(document).encode(), Cache_Control="max-age=60")
+        elif kind == "loopback":  # a command-line client: its callback on any loopback port
+            loopback = {**document, "redirect_uris": ["http://localhost/callback", "http://127.0.0.1/callback"]}
+            self._send(200, json.dumps(loopback).encode(), Cache_Control="max-age=60")
         elif kind == "other":
             self._send(200, json.dumps({**document, "client_id": "https://elsewhere.example/doc"}).encode())
         elif kind == "big":
