@@ -35,14 +35,16 @@ def test_what_the_server_acknowledges_is_on_disk_before_the_answer_leaves(make_s
         client = register(server)
         _, tokens = tokens_for(server, client)
         assert refresh(server, client, tokens["refresh_token"]).status_code == 200
-    calls = syscalls.parse(trace.read_text(errors="replace"))
+    text = trace.read_text(errors="replace")
+    calls = syscalls.parse(text)
     data_dir = str(server.data_dir)
     appends = [
         (i, c.path)
         for i, c in enumerate(calls)
         if c.call in ("write", "pwrite64", "writev") and c.path.startswith(data_dir) and c.path.endswith(".journal")
     ]
-    assert {path.rsplit("/", 1)[1] for _, path in appends} >= {"clients.json.journal", "refresh_tokens.json.journal"}
+    journals = {path.rsplit("/", 1)[1] for _, path in appends}
+    assert journals >= {"clients.json.journal", "refresh_tokens.json.journal"}, text[-3000:]
     for i, journal in appends:
         answer = next(
             j
@@ -77,8 +79,11 @@ def test_compaction_syncs_each_new_file_before_its_rename_and_the_folder_after(t
         timeout=60,
     )
     assert done.returncode == 0, done.stderr.decode()
-    calls = syscalls.parse(trace.read_text(errors="replace"))
-    put_ack, compaction_ack = (i for i, c in enumerate(calls) if c.data.startswith("acknowledged"))
+    text = trace.read_text(errors="replace")
+    calls = syscalls.parse(text)
+    acks = [i for i, c in enumerate(calls) if c.data.startswith("acknowledged")]
+    assert len(acks) == 2, text[-3000:]
+    put_ack, compaction_ack = acks
     # The store's renames (Python also renames the .pyc files it writes on an import).
     renames = [
         i

@@ -21,8 +21,8 @@ from pathlib import Path
 TRACED = "write,pwrite64,writev,sendto,sendmsg,fsync,fdatasync,rename,renameat,renameat2"
 STRACE = ["strace", "-f", "-y", "-qq", "-s", "64", "-e", f"trace={TRACED}"]
 
-_LINE = re.compile(r"^(?P<pid>\d+) (?P<call>\w+)\((?P<args>.*)$")
-_RESUMED = re.compile(r"^(?P<pid>\d+) <\.\.\. (?P<call>\w+) resumed>")
+_LINE = re.compile(r"^(?P<pid>\d+) +(?P<call>\w+)\((?P<args>.*)$")
+_RESUMED = re.compile(r"^(?P<pid>\d+) +<\.\.\. (?P<call>\w+) resumed>")
 _FD_PATH = re.compile(r"^\d+<(?P<path>[^>]*)>")
 _STRINGS = re.compile(r'"((?:[^"\\]|\\.)*)"')
 
