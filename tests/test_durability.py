@@ -13,7 +13,8 @@ from support import syscalls
 from support.harness import ROOT, base_env
 from support.oauth import refresh, register, tokens_for
 
-pytestmark = pytest.mark.skipif(not syscalls.available(), reason="strace is not installed (.ci/run installs it)")
+UNAVAILABLE = syscalls.unavailable()
+pytestmark = pytest.mark.skipif(UNAVAILABLE is not None, reason=str(UNAVAILABLE))
 
 
 def synced_between(calls: list[syscalls.Call], path: str, start: int, end: int) -> bool:

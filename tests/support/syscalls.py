@@ -37,8 +37,12 @@ class Call:
     data: str  # the start of what a write or send carried
 
 
-def available() -> bool:
-    return shutil.which("strace") is not None
+def unavailable() -> str | None:
+    """Why strace cannot trace here (not installed, or ptrace refused), or None."""
+    if shutil.which("strace") is None:
+        return "strace is not installed (.ci/run installs it)"
+    probe = subprocess.run(["strace", "-qq", "-e", "trace=none", "true"], capture_output=True, text=True, timeout=30)
+    return None if probe.returncode == 0 else f"strace cannot trace here: {probe.stderr.strip()[-200:]}"
 
 
 def parse(text: str) -> list[Call]:
