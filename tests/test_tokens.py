@@ -293,8 +293,14 @@ def test_verify_refusals(server):
     assert verify(server, tampered).status_code == 401
     short = verify(server, tokens["access_token"], scope="admin")
     assert short.status_code == 403
-    assert 'error="insufficient_scope"' in short.headers["WWW-Authenticate"]
+    assert short.headers["WWW-Authenticate"].startswith(
+        f'Bearer error="insufficient_scope", resource_metadata="{metadata_url}", scope="admin", error_description='
+    )
     assert verify(server, tokens["access_token"], scope="mcp").status_code == 200
+    # A request that needs scopes names them in its 401 too, with or without a token.
+    needs = verify(server, None, scope="mcp admin")
+    assert needs.headers["WWW-Authenticate"] == f'Bearer resource_metadata="{metadata_url}", scope="mcp admin"'
+    assert 'scope="mcp admin"' in verify(server, "abc.def.ghi", scope="mcp admin").headers["WWW-Authenticate"]
 
 
 def test_tokens_signed_with_our_key_are_refused_unless_they_are_our_access_tokens(server):

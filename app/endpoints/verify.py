@@ -2,8 +2,9 @@
 
 /verify answers 200 with the X-Auth-* headers for a live access token, 401 with an
 RFC 9728 `resource_metadata` challenge otherwise, and 403 `insufficient_scope` when
-the token lacks a scope named in `?scope=`. It reads no file: the token is a JWT and
-the store's cache answers whether its client and grant still exist.
+the token lacks a scope named in `?scope=` (whose scopes every challenge names). It
+reads no file: the token is a JWT and the store's cache answers whether its client and
+grant still exist.
 """
 
 from __future__ import annotations
@@ -97,12 +98,14 @@ def check_bearer(svc: Services, environ: WSGIEnviron, resource: str, scope: str 
     """The X-Auth-* headers for the request's bearer token, or why it is refused.
     Shared by /verify (in Flask and on the hot path) and the gateway."""
     token = bearer_token(environ)
+    # The scopes a request needs go in its 401 too, so a client asks for those
+    # (RFC 6750 §3; the MCP authorization spec's scope selection reads them first).
     if token is None:
-        return Refusal(401, None, "An access token is required.")
+        return Refusal(401, None, "An access token is required.", scope)
     try:
         access = svc.verifier.verify(token, resource)
     except InvalidAccessToken as exc:
-        return Refusal(401, "invalid_token", str(exc))
+        return Refusal(401, "invalid_token", str(exc), scope)
     subject = str(access.claims.get("sub", ""))
     note(client_id=access.client_id, subject=subject)
     if set(scope.split()) - set(access.get_scope().split()):
