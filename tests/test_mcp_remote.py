@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-from support.harness import free_port
+from support.harness import end, free_port
 from support.npm import npm_ci
 from support.oauth import Browser
 
@@ -95,12 +95,7 @@ class Bridge:
         return answer["result"]["content"][0]["text"]
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        end(self.proc)
 
 
 def clients_of(server) -> list[dict]:

@@ -14,7 +14,9 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode, urljoin
 
 import pytest
@@ -68,21 +70,30 @@ def identity_provider(node) -> Iterator[Callable[[str, str, dict], str]]:
         proc.wait()
 
 
-def sign_in(server, idp: str, login: str) -> tuple[requests.Response, Browser]:
+@dataclass
+class Walk:
+    response: requests.Response  # the one leaving our server for the client, or where it stopped
+    browser: Browser
+    client: dict
+    verifier: str
+
+    def tokens(self, server) -> dict:
+        return exchange(server, self.client, redirect_params(self.response)["code"], self.verifier).json()
+
+
+def sign_in(server, idp: str, login: str) -> Walk:
     """The person's walk: our /authorize, the IdP's login and consent pages (filled in
-    as a person would), back to our consent page, approved. Returns the response that
-    leaves our server for the client, or the first page the walk cannot go past."""
+    as a person would), back to our consent page, approved."""
     client = register(server)
     browser = Browser(server)
     verifier, challenge = pkce_pair()
-    browser.client, browser.verifier = client, verifier  # type: ignore[attr-defined]
     response = browser.get(server.url("/authorize?" + urlencode(auth_params(client, challenge))))
     for _ in range(20):
         here = response.url
         if response.status_code in (302, 303):
             location = urljoin(here, response.headers["Location"])
             if not location.startswith((server.issuer, idp)):
-                return response, browser  # to the client
+                return Walk(response, browser, client, verifier)  # to the client
             response = browser.get(location)
         elif response.status_code == 200 and here.startswith(idp):
             action = urljoin(here, re.search(r'<form[^>]*action="([^"]+)"', response.text)[1])  # type: ignore[index]
@@ -93,59 +104,57 @@ def sign_in(server, idp: str, login: str) -> tuple[requests.Response, Browser]:
             form = {"csrf_token": csrf_of(response.text), "request_id": request_id, "decision": "approve"}
             response = browser.post(server.url("/consent"), data=form)
         else:
-            return response, browser
+            return Walk(response, browser, client, verifier)
     raise AssertionError(f"the walk did not end: {browser.visited}")
 
 
-def test_google_login_through_a_certified_openid_provider(make_server, identity_provider):
+@pytest.fixture
+def google(make_server, identity_provider) -> Callable[[dict], tuple[Any, str]]:
+    """google(the accounts' claims) → (our server as Google's client, the IdP's issuer);
+    the allow-list names alice@example.com."""
+
+    def start(claims: dict) -> tuple[Any, str]:
+        port = free_port()
+        idp = identity_provider("", f"http://127.0.0.1:{port}/oauth/google/callback", claims)
+        server = make_server(
+            users={},
+            PORT=str(port),
+            OAUTH_PROVIDER="google",
+            GOOGLE_CLIENT_ID=CLIENT_ID,
+            GOOGLE_CLIENT_SECRET=SECRET,
+            GOOGLE_DISCOVERY_URL=f"{idp}/.well-known/openid-configuration",
+            OAUTH_ALLOWED_EMAILS="alice@example.com",
+        )
+        return server, idp
+
+    return start
+
+
+def test_google_login_through_a_certified_openid_provider(google):
     """Google's shape: discovery at the root, `email` with `email_verified` in the ID
     token. The person signs in upstream, approves at our consent page, and our token
     names Google's `sub`; the allow-list admits the verified address."""
-    port = free_port()
-    issuer = f"http://127.0.0.1:{port}"
-    claims = {"email": "alice@example.com", "email_verified": True, "name": "Alice"}
-    idp = identity_provider("", f"{issuer}/oauth/google/callback", claims)
-    server = make_server(
-        users={},
-        PORT=str(port),
-        OAUTH_PROVIDER="google",
-        GOOGLE_CLIENT_ID=CLIENT_ID,
-        GOOGLE_CLIENT_SECRET=SECRET,
-        GOOGLE_DISCOVERY_URL=f"{idp}/.well-known/openid-configuration",
-        OAUTH_ALLOWED_EMAILS="alice@example.com",
-    )
-    response, browser = sign_in(server, idp, login="google-sub-123")
-    result = redirect_params(response)
-    assert result["iss"] == server.issuer
-    assert any(url.startswith(f"{idp}/interaction/") for url in browser.visited)  # its own pages
-    assert any(url.startswith(server.url("/consent")) for url in browser.visited)  # then ours
-    tokens = exchange(server, browser.client, result["code"], browser.verifier).json()  # type: ignore[attr-defined]
+    server, idp = google({"email": "alice@example.com", "email_verified": True, "name": "Alice"})
+    walk = sign_in(server, idp, login="google-sub-123")
+    assert redirect_params(walk.response)["iss"] == server.issuer
+    assert any(url.startswith(f"{idp}/interaction/") for url in walk.browser.visited)  # its own pages
+    assert any(url.startswith(server.url("/consent")) for url in walk.browser.visited)  # then ours
+    tokens = walk.tokens(server)
     access = jwt_parts(tokens["access_token"])[1]
     assert access["sub"] == "google-sub-123" and access["iss"] == server.issuer
     assert verify(server, tokens["access_token"]).headers["X-Auth-Subject"] == "google-sub-123"
     assert "login.succeeded provider=google subject=google-sub-123" in server.output
 
 
-def test_an_address_off_the_allow_list_is_refused_after_the_upstream_login(make_server, identity_provider):
+def test_an_address_off_the_allow_list_is_refused_after_the_upstream_login(google):
     """A verified address that the allow-list does not name gets our 403 page, and
     never reaches the consent page or the client."""
-    port = free_port()
-    issuer = f"http://127.0.0.1:{port}"
-    claims = {"email": "mallory@example.org", "email_verified": True}
-    idp = identity_provider("", f"{issuer}/oauth/google/callback", claims)
-    server = make_server(
-        users={},
-        PORT=str(port),
-        OAUTH_PROVIDER="google",
-        GOOGLE_CLIENT_ID=CLIENT_ID,
-        GOOGLE_CLIENT_SECRET=SECRET,
-        GOOGLE_DISCOVERY_URL=f"{idp}/.well-known/openid-configuration",
-        OAUTH_ALLOWED_EMAILS="alice@example.com",
-    )
-    response, browser = sign_in(server, idp, login="google-sub-666")
+    server, idp = google({"email": "mallory@example.org", "email_verified": True})
+    walk = sign_in(server, idp, login="google-sub-666")
+    response = walk.response
     assert response.status_code == 403, (response.status_code, response.url, response.text[:300])
     assert "This account may not use this server" in response.text and "Location" not in response.headers
-    assert not any(url.startswith(server.url("/consent")) for url in browser.visited)
+    assert not any(url.startswith(server.url("/consent")) for url in walk.browser.visited)
 
 
 def test_azure_login_through_a_certified_openid_provider_as_a_tenant(make_server, identity_provider):
@@ -166,7 +175,5 @@ def test_azure_login_through_a_certified_openid_provider_as_a_tenant(make_server
         AZURE_AUTHORITY=idp.removesuffix(f"/{tenant}/v2.0"),
         OAUTH_ALLOWED_DOMAINS="contoso.example",
     )
-    response, browser = sign_in(server, idp, login="entra-sub-differs-per-app")
-    result = redirect_params(response)
-    tokens = exchange(server, browser.client, result["code"], browser.verifier).json()  # type: ignore[attr-defined]
+    tokens = sign_in(server, idp, login="entra-sub-differs-per-app").tokens(server)
     assert jwt_parts(tokens["access_token"])[1]["sub"] == f"{tenant}:oid-of-alice"
