@@ -53,9 +53,21 @@ def main() -> int:
         config.provider,
         extra={"event": "server.started", "fields": {"issuer": config.issuer, "listen": listen, "store": store}},
     )
-    # A clean stop (Ctrl-C, SIGTERM from systemd or a container) compacts the store's
-    # journals into its JSON files, so that those alone are the whole truth.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
+    # A clean stop (Ctrl-C, SIGTERM from systemd or a container) ends the gateway's
+    # open streams, so that waitress need not wait out its shutdown timeout for their
+    # threads, then compacts the store's journals into its JSON files, so that those
+    # alone are the whole truth.
+    def stop(signum: int, _frame: object) -> None:
+        upstream = app.extensions.get("gateway_upstream")
+        if upstream is not None:
+            upstream.end_streams()
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     try:
         _serve(app, config)
     except KeyboardInterrupt:

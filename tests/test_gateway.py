@@ -13,6 +13,7 @@ import io
 import itertools
 import json
 import re
+import signal
 import socket
 import threading
 import time
@@ -316,3 +317,37 @@ def test_the_flask_view_forwards_alike_what_is_not_taken_in_front_of_it(gateway)
         assert response.headers["X-Content-Type-Options"] == "nosniff" and response.headers["X-Request-Id"]
     refused = requests.head(gateway.url("/mcp/path/a"), headers={"Authorization": "Bearer nope"}, timeout=10)
     assert refused.status_code == 401 and "WWW-Authenticate" in refused.headers
+
+
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGINT"])
+def test_a_stop_ends_open_streams_at_once(make_server, upstream, stop):
+    """A clean stop with an SSE stream idling through the gateway ends that stream (its
+    client gets the response's end, not a reset) and exits at once, with the store
+    compacted, rather than after waitress's 5 s shutdown timeout."""
+    server = make_server(OAUTH_UPSTREAM_URL=upstream)
+    _, tokens = tokens_for(server)
+    auth = {"Authorization": f"Bearer {tokens['access_token']}"}
+    events: list[str] = []
+    opened = threading.Event()
+
+    def read_stream() -> None:
+        url = server.url("/mcp/ticks?count=2&interval=60")  # one event, then a minute of quiet
+        with httpx.stream("GET", url, headers=auth, timeout=30) as response:
+            for line in response.iter_lines():
+                if line.startswith("data:"):
+                    events.append(line)
+                    opened.set()
+        events.append("ended")
+
+    reader = threading.Thread(target=read_stream)
+    reader.start()
+    assert opened.wait(10)
+    started = time.monotonic()
+    server.proc.send_signal(getattr(signal, stop))
+    assert server.proc.wait(10) == 0
+    took = time.monotonic() - started
+    reader.join(10)
+    assert events == ["data: tick 0", "ended"]  # a whole response, cut where the stream stood
+    assert took < 3, f"the stop took {took:.1f} s"  # waitress alone waits 5 s for the stream's thread
+    journal = (server.data_dir / "clients.json.journal").read_text()
+    assert len(journal.splitlines()) == 1, journal  # the stop went on to compact: a header alone

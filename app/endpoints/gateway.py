@@ -16,6 +16,7 @@ waitress thread, so OAUTH_THREADS must exceed the number of concurrent streams.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import re
@@ -159,6 +160,10 @@ class Upstream:
         self.response_timeout = response_timeout
         self.tls = ssl.create_default_context() if parts.scheme == "https" else None
         self._idle: list[tuple[float, socket.socket]] = []
+        #: connections whose body is being streamed to a client (an SSE stream may idle
+        #: for as long as it lives)
+        self._streaming: set[socket.socket] = set()
+        self.stopping = False
         self._lock = threading.Lock()
 
     def connect(self) -> socket.socket:
@@ -190,6 +195,17 @@ class Upstream:
                     self._idle.append((time.monotonic(), sock))
                     return
         sock.close()
+
+    def end_streams(self) -> None:
+        """At a stop: end every stream now. A thread waiting on an idle upstream would
+        otherwise hold the stop for waitress's whole shutdown timeout. Each stream's
+        client gets the end of its response, as when the upstream closes."""
+        with self._lock:
+            self.stopping = True
+            streaming = list(self._streaming)
+        for sock in streaming:
+            with contextlib.suppress(OSError):  # closed meanwhile
+                sock.shutdown(socket.SHUT_RDWR)  # its reader wakes to an end of file
 
     def _request_head(self, method: str, target: str, headers: dict[str, str]) -> bytes:
         lines = [f"{method} {target} HTTP/1.1", f"Host: {self.host_header}"]
@@ -298,6 +314,8 @@ class Upstream:
         """The upstream body, passed on as it arrives."""
         finished = False
         OPEN_STREAMS.inc()
+        with self._lock:
+            self._streaming.add(sock)
         try:
             if open_event_stream:
                 # A WSGI server sends the headers with the first non-empty chunk (PEP
@@ -314,15 +332,15 @@ class Upstream:
                     return
                 try:
                     message.receive(sock)
-                except _Broken:
-                    if ends_at_close:
-                        return  # the body's end; the connection is not reused
-                    UPSTREAM_ERRORS.labels("broken").inc()
-                    return
-                except (OSError, httptools.HttpParserError):
-                    UPSTREAM_ERRORS.labels("broken").inc()
+                except (_Broken, OSError, httptools.HttpParserError) as exc:
+                    # The body's end when the connection ends it, or ours at a stop;
+                    # else the upstream broke off. Either way it is not reused.
+                    if not (self.stopping or (ends_at_close and isinstance(exc, _Broken))):
+                        UPSTREAM_ERRORS.labels("broken").inc()
                     return
         finally:
+            with self._lock:
+                self._streaming.discard(sock)
             OPEN_STREAMS.dec()
             # Read to its end: the connection can carry the next request. Cut short
             # (the client went away mid-stream): it cannot.
@@ -453,4 +471,5 @@ def init_app(app: Flask, config: Config) -> GatewayPath | None:
         return Response(body, status=status, headers=headers, direct_passthrough=True)
 
     app.register_blueprint(bp)
+    app.extensions["gateway_upstream"] = upstream  # wsgi.py ends its streams at a stop
     return GatewayPath(app.extensions["oauth"], upstream)
