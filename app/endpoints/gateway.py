@@ -316,6 +316,8 @@ class Upstream:
         OPEN_STREAMS.inc()
         with self._lock:
             self._streaming.add(sock)
+            if self.stopping:  # started as the server stops: ends like the others
+                sock.shutdown(socket.SHUT_RDWR)
         try:
             if open_event_stream:
                 # A WSGI server sends the headers with the first non-empty chunk (PEP
