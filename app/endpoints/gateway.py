@@ -317,7 +317,8 @@ class Upstream:
         with self._lock:
             self._streaming.add(sock)
             if self.stopping:  # started as the server stops: ends like the others
-                sock.shutdown(socket.SHUT_RDWR)
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
         try:
             if open_event_stream:
                 # A WSGI server sends the headers with the first non-empty chunk (PEP
