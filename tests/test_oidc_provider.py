@@ -24,7 +24,17 @@ import requests
 from support.harness import free_port
 from support.jwt import jwt_parts
 from support.npm import npm_ci
-from support.oauth import Browser, auth_params, csrf_of, exchange, pkce_pair, redirect_params, register, verify
+from support.oauth import (
+    Browser,
+    auth_params,
+    csrf_of,
+    exchange,
+    pkce_pair,
+    redirect_params,
+    register,
+    request_id_of,
+    verify,
+)
 
 IDP_DIR = Path(__file__).parent / "oidc_provider"
 NODE = IDP_DIR / "node_modules" / ".bin" / "node"
@@ -100,8 +110,7 @@ def sign_in(server, idp: str, login: str) -> Walk:
             form = {"prompt": "login", "login": login, "password": "any"} if 'name="login"' in response.text else {}
             response = browser.post(action, data=form or {"prompt": "consent"})
         elif response.status_code == 200 and "/consent" in here:
-            request_id = re.search(r'name="request_id" value="([^"]+)"', response.text)[1]  # type: ignore[index]
-            form = {"csrf_token": csrf_of(response.text), "request_id": request_id, "decision": "approve"}
+            form = {"csrf_token": csrf_of(response.text), "request_id": request_id_of(here), "decision": "approve"}
             response = browser.post(server.url("/consent"), data=form)
         else:
             return Walk(response, browser, client, verifier)
