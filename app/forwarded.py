@@ -105,6 +105,28 @@ def client_address(config: Config, environ: WSGIEnviron | None = None) -> str:
     return known
 
 
+#: RFC 6177 / RFC 7421: one IPv6 subscriber gets at least a /64, and any address in it
+#: is theirs to use, so a limit per IPv6 address is no limit at all.
+IPV6_SUBSCRIBER_PREFIX = 64
+
+
+def network_key(config: Config, environ: WSGIEnviron | None = None) -> str:
+    """What the per-address limits count: the client's IPv4 address, or the /64 its
+    IPv6 address belongs to (as `2001:db8:1:2::/64`). Of the current Flask request
+    unless an `environ` is given."""
+    return network_of(client_address(config, environ))
+
+
+@functools.lru_cache(maxsize=4096)
+def network_of(text: str) -> str:
+    """An address's key for the per-address limits (see `network_key`); text that is
+    no address is its own key."""
+    address = _address(text)
+    if isinstance(address, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((address, IPV6_SUBSCRIBER_PREFIX), strict=False))
+    return text if address is None else str(address)
+
+
 def _client_address(config: Config, environ: WSGIEnviron) -> str:
     peer = environ.get("REMOTE_ADDR") or ""
     if not _trusted(_address(peer), config.trusted_proxies):
