@@ -20,13 +20,13 @@ from flask.typing import ResponseReturnValue
 
 from .. import services
 from ..config import Config
-from ..forwarded import client_address
+from ..forwarded import client_address, network_key
 from ..models import Person
 from ..observability import audit
 from ..pending import PendingAuthorization
 from ..repositories import UserRepository
 from ..security import check_csrf
-from ..storage import shared_state
+from ..storage import expiring_map, shared_state
 from ..throttle import sliding_window
 from .base import IdentityProvider, browser_id, current_identity, login_failed, remember_login
 
@@ -46,23 +46,33 @@ MAX_PASSWORD = 1024
 
 @dataclass(frozen=True)
 class LoginAttempt:
-    address: str
+    network: str
     name: str
     at: float
+
+
+#: how long a network that logged in as a user stays known for that user's name (`LoginThrottle`)
+KNOWN_NETWORK_DAYS = 30
+#: networks remembered as known at most (only a successful login adds one)
+MAX_KNOWN_NETWORKS = 50_000
 
 
 class LoginThrottle:
     """Slows password guessing without letting anyone lock a person out.
 
-    - Per address and user name: `per_name` failures within `window` seconds, then
-      that address waits until the oldest leaves the window.
-    - Per address, any names: `per_address` failures (a spray of names).
+    Every limit counts a client by its network (`app.forwarded.network_key`: an IPv4
+    address, or the /64 of an IPv6 one, all of which one subscriber may use).
+
+    - Per network and user name: `per_name` failures within `window` seconds, then
+      that network waits until the oldest leaves the window.
+    - Per network, any names: `per_address` failures (a spray of names).
     - Per user name from everywhere: from `hot` failures on, the name is under
-      attack, and addresses that already failed on it get one try per
-      `slow_spacing` seconds between them all. An address with no failure on the
-      name is never held back by the others, so the right password from a new
-      address always gets through: a limit that slows guessing, not one that lets
-      a stranger lock a person out of a well-known name like `admin`.
+      attack, and its password is checked at most once per `slow_spacing` seconds,
+      for all networks together: an attacker with a whole /48 (65,536 networks of
+      10 guesses each) still guesses at that pace, not at CPU speed. A network that
+      logged in as that user within `known_for` seconds is never held back by the
+      others, so a stranger cannot lock a person out of a well-known name like
+      `admin` where the person usually logs in from.
 
     An attempt counts as failed from the moment it starts (`begin`), so concurrent
     guesses, at one instance or several, cannot all pass one check before any is
@@ -76,23 +86,27 @@ class LoginThrottle:
         hot: int = 40,
         window: int = 900,
         slow_spacing: float = 2.0,
+        known_for: float = KNOWN_NETWORK_DAYS * 86400,
         shared: PostgresStore | None = None,
     ):
         self.pairs = sliding_window(shared, "login-pair", per_name, window)
-        self.addresses = sliding_window(shared, "login-address", per_address, window)
+        self.networks = sliding_window(shared, "login-address", per_address, window)
         self.names = sliding_window(shared, "login-name", hot, window)
         self.slow_lane = sliding_window(shared, "login-slow", 1, slow_spacing)
+        #: "network name" -> when that network last logged in as that name
+        self.known = expiring_map(shared, "login-known", MAX_KNOWN_NETWORKS)
+        self.known_for = known_for
         self._lock = threading.Lock()
 
     @staticmethod
-    def _pair(address: str, name: str) -> str:
-        return f"{address} {name.lower()}"
+    def _pair(network: str, name: str) -> str:
+        return f"{network} {name.lower()}"
 
-    def begin(self, address: str, name: str) -> tuple[int, LoginAttempt | None]:
+    def begin(self, network: str, name: str) -> tuple[int, LoginAttempt | None]:
         """(0, the attempt) when the password may be checked now, else (seconds to
         wait, None)."""
         name = name.lower()
-        pair = self._pair(address, name)
+        pair = self._pair(network, name)
         now = time.time()
         with self._lock:
             # Each limit is checked and recorded in one step (`hit`; one transaction
@@ -100,23 +114,25 @@ class LoginThrottle:
             # wait: two instances cannot both let through the last allowed guess.
             wait = self.pairs.hit(pair, now)
             if wait:
-                return max(wait, self.addresses.retry_after(address, now)), None
-            wait = self.addresses.hit(address, now)
-            if not wait and self.names.retry_after(name, now) and self.pairs.count(pair, now) > 1:
+                return max(wait, self.networks.retry_after(network, now)), None
+            wait = self.networks.hit(network, now)
+            if not wait and self.names.retry_after(name, now) and self.known.get(pair, now) is None:
                 wait = self.slow_lane.hit(name, now)
                 if wait:
-                    self.addresses.undo(address, now)
+                    self.networks.undo(network, now)
             if wait:
                 self.pairs.undo(pair, now)
                 return wait, None
             self.names.add(name, now)
-            return 0, LoginAttempt(address, name, now)
+            return 0, LoginAttempt(network, name, now)
 
     def succeeded(self, attempt: LoginAttempt) -> None:
+        pair = self._pair(attempt.network, attempt.name)
         with self._lock:
-            self.pairs.forget(self._pair(attempt.address, attempt.name))
-            self.addresses.undo(attempt.address, attempt.at)
+            self.pairs.forget(pair)
+            self.networks.undo(attempt.network, attempt.at)
             self.names.undo(attempt.name, attempt.at)
+            self.known.put(pair, attempt.at, attempt.at + self.known_for)
 
 
 class CustomProvider(IdentityProvider):
@@ -191,7 +207,7 @@ class CustomProvider(IdentityProvider):
         username = request.form.get("username", "").strip()
         password = request.form.get("password", "")
         address = client_address(self.config)
-        wait, attempt = self.throttle.begin(address, username[:MAX_NAME])
+        wait, attempt = self.throttle.begin(network_key(self.config), username[:MAX_NAME])
         if attempt is None:
             login_failed(self.name, "throttled", subject=self._known(username), address=address)
             later = f"{(wait + 59) // 60} minute(s)" if wait >= 60 else f"{wait} second(s)"
