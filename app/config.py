@@ -67,6 +67,7 @@ class Config:
     connection_limit: int = 1000
     registration_rate: int = 30
     max_clients: int = 10000
+    max_clients_per_address: int = 100
     native_schemes: tuple[str, ...] = ("cursor", "vscode", "vscode-insiders", "windsurf")
     cimd: bool = True
     cimd_allow_private: bool = False
@@ -271,6 +272,7 @@ def _parse(env: Mapping[str, str]) -> Config:
         connection_limit=_int(env, "OAUTH_CONNECTION_LIMIT", 1000, minimum=1),
         registration_rate=_int(env, "OAUTH_REGISTRATION_RATE", 30),
         max_clients=_int(env, "OAUTH_MAX_CLIENTS", 10000),
+        max_clients_per_address=_int(env, "OAUTH_MAX_CLIENTS_PER_ADDRESS", 100),
         native_schemes=tuple(
             s.lower() for s in _list(env, "OAUTH_NATIVE_SCHEMES", default="cursor,vscode,vscode-insiders,windsurf")
         ),

@@ -100,6 +100,8 @@ RULES: dict[str, tuple[str, dict[str, Check]]] = {
             "approvals": optional(approvals),
             "resource_server": optional(boolean),
             "document": optional(boolean),
+            # the network it registered from, while it never completed an authorization
+            "registered_from": optional(text),
         },
     ),
     "grants": (

@@ -92,6 +92,23 @@ def open_store(config: Config) -> Store:
 
 #: seconds the client count the registration cap is checked against may be reused
 CLIENT_COUNT_TTL = 1.0
+#: what a registration refused by a client cap is told to wait (a client that never
+#: completes an authorization expires after OAUTH_UNUSED_CLIENT_TTL, one that does
+#: frees room at once)
+CAP_RETRY_AFTER = 3600
+#: locks that make a network's cap check and its registration's write one step here
+NETWORK_LOCKS = 64
+
+
+class RegistrationRefused(Exception):
+    """An open registration refused by a client cap (`reason`: `address_full` or
+    `at_capacity`): nothing was stored."""
+
+    def __init__(self, reason: str, description: str):
+        super().__init__(description)
+        self.reason = reason
+        self.description = description
+        self.retry_after = CAP_RETRY_AFTER
 
 
 class ClientRepository:
@@ -102,6 +119,7 @@ class ClientRepository:
         # (when read from the store, clients then + those registered here since)
         self._count: tuple[float, int] | None = None
         self._count_lock = threading.Lock()
+        self._network_locks = [threading.Lock() for _ in range(NETWORK_LOCKS)]
 
     def _wrap(self, record: dict[str, Any] | None) -> Client | None:
         return Client(record, self.config.scopes) if record else None
@@ -176,12 +194,19 @@ class ClientRepository:
         return counted
 
     def create(
-        self, metadata: dict[str, Any], *, resource_server: bool = False, counted: tuple[Window, str] | None = None
+        self,
+        metadata: dict[str, Any],
+        *,
+        resource_server: bool = False,
+        counted: tuple[Window, str] | None = None,
+        registered_from: str | None = None,
     ) -> tuple[Client, str | None, str]:
         """Register a client. Returns it with its client secret (None for a public
         client) and registration access token, the only time both exist in clear.
         `counted`: the registration is an event of this window's key, stored with it
-        or refused by it (LimitReached, nothing stored)."""
+        or refused by it (LimitReached, nothing stored). `registered_from`: an open
+        registration from this network (`app.forwarded.network_key`), which the
+        client caps apply to (`_make_room`; RegistrationRefused, nothing stored)."""
         client_id = new_client_id()
         client_secret = None if metadata.get("token_endpoint_auth_method") == "none" else new_secret()
         registration_token = new_secret()
@@ -197,6 +222,47 @@ class ClientRepository:
         }
         if resource_server:
             record["resource_server"] = True
+        if registered_from is None:
+            self._store(client_id, record, counted)
+        else:
+            # the network key, not the address: all the cap needs, and less about a person
+            record["registered_from"] = registered_from
+            with self._network_locks[hash(registered_from) % NETWORK_LOCKS]:
+                self._make_room(registered_from)
+                self._store(client_id, record, counted)
+        return Client(record, self.config.scopes), client_secret, registration_token
+
+    def _make_room(self, network: str) -> None:
+        """The caps of an open registration. One network holds at most
+        OAUTH_MAX_CLIENTS_PER_ADDRESS clients that never completed an authorization;
+        at OAUTH_MAX_CLIENTS, the client registered first among those that never did is
+        evicted (never one that did); with none, RegistrationRefused. The network's
+        check and write are one step in this process (a lock per network): instances
+        at once may pass a network's cap by one each."""
+        per_network = self.config.max_clients_per_address
+        if per_network and self.store.unused_clients_from(network) >= per_network:
+            raise RegistrationRefused(
+                "address_full",
+                "This address has registered as many clients as it may that never completed an "
+                "authorization; complete one with a client already registered, or try again later.",
+            )
+        if self.config.max_clients and self.count() >= self.config.max_clients:
+            evicted = self.store.evict_oldest_unused_client()
+            if evicted is None:
+                raise RegistrationRefused(
+                    "at_capacity", "This server has as many clients as it accepts; try again later."
+                )
+            with self._count_lock:
+                if self._count is not None:
+                    self._count = (self._count[0], self._count[1] - 1)
+            audit(
+                "client.evicted",
+                client_id=evicted.get("client_id"),
+                client_name=str(evicted.get("metadata", {}).get("client_name", ""))[:200] or None,
+                reason="at_capacity",
+            )
+
+    def _store(self, client_id: str, record: dict[str, Any], counted: tuple[Window, str] | None) -> None:
         if counted is None:
             self.store.put("clients", client_id, record)
         else:
@@ -205,7 +271,6 @@ class ClientRepository:
         with self._count_lock:
             if self._count is not None:
                 self._count = (self._count[0], self._count[1] + 1)
-        return Client(record, self.config.scopes), client_secret, registration_token
 
     def update_metadata(self, client_id: str, metadata: dict[str, Any]) -> Client | None:
         def change(record: dict[str, Any]) -> dict[str, Any]:
@@ -223,7 +288,11 @@ class ClientRepository:
         if last is not None and now - last < TOUCH_INTERVAL:
             return
 
-        self._change(client, lambda record: record.__setitem__("last_used_at", now))
+        def used(record: dict[str, Any]) -> None:
+            record["last_used_at"] = now
+            record.pop("registered_from", None)  # counted only while unused: kept no longer
+
+        self._change(client, used)
 
     def remember_approval(self, client: Client, subject: str, scope: str, resource: list[str]) -> None:
         """Remember that this person approved this client for this scope and resource

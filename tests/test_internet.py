@@ -150,9 +150,11 @@ def test_forwarded_for_from_an_untrusted_peer_is_ignored(make_server):
 
 
 def test_registration_cap(make_server):
+    """At the cap with every client used (none to evict: see test_registration.py), 429."""
     server = make_server(OAUTH_MAX_CLIENTS="2")
-    register(server)
-    register(server)
+    browser = Browser(server)
+    for _ in range(2):
+        tokens_for(server, browser=browser)
     refused = requests.post(server.url("/register"), json={"redirect_uris": ["https://a.example/cb"]}, timeout=10)
     assert refused.status_code == 429 and refused.headers["Retry-After"]
     assert len(json.loads(server.cli("list-clients", "--json").stdout)) == 2
@@ -163,8 +165,9 @@ def test_a_deleted_client_frees_room_under_the_cap_within_a_second(make_server):
     PostgreSQL it reads every client row); a deletion made by the operator's CLI, in
     another process, is seen after that."""
     server = make_server(OAUTH_MAX_CLIENTS="2")
-    first = register(server)
-    register(server)
+    browser = Browser(server)
+    first, _ = tokens_for(server, browser=browser)
+    tokens_for(server, browser=browser)  # both used: none may be evicted
     body = {"redirect_uris": ["https://a.example/cb"]}
     assert requests.post(server.url("/register"), json=body, timeout=10).status_code == 429
     assert server.cli("delete-client", first["client_id"]).returncode == 0

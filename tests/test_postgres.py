@@ -250,7 +250,8 @@ def test_refresh_tokens_stored_before_migration_4_still_refresh_after_it(make_se
     from app.storage import postgres
 
     monkeypatch.setattr(postgres, "MIGRATIONS", [m for m in postgres.MIGRATIONS if m[0] < 4])
-    before = make_server(in_thread=True, OAUTH_STORE=postgres_url)
+    # (a version before the per-address client cap, whose column came in migration 5)
+    before = make_server(in_thread=True, OAUTH_STORE=postgres_url, OAUTH_MAX_CLIENTS_PER_ADDRESS="0")
     client, tokens = tokens_for(before)
     before.stop()
     store = postgres.PostgresStore(postgres_url)
@@ -401,8 +402,9 @@ def test_registrations_from_one_address_at_two_instances_at_once_store_exactly_t
     finally:
         store.close()
 
+    # the per-address cap's count, then the one statement that stores
     one = _statements_naming(postgres, database, "203.0.113.41", lambda: post(0, "203.0.113.41"))
-    assert len(one) == 1 and "INSERT INTO records" in one[0], one
+    assert len(one) == 2 and "unused_client_network" in one[0] and "INSERT INTO records" in one[1], one
     again: list[requests.Response] = []
     assert _statements_naming(postgres, database, "203.0.113.40", lambda: again.append(post(0))) == []
     assert again[0].status_code == 429 and 1 <= int(again[0].headers["Retry-After"]) <= 60
@@ -470,3 +472,56 @@ def test_a_kept_connection_the_database_closed_is_replaced_before_use(make_serve
     for _ in range(8):  # whichever threads serve them
         assert verify(server, tokens["access_token"]).status_code == 200
     assert refresh(server, client, tokens["refresh_token"]).status_code == 200
+
+
+def test_the_per_address_client_cap_on_postgresql(make_server, postgres_url):
+    from test_registration import check_the_per_address_cap
+
+    check_the_per_address_cap(make_server(in_thread=True, OAUTH_STORE=postgres_url, OAUTH_MAX_CLIENTS_PER_ADDRESS="3"))
+
+
+def test_eviction_at_the_client_cap_on_postgresql(make_server, postgres_url):
+    from test_registration import check_eviction_at_the_cap
+
+    check_eviction_at_the_cap(make_server(in_thread=True, OAUTH_STORE=postgres_url, OAUTH_MAX_CLIENTS="3"))
+
+
+def test_every_store_counts_and_evicts_never_used_clients_alike(tmp_path, postgres_url):
+    """`unused_clients_from` and `evict_oldest_unused_client` on the file store, memory
+    and PostgreSQL: only clients never used (no `last_used_at`) count and may go,
+    oldest first; a used client, or a resource server, never goes."""
+    from app.config import Config
+    from app.repositories import expiry_rules
+    from app.storage import PersistentStore
+    from app.storage.memory import MemoryStore
+    from app.storage.postgres import PostgresStore
+
+    rules = expiry_rules(Config.from_env({"OAUTH_DATA_DIR": str(tmp_path)}, env_file=None))
+    now = time.time()
+
+    def client(key: str, age: float, used: bool = False, **extra) -> dict:
+        return {
+            "client_id": key,
+            "created_at": now - age,
+            "last_used_at": now if used else None,
+            "metadata": {"redirect_uris": [CHATGPT_CALLBACK]},
+            **extra,
+        }
+
+    postgres = PostgresStore(postgres_url, rules)
+    postgres.migrate()
+    try:
+        for store in (PersistentStore(tmp_path / "files", rules), MemoryStore(rules), postgres):
+            store.put("clients", "used", client("used", 500, used=True, registered_from="2001:db8::/64"))
+            store.put("clients", "operator", client("operator", 400, resource_server=True))
+            store.put("clients", "older", client("older", 300, registered_from="2001:db8::/64"))
+            store.put("clients", "old", client("old", 200, registered_from="2001:db8::/64"))
+            store.put("clients", "other", client("other", 100, registered_from="192.0.2.1"))
+            assert store.unused_clients_from("2001:db8::/64") == 2, store
+            assert store.unused_clients_from("192.0.2.1") == 1
+            assert [store.evict_oldest_unused_client()["client_id"] for _ in range(3)] == ["older", "old", "other"]
+            assert store.evict_oldest_unused_client() is None, store
+            assert sorted(store.scan("clients")) == ["operator", "used"]
+            assert store.unused_clients_from("2001:db8::/64") == 0
+    finally:
+        postgres.close()

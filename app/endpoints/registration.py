@@ -12,9 +12,10 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from .. import services
 from ..errors import error_response
-from ..forwarded import client_address
+from ..forwarded import network_key
 from ..oauth2.rfc7591 import MAX_BODY
 from ..observability import REGISTRATIONS, audit
+from ..repositories import RegistrationRefused
 from ..throttle import LimitReached
 
 bp = Blueprint("registration", __name__)
@@ -39,25 +40,22 @@ def register() -> Response:
     if body_too_large():
         REGISTRATIONS.labels("invalid_metadata").inc()
         return error_response(400, "invalid_client_metadata", TOO_LARGE)
-    # Past the address's rate, refused before the metadata is read or a client made,
+    # Past the network's rate, refused before the metadata is read or a client made,
     # as far as this instance knows already; the rate itself is counted as the client
-    # is stored (app/oauth2/rfc7591.py), where the rest of a flood is refused.
-    address = client_address(config)
-    wait = svc.server.registration_rate.wait_known_here(address) if config.registration_rate else 0
+    # is stored (app/oauth2/rfc7591.py), where the rest of a flood is refused. The
+    # client caps are checked there too, once the metadata is valid: an invalid
+    # registration never evicts anyone.
+    network = network_key(config)
+    wait = svc.server.registration_rate.wait_known_here(network) if config.registration_rate else 0
     if wait:
-        return rate_limited(address, wait)
-    if config.max_clients and svc.clients.count() >= config.max_clients:
-        refused("at_capacity", address)
-        return error_response(
-            429,
-            "temporarily_unavailable",
-            "This server has as many clients as it accepts; try again later.",
-            {"Retry-After": "3600"},
-        )
+        return rate_limited(network, wait)
     try:
         response = svc.server.create_endpoint_response("client_registration")
-    except LimitReached as reached:  # the address's rate, checked as the client is stored
+    except LimitReached as reached:  # the network's rate, checked as the client is stored
         return rate_limited(reached.key, reached.wait)
+    except RegistrationRefused as cap:
+        refused(cap.reason, network)
+        return error_response(429, "temporarily_unavailable", cap.description, {"Retry-After": str(cap.retry_after)})
     REGISTRATIONS.labels("accepted" if response.status_code == 201 else "invalid_metadata").inc()
     return response
 

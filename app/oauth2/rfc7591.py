@@ -16,7 +16,7 @@ from authlib.oauth2.rfc7591.errors import InvalidRedirectURIError
 from joserfc.errors import InvalidClaimError
 
 from ..config import Config
-from ..forwarded import client_address
+from ..forwarded import network_key
 from ..observability import audit
 from ..policy import AUTH_METHODS, MAX_REDIRECT_URIS, MetadataTooLarge, accepted_redirect_uris, check_bounds
 
@@ -131,10 +131,14 @@ class RegistrationEndpoint(RegistrationMixin, ClientRegistrationEndpoint):
     def create_registration_response(self, request: Any) -> tuple[int, dict, list]:
         metadata = self.extract_client_metadata(request)
         # Counted as it is stored, in the same statement on a shared store: over the
-        # rate, LimitReached, which the endpoint answers with 429.
+        # rate, LimitReached; past a client cap, RegistrationRefused; the endpoint
+        # answers both with 429. Both count the client's network (an IPv6 /64).
+        network = network_key(self.server.config)
         rate = self.server.registration_rate
-        counted = (rate, client_address(self.server.config)) if self.server.config.registration_rate else None
-        client, secret, registration_token = self.server.clients.create(metadata, counted=counted)
+        counted = (rate, network) if self.server.config.registration_rate else None
+        client, secret, registration_token = self.server.clients.create(
+            metadata, counted=counted, registered_from=network
+        )
         body: dict[str, Any] = {**metadata, **client.client_info}
         if secret:
             body["client_secret"] = secret

@@ -38,6 +38,21 @@ def indexed_values(record: Record, field: str) -> list[str]:
     return [v for v in (held if isinstance(held, dict) else [held]) if isinstance(v, str)]
 
 
+def unused_client_network(record: Record) -> str | None:
+    """The network a client registered from (`registered_from`), while it never
+    completed an authorization (`last_used_at` unset): what the per-address cap counts."""
+    return record.get("registered_from") if record.get("last_used_at") is None else None
+
+
+def evictable_since(record: Record) -> float | None:
+    """When a client that never completed an authorization was registered: such a
+    client may be evicted, oldest first, to make room at the cap (None for any other,
+    and for the operator's resource servers)."""
+    if record.get("last_used_at") is not None or record.get("resource_server") is True:
+        return None
+    return float(record.get("created_at") or 0)
+
+
 class Store(Protocol):
     #: where the state lives, for the operator's messages (a folder, a database)
     location: str
@@ -89,6 +104,16 @@ class Store(Protocol):
 
     def revision(self, collection: str) -> object:
         """A value that changes whenever the collection does, in any process."""
+
+    # -- the registration caps (clients that never completed an authorization) ---------------
+    def unused_clients_from(self, network: str) -> int:
+        """How many live clients registered from `network` never completed an
+        authorization (`unused_client_network`)."""
+
+    def evict_oldest_unused_client(self) -> Record | None:
+        """Delete, atomically, the client registered first among those that never
+        completed an authorization (`evictable_since`), checked as it is deleted: a
+        client used meanwhile is never deleted. The client deleted, or None."""
 
     # -- health and the operator's side ---------------------------------------------------
     def check(self) -> None:

@@ -10,7 +10,16 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TypeVar
 
-from .base import ExpiryRule, Record, WriteObserver, ignore_write, indexed_values, is_expired
+from .base import (
+    ExpiryRule,
+    Record,
+    WriteObserver,
+    evictable_since,
+    ignore_write,
+    indexed_values,
+    is_expired,
+    unused_client_network,
+)
 from .store import COLLECTIONS, StoreError
 
 T = TypeVar("T")
@@ -102,6 +111,18 @@ class MemoryStore:
 
     def revision(self, collection: str) -> object:
         return self._versions[collection]
+
+    def unused_clients_from(self, network: str) -> int:
+        return len([r for r in self.scan("clients").values() if unused_client_network(r) == network])
+
+    def evict_oldest_unused_client(self) -> Record | None:
+        with self._lock:
+            items = self._collection("clients")
+            since = {key: at for key, record in items.items() if (at := evictable_since(record)) is not None}
+            if not since:
+                return None
+            self._changed("clients")
+            return items.pop(min(since, key=since.__getitem__))
 
     # -- health and the operator's side ---------------------------------------------------
 

@@ -126,6 +126,25 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "ALTER TABLE records SET (fillfactor = 80, toast_tuple_target = 8160)",
         ],
     ),
+    (
+        5,
+        [
+            # The registration caps (app/storage/base.py: `unused_client_network`,
+            # `evictable_since`), each a generated column with a partial index, as for
+            # `refresh_token_hashes`: an index on `record` would forbid HOT updates.
+            # Both stay NULL for every other row, and for a client once it is used.
+            """ALTER TABLE records ADD COLUMN unused_client_network text GENERATED ALWAYS AS (
+                CASE WHEN collection = 'clients' AND coalesce(record -> 'last_used_at', 'null') = 'null'
+                THEN record ->> 'registered_from' END) STORED""",
+            """ALTER TABLE records ADD COLUMN evictable_since double precision GENERATED ALWAYS AS (
+                CASE WHEN collection = 'clients' AND coalesce(record -> 'last_used_at', 'null') = 'null'
+                AND record -> 'resource_server' IS DISTINCT FROM 'true'
+                THEN coalesce((record ->> 'created_at')::float8, 0) END) STORED""",
+            """CREATE INDEX records_unused_client_network ON records (unused_client_network)
+                WHERE unused_client_network IS NOT NULL""",
+            "CREATE INDEX records_evictable_since ON records (evictable_since) WHERE evictable_since IS NOT NULL",
+        ],
+    ),
 ]
 #: advisory lock ids: migrations, and one per collection (see `lock`)
 MIGRATION_LOCK = 0x6D63706F  # "mcpo"
@@ -847,6 +866,35 @@ class PostgresStore:
         revision = row[0] if row else None
         self._revisions[collection] = (now, revision)
         return revision
+
+    # -- the registration caps ------------------------------------------------------------
+
+    def unused_clients_from(self, network: str) -> int:
+        """See the interface (base.py): through the index on `unused_client_network`."""
+        with self._connection() as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM records WHERE unused_client_network = %s "
+                "AND (expires_at IS NULL OR expires_at > %s)",
+                (network, time.time()),
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def evict_oldest_unused_client(self) -> Record | None:
+        """See the interface (base.py): one statement. The row is locked as it is
+        chosen and its `evictable_since` checked again on the version locked, so a
+        client whose first code redemption (`last_used_at`) committed meanwhile is
+        skipped, never deleted; one another eviction holds is skipped too."""
+        with self._writing("clients") as conn:
+            row = conn.execute(
+                "DELETE FROM records WHERE collection = 'clients' AND key = ("
+                "SELECT key FROM records WHERE evictable_since IS NOT NULL "
+                "ORDER BY evictable_since LIMIT 1 FOR UPDATE SKIP LOCKED"
+                ") AND evictable_since IS NOT NULL RETURNING key, record"
+            ).fetchone()
+        if row is None:
+            return None
+        self._known_rows.forget(("clients", row[0]))
+        return row[1]
 
     # -- health and the operator's side ------------------------------------------------------
 

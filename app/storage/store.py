@@ -44,7 +44,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .base import ExpiryRule, Record, WriteObserver, ignore_write, indexed_values, is_expired
+from .base import (
+    ExpiryRule,
+    Record,
+    WriteObserver,
+    evictable_since,
+    ignore_write,
+    indexed_values,
+    is_expired,
+    unused_client_network,
+)
 
 FORMAT_VERSION = 1
 #: the journal is compacted once it is larger than this and than the snapshot
@@ -396,6 +405,31 @@ class PersistentStore:
                 state.indexes[field] = index
         key = index.get(value)
         return self.get(collection, key) if key is not None else None
+
+    def unused_clients_from(self, network: str) -> int:
+        """See the interface (base.py): one pass over the clients in memory (a
+        registration's cost, a fraction of its journal write's)."""
+        now = time.time()
+        state = self._load("clients")
+        with self._view_locks["clients"]:
+            records = list(state.items.values())
+        return sum(
+            1
+            for record in records
+            if unused_client_network(record) == network and not self._is_expired("clients", record, now)
+        )
+
+    def evict_oldest_unused_client(self) -> Record | None:
+        """See the interface (base.py): chosen and deleted under the lock."""
+
+        def decide(items: dict[str, Record]) -> tuple[Record | None, list[dict[str, Any]]]:
+            since = {key: at for key, record in items.items() if (at := evictable_since(record)) is not None}
+            if not since:
+                return None, []
+            oldest = min(since, key=since.__getitem__)
+            return items[oldest], [{"del": oldest}]
+
+        return self._write("clients", decide)
 
     def check(self) -> None:
         """Raise `StoreError` unless every file is readable and parses."""
