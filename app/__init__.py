@@ -136,6 +136,10 @@ def create_app(config: Config | None = None, *, for_cli: bool = False) -> Flask:
     else:
         store.check()
         store.sweep()
+        # The JSON files are the readable truth: made whole at once after a crash, and
+        # kept current while the server runs.
+        store.compact()
+        store.start_upkeep()
         keys.ensure()
         app.secret_key = keys.session_secret()
         provider.on_startup()
