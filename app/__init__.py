@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from flask import Flask, Request, current_app, request
 from flask.json.provider import DefaultJSONProvider
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
+from itsdangerous import URLSafeTimedSerializer
 
 from .admin import Admin
 from .cimd import DocumentFetcher
@@ -162,6 +163,12 @@ class LazySessionInterface(SecureCookieSessionInterface):
         if self.get_cookie_name(app) not in request.cookies:
             return self.session_class()
         return super().open_session(app, request)
+
+    def get_signing_serializer(self, app: Flask) -> URLSafeTimedSerializer | None:
+        # The secret as the store holds it now: `rotate-session-secret` in another
+        # process ends every login session in the running server at once.
+        app.secret_key = app.extensions["oauth"].keys.session_secret()
+        return super().get_signing_serializer(app)
 
 
 def _compact_quietly(store: Store) -> None:
