@@ -74,7 +74,9 @@ def main() -> int:
         pass
     finally:
         try:
-            app.extensions["oauth"].store.compact()
+            store = app.extensions["oauth"].store
+            store.stop_upkeep()
+            store.compact()
         except StoreError as exc:
             report_error(config.log_format, exc)
     return 0

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from flask import Flask, Request, current_app, request
 from flask.json.provider import DefaultJSONProvider
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
+from itsdangerous import URLSafeTimedSerializer
 
 from .admin import Admin
 from .cimd import DocumentFetcher
@@ -136,6 +137,10 @@ def create_app(config: Config | None = None, *, for_cli: bool = False) -> Flask:
     else:
         store.check()
         store.sweep()
+        # The JSON files are the readable truth: made whole at once after a crash, and
+        # kept current while the server runs.
+        store.compact()
+        store.start_upkeep()
         keys.ensure()
         app.secret_key = keys.session_secret()
         provider.on_startup()
@@ -158,6 +163,12 @@ class LazySessionInterface(SecureCookieSessionInterface):
         if self.get_cookie_name(app) not in request.cookies:
             return self.session_class()
         return super().open_session(app, request)
+
+    def get_signing_serializer(self, app: Flask) -> URLSafeTimedSerializer | None:
+        # The secret as the store holds it now: `rotate-session-secret` in another
+        # process ends every login session in the running server at once.
+        app.secret_key = app.extensions["oauth"].keys.session_secret()
+        return super().get_signing_serializer(app)
 
 
 def _compact_quietly(store: Store) -> None:

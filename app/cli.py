@@ -25,7 +25,9 @@ from flask import Flask
 from flask.cli import AppGroup
 
 from .admin import Admin, AdminError, client_row
+from .deploycheck import run_checks
 from .observability import audit
+from .operator_tokens import OperatorTokenError, inspect_token, issue_token
 from .providers.custom import MAX_PASSWORD
 from .storage import COLLECTIONS, StoreError
 
@@ -543,6 +545,77 @@ def add_resource_server(name: str, as_json: bool) -> None:
             "The secret is shown only now; introspect with HTTP Basic authentication."
         ),
     )
+
+
+# -- testing a deployment ----------------------------------------------------------
+
+
+@command("issue-token", short_help="Print an access token for testing an MCP server.")
+@click.option("--user", "user", required=True, help="Whom the token is for (its sub).")
+@click.option("--client", "client_id", required=True, help="The client it is issued to.")
+@click.option("--scope", help="Space-separated scopes (default: every offered scope).")
+@click.option("--resource", help="The resource (audience) it is for (default: the first of OAUTH_RESOURCES).")
+@click.option("--ttl", type=click.IntRange(min=1), help="Seconds until it expires (default OAUTH_ACCESS_TOKEN_TTL).")
+def issue_token_command(user: str, client_id: str, scope: str | None, resource: str | None, ttl: int | None) -> None:
+    """Print an access token, and nothing else, for a smoke test of an MCP server
+    (`TOKEN=$(flask oauth issue-token --user alice --client ID)`). It belongs to a grant
+    of its own, without a refresh token: revoke it, or delete the client, to end it."""
+    try:
+        token, grant = issue_token(_svc(), user, client_id, scope, resource, ttl)
+    except OperatorTokenError as exc:
+        raise CommandError(str(exc)) from None
+    audit(
+        "cli.issue-token",
+        by=_os_user(),
+        client_id=client_id,
+        subject=user,
+        grant_id=grant.get("grant_id"),
+        scope=grant.get("scope"),
+        expires_at=grant.get("expires_at"),
+    )
+    click.echo(token)
+
+
+@command("inspect-token", short_help="Say whether an access token is valid now, and why not.")
+@click.argument("token")
+@json_option
+def inspect_token_command(token: str, as_json: bool) -> None:
+    """Whether TOKEN is valid now; if not, why (signature, expiry, audience, client
+    gone, grant revoked); with its claims. Exits 1 when it is not valid."""
+    report = inspect_token(_svc(), token)
+
+    def human() -> None:
+        click.echo("valid" if report["valid"] else f"not valid: {report['reason']}")
+        for name, value in (report["claims"] or {}).items():
+            shown = f"{value} ({_when(value)})" if name in ("iat", "exp", "nbf") and isinstance(value, int) else value
+            click.echo(f"  {name}: {shown}")
+
+    _emit(report, as_json, human)
+    if not report["valid"]:
+        sys.exit(1)
+
+
+@command("check", short_help="Check the deployment from the outside, through its public URL.")
+@click.option("--issuer", help="The public issuer URL to check (default: OAUTH_ISSUER).")
+def check_command(issuer: str | None) -> None:
+    """Check the deployment as an MCP client will find it, through the public issuer
+    URL (so through the TLS proxy): metadata naming the issuer, https, /healthz, the
+    protected-resource document, the upstream (gateway mode), the clock. One line per
+    check; exits 1 when any fails."""
+    failed = 0
+    for result in run_checks(_svc().config, issuer):
+        click.echo(result.line())
+        failed += not result.ok
+    if failed:
+        sys.exit(1)
+
+
+@command("rotate-session-secret", audited=True, short_help="End every login session.")
+def rotate_session_secret() -> None:
+    """Make a new session secret: everyone signs in again (the running server follows
+    at once); access and refresh tokens are unaffected."""
+    _svc().keys.rotate_session_secret()
+    click.echo("New session secret: every login session has ended; tokens are unaffected.")
 
 
 def init_app(app: Flask) -> None:

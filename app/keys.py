@@ -32,6 +32,8 @@ class KeyManager:
         self._cached_from: object = None
         self._current: RSAKey | None = None
         self._verifiers: KeySet | None = None
+        self._session_secret: str | None = None
+        self._session_from: object = None
 
     def ensure(self) -> None:
         """Create the signing key and the session secret if the file has none."""
@@ -42,8 +44,7 @@ class KeyManager:
             record = _new_key_record()
             self.store.add("signing_keys", record["kid"], record)
             self._retire_older_keys()  # two processes may have raced here
-        session = {"kid": SESSION_ENTRY, "use": "session", "secret": secrets.token_hex(32)}
-        self.store.add("signing_keys", SESSION_ENTRY, session)
+        self.store.add("signing_keys", SESSION_ENTRY, _new_session_record())
 
     def rotate(self) -> str:
         """Make a new current key; the old one only verifies from now on. Returns the new kid."""
@@ -116,10 +117,21 @@ class KeyManager:
         return dict(self.verifiers.as_dict(private=False))
 
     def session_secret(self) -> str:
+        """The secret that signs login-session cookies (and so their CSRF tokens); read
+        again only when the keys changed, in any process (`rotate_session_secret`)."""
+        revision = self.store.revision("signing_keys")
+        if self._session_secret is None or self._session_from != revision:
+            self.ensure()
+            record = self.store.get("signing_keys", SESSION_ENTRY)
+            assert record is not None
+            self._session_secret, self._session_from = record["secret"], self.store.revision("signing_keys")
+        return self._session_secret
+
+    def rotate_session_secret(self) -> None:
+        """A new session secret: every login session ends (each person signs in again);
+        tokens, signed with the signing keys, are unaffected."""
         self.ensure()
-        record = self.store.get("signing_keys", SESSION_ENTRY)
-        assert record is not None
-        return record["secret"]
+        self.store.put("signing_keys", SESSION_ENTRY, _new_session_record())
 
     def summary(self) -> list[dict[str, Any]]:
         return [
@@ -127,6 +139,10 @@ class KeyManager:
             for r in self.store.scan("signing_keys").values()
             if r.get("use") == "sig"
         ]
+
+
+def _new_session_record() -> dict[str, Any]:
+    return {"kid": SESSION_ENTRY, "use": "session", "secret": secrets.token_hex(32)}
 
 
 def _new_key_record() -> dict[str, Any]:

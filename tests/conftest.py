@@ -100,7 +100,9 @@ def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.chdir(tmp_path)  # no .env from the repo
     data = tmp_path / "data"
     seed_users(data, {"alice": PASSWORD})
-    return create_app(Config.from_env({"OAUTH_DATA_DIR": str(data)}, env_file=None))
+    app = create_app(Config.from_env({"OAUTH_DATA_DIR": str(data)}, env_file=None))
+    yield app
+    app.extensions["oauth"].store.stop_upkeep()
 
 
 @pytest.fixture

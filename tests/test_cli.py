@@ -9,6 +9,7 @@ import stat
 
 from support.harness import run_cli
 from support.oauth import refresh, register, tokens_for, verify
+from support.records import stored
 
 
 def ok(result):
@@ -175,7 +176,7 @@ def test_restore_merges_and_dry_run_changes_nothing(server, tmp_path):
 
 def test_bad_backup_is_refused_and_changes_nothing(server, tmp_path):
     client = register(server)
-    files = lambda: {p.name: p.read_bytes() for p in server.data_dir.iterdir() if not p.name.startswith(".")}  # noqa: E731
+    files = lambda: stored(server.data_dir)  # noqa: E731
     before = files()
     bad = tmp_path / "oauth-backup-20260101-000000.json"
     for content, text in (

@@ -13,7 +13,7 @@ import pytest
 import requests
 from support.harness import PASSWORD
 from support.oauth import Browser, csrf_of, exchange, get_code, refresh, register, tokens_for, verify
-from support.records import grant
+from support.records import grant, stored
 
 # -- URLs come from OAUTH_ISSUER, never from Host ------------------------------------
 
@@ -469,9 +469,9 @@ def _fill(path) -> None:
         os.close(fd)
 
 
-def _files(data_dir) -> dict[str, bytes]:
-    """Every store file, JSON and journal (not the lock files)."""
-    return {p.name: p.read_bytes() for p in sorted(data_dir.iterdir()) if p.is_file() and not p.name.startswith(".")}
+def _files(data_dir) -> dict:
+    """What the store files hold, JSON and journals together."""
+    return stored(data_dir)
 
 
 def test_a_full_disk_is_503_and_healthz_says_so(make_server, small_disk):

@@ -140,4 +140,11 @@ class Store(Protocol):
         """Replace the named collections' contents, all or nothing (restore)."""
 
     def compact(self, *collections: str) -> None:
-        """Bring the backend's durable form up to date (at a clean stop)."""
+        """Bring the backend's durable form up to date (at start-up and a clean stop)."""
+
+    def start_upkeep(self) -> None:
+        """Start what a running server's backend does in the background (the file
+        store: compact its journals into the JSON files within seconds of a change)."""
+
+    def stop_upkeep(self) -> None:
+        """Stop it (at a clean stop)."""

@@ -166,3 +166,9 @@ class MemoryStore:
 
     def compact(self, *collections: str) -> None:
         """Nothing to bring up to date."""
+
+    def start_upkeep(self) -> None:
+        """Nothing runs in the background: there are no files to keep current."""
+
+    def stop_upkeep(self) -> None:
+        """Nothing to stop."""

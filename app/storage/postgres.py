@@ -992,6 +992,12 @@ class PostgresStore:
     def compact(self, *collections: str) -> None:
         """Nothing to do: every write is in the database when it returns."""
 
+    def start_upkeep(self) -> None:
+        """Nothing runs in the background: there are no files to keep current."""
+
+    def stop_upkeep(self) -> None:
+        """Nothing to stop."""
+
     # -- short-lived shared state (codes, pending logins) ----------------------------------
 
     def ephemeral_get(self, kind: str, key: str) -> Any:

@@ -18,8 +18,11 @@ the journal bytes they have not seen, so another process's write is visible at o
 A line is complete only with its newline: a crash mid-append leaves a torn last line,
 which readers ignore and the next writer cuts off.
 
-When the journal grows larger than the snapshot (and at a clean stop, `compact`), the
-collection is compacted: the snapshot is rewritten with generation g + 1 (temporary
+When the journal grows larger than the snapshot, at a clean stop (`compact`), and in a
+running server within seconds of a change (`start_upkeep`: once writes to the collection
+pause for `UPKEEP_QUIET` seconds, and at most every `UPKEEP_EVERY` seconds under a
+steady load, so that the JSON files are what the server knows, while a write still
+costs only its journal line), the collection is compacted: the snapshot is rewritten with generation g + 1 (temporary
 file, fsync, rename, fsync of the folder), then the journal is replaced by an empty one
 for g + 1 the same way. A crash between the two renames leaves a journal of generation
 g beside a snapshot of g + 1; everything in it is already in the snapshot, so readers
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import threading
 import time
@@ -55,9 +59,19 @@ from .base import (
     unused_client_network,
 )
 
+log = logging.getLogger(__name__)
+
 FORMAT_VERSION = 1
 #: the journal is compacted once it is larger than this and than the snapshot
 MIN_COMPACTION_BYTES = 64 * 1024
+
+#: `start_upkeep`: a collection whose journal holds changes is compacted once it has not
+#: grown for UPKEEP_QUIET seconds, and at the latest UPKEEP_EVERY seconds after its first
+#: pending change (or 20 times the last compaction's duration, if longer: a huge store
+#: must not spend its time rewriting itself); checked every UPKEEP_TICK seconds.
+UPKEEP_QUIET = 1.0
+UPKEEP_EVERY = 3.0
+UPKEEP_TICK = 0.25
 
 #: seconds after which a temporary file is a crash's leftover (`sweep`)
 LEFTOVER_AGE = 3600
@@ -192,6 +206,8 @@ class PersistentStore:
         self._durable = dict.fromkeys(COLLECTIONS, 0)
         self._sync_locks = {name: threading.Lock() for name in COLLECTIONS}
         self.observe_write: WriteObserver = ignore_write
+        self._upkeep: threading.Thread | None = None
+        self._upkeep_stop = threading.Event()
         self._ensure_dir()
 
     # -- paths and locks ---------------------------------------------------------
@@ -611,16 +627,77 @@ class PersistentStore:
     # -- compaction, restore -----------------------------------------------------------
 
     def compact(self, *collections: str) -> None:
-        """Write the snapshots and empty the journals (at a clean stop, so that the JSON
-        files alone are the whole truth)."""
+        """Write the snapshots and empty the journals (at start-up, after a crash; at a
+        clean stop, so that the JSON files alone are the whole truth), and write the
+        snapshot of a collection that has none yet, so that every file the README
+        names exists."""
         for name in collections or COLLECTIONS:
             try:
                 with self.lock(name):
-                    state = self._load(name)
-                    if state.entries or (state.journal is not None and state.journal_generation != state.generation):
+                    if self._needs_compaction(self._load(name)):
                         self._compact_locked(name)
             except OSError as exc:
                 raise self._write_failed(name, exc) from None
+
+    @staticmethod
+    def _needs_compaction(state: _State) -> bool:
+        """Whether the snapshot lacks something the journal holds, or is missing."""
+        stale_journal = state.journal is not None and state.journal_generation != state.generation
+        return bool(state.entries) or stale_journal or state.snapshot is None
+
+    # -- upkeep: the JSON files follow the writes within seconds ------------------------
+
+    def start_upkeep(self) -> None:
+        """Compact, in a background thread, every collection whose journal holds
+        changes, once they pause (UPKEEP_QUIET) and at least every UPKEEP_EVERY seconds
+        under load, whichever process wrote them (the thread reads the files' sizes,
+        two `stat`s per collection and tick). Writers wait only while a snapshot is
+        being written, as they would for a compaction a large journal triggers."""
+        if self._upkeep is not None:
+            return
+        self._upkeep_stop.clear()
+        self._upkeep = threading.Thread(target=self._keep_files_current, name="store-upkeep", daemon=True)
+        self._upkeep.start()
+
+    def stop_upkeep(self) -> None:
+        """Stop the background compaction (at a clean stop, before the last one)."""
+        thread, self._upkeep = self._upkeep, None
+        if thread is not None:
+            self._upkeep_stop.set()
+            thread.join()
+
+    def _keep_files_current(self) -> None:
+        #: collection -> (the journal as last seen, when it last changed, when its first
+        #: pending change was seen)
+        seen: dict[str, tuple[tuple[FileId, int], float, float]] = {}
+        every = dict.fromkeys(COLLECTIONS, UPKEEP_EVERY)
+        while not self._upkeep_stop.wait(UPKEEP_TICK):
+            if not self.data_dir.is_dir():
+                return  # the folder went away (a test's temporary folder): nothing to keep
+            for name in COLLECTIONS:
+                try:
+                    state = self._load(name)
+                    if not state.entries:
+                        seen.pop(name, None)
+                        continue
+                    now = time.monotonic()
+                    marker = (state.journal, state.offset)
+                    last = seen.get(name)
+                    if last is None:
+                        seen[name] = (marker, now, now)
+                        continue
+                    changed_at = now if last[0] != marker else last[1]
+                    if now - changed_at < UPKEEP_QUIET and now - last[2] < every[name]:
+                        seen[name] = (marker, changed_at, last[2])
+                        continue
+                    started = time.monotonic()
+                    self.compact(name)
+                    every[name] = max(UPKEEP_EVERY, 20 * (time.monotonic() - started))
+                    seen.pop(name, None)
+                except StoreError as exc:
+                    # Reported where it matters (/healthz, the next write's 503); the
+                    # thread tries again at the next tick.
+                    log.debug("upkeep of %s skipped: %s", name, exc)
 
     def _compact_locked(self, collection: str) -> None:
         """The snapshot first, then the journal (see the module docstring for why a

@@ -155,8 +155,10 @@ class ThreadServer(Server):
             return
         self.running.stop()
         self.running = None
+        store = self.app.extensions["oauth"].store
+        store.stop_upkeep()
         with contextlib.suppress(Exception):  # as wsgi.py at a clean stop: compact, if it can
-            self.app.extensions["oauth"].store.compact()
+            store.compact()
 
     @property
     def output(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 
@@ -23,3 +24,13 @@ def grant(i: int, client_id: str = "c", *, searched: bool = False, **extra: Any)
         "refresh_token_hashes" if searched else "token_hashes": {f"{i:064x}": None},
         **extra,
     }
+
+
+def stored(data_dir: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """Everything the file store in `data_dir` holds, as a reader of its files and
+    journals sees it: what "changes nothing" compares (the running server compacts its
+    journals into the JSON files in the background, so the bytes of the files may
+    change while their content does not)."""
+    from app.storage import PersistentStore
+
+    return PersistentStore(data_dir).snapshot()
