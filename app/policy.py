@@ -4,7 +4,9 @@ normalised, and which configured resource (RFC 8707) a URL names.
 /verify and the gateway decide which resource a token must be meant for from a URL
 that a client wrote. Two spellings of one path must not name two resources, and a path
 that climbs out of a resource (`/mcp/%2e%2e/admin`) must not count as inside it, so
-both compare paths only after RFC 3986 §6.2.2 normalisation.
+both compare paths only after RFC 3986 §6.2.2 normalisation. A path holding an
+encoded slash, backslash or NUL is refused outright (`check_path_escapes`): whether
+`%2F` separates segments is up to whoever decodes it, and upstreams differ.
 """
 
 from __future__ import annotations
@@ -21,10 +23,23 @@ PCHAR = UNRESERVED | frozenset("!$&'()*+,;=:@")
 #: What may stand unencoded in a query (RFC 3986 §3.4).
 QUERY_CHARS = PCHAR | frozenset("/?%")
 _PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
+#: `%2F`, `%5C` and `%00` in any case: a slash, a backslash or NUL, percent-encoded.
+_SEPARATOR_ESCAPE = re.compile(r"%(?:2f|5c|00)", re.IGNORECASE)
 
 
 class InvalidPath(ValueError):
-    """A request path that is not a valid RFC 3986 path (a bad percent-escape)."""
+    """A request path that is not a valid RFC 3986 path (a bad percent-escape), or one
+    whose meaning depends on who decodes it (`check_path_escapes`)."""
+
+
+def check_path_escapes(path: str) -> None:
+    """Refuse (InvalidPath) a path with an encoded slash, backslash or NUL. RFC 3986
+    §2.2 makes `%2F` data, not a separator, but upstreams differ in whether they decode
+    it first, so `/mcp/..%2Fadmin` may mean `/admin` behind us (Traefik refuses them by
+    default for the same reason); a backslash is a separator to some, NUL ends a string
+    to others. The gateway and /verify both ask here."""
+    if "%" in path and _SEPARATOR_ESCAPE.search(path):
+        raise InvalidPath("an encoded slash, backslash or NUL in the path")
 
 
 def _normalize_segment(segment: str) -> str:
@@ -49,10 +64,12 @@ def _normalize_segment(segment: str) -> str:
 def normalize_path(raw: str) -> str:
     """RFC 3986 §6.2.2 normalisation of a request path (query and fragment dropped):
     percent-encoding normalised, dot segments removed (§5.2.4), and duplicate slashes
-    folded. The result is ASCII and safe to forward as it is."""
+    folded. The result is ASCII and safe to forward as it is. InvalidPath for a bad
+    percent-escape and for the escapes `check_path_escapes` refuses."""
     path = raw.split("#", 1)[0].split("?", 1)[0]
     if path.lower().startswith(("http://", "https://")):
         path = urlsplit(path).path  # absolute-form request target
+    check_path_escapes(path)
     segments: list[str] = []
     raw_segments = path.split("/")
     for segment in raw_segments:

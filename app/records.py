@@ -119,6 +119,7 @@ RULES: dict[str, tuple[str, dict[str, Check]]] = {
             # one of the two (app/repositories.py: TOKEN_HASHES, SEARCHED_TOKEN_HASHES)
             "token_hashes": optional(token_hashes),
             "refresh_token_hashes": optional(token_hashes),
+            "grace_token_hash": optional(sha256_hex),
         },
     ),
     "users": (

@@ -36,6 +36,10 @@ TOKEN_HASHES = "token_hashes"
 #: The same, in grants made before refresh tokens named their grant: their tokens are
 #: found by hash (`Store.find`, an index), and the grant keeps this field for life.
 SEARCHED_TOKEN_HASHES = "refresh_token_hashes"
+#: The hash of the live token a rotated one got when presented again inside its grace
+#: window: the next such presentation replaces it instead of adding another, so a grant
+#: holds at most two live tokens however often a rotated one comes back.
+GRACE_TOKEN_HASH = "grace_token_hash"
 #: last_used_at is written at most this often per client, not on every request.
 TOUCH_INTERVAL = 300
 
@@ -433,6 +437,7 @@ class GrantRepository:
             rotated_at = hashes[presented]
             if rotated_at is not None and now - rotated_at > self.config.refresh_grace:
                 return "replay"
+            new_hash = hash_secret(new_refresh_token)
             if rotated_at is None:
                 # A live token was used: it and any live sibling retire now. Each stays
                 # usable for the grace window (concurrent refreshes, lost responses),
@@ -440,10 +445,19 @@ class GrantRepository:
                 for h, at in hashes.items():
                     if at is None:
                         hashes[h] = now
-            # else: a retired token inside its grace window (the second of two concurrent
-            # refreshes): the sibling the first one got stays live, since the client keeps
-            # whichever response it stored last.
-            hashes[hash_secret(new_refresh_token)] = None
+                record.pop(GRACE_TOKEN_HASH, None)
+            else:
+                # A retired token inside its grace window (the second of two concurrent
+                # refreshes, a retried request): one more live token. The successor the
+                # first presentation got stays live, since the client keeps whichever
+                # response it stored last; the one a previous such presentation got is
+                # replaced, not joined, so that presenting a rotated token again and
+                # again never grows the grant (at most two live tokens).
+                previous = record.get(GRACE_TOKEN_HASH)
+                if previous in hashes and hashes[previous] is None:
+                    del hashes[previous]
+                record[GRACE_TOKEN_HASH] = new_hash
+            hashes[new_hash] = None
             rotated = sorted((h for h, at in hashes.items() if at is not None), key=lambda h: hashes[h] or 0.0)
             for h in rotated[:-ROTATED_HASHES_KEPT]:
                 del hashes[h]

@@ -64,6 +64,7 @@ async def echo(request: Request) -> JSONResponse:
             "length": len(body),
             "sha256": hashlib.sha256(body).hexdigest(),
             "query": str(request.query_params),
+            "raw_query": request.scope["query_string"].decode("latin-1"),  # as it arrived
             "headers": {k: v for k, v in request.headers.items()},
         }
     )

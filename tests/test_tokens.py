@@ -10,6 +10,7 @@ import secrets
 import threading
 import time
 
+import pytest
 import requests
 from support.harness import CHATGPT_CALLBACK, free_port
 from support.jwt import jwt_parts
@@ -160,6 +161,36 @@ def test_either_concurrent_response_keeps_working_after_the_grace_window(make_se
         later = refresh(server, client, results[kept].json()["refresh_token"])
         assert later.status_code == 200, (kept, later.text)
         assert verify(server, later.json()["access_token"]).status_code == 200
+
+
+@pytest.mark.parametrize("store", ["file", "postgresql"])
+def test_a_rotated_token_presented_again_and_again_never_grows_its_grant(make_server, request, store):
+    """Inside the grace window a rotated refresh token still works however often it
+    comes back, but each presentation replaces the token the previous one got rather
+    than adding a live one: the grant holds the rotated token, its first successor and
+    the latest extra, and stays small (it once grew by a hash per presentation)."""
+    env = {"OAUTH_STORE": request.getfixturevalue("postgres_url")} if store == "postgresql" else {}
+    server = make_server(in_thread=True, **env)
+    stored = server.app.extensions["oauth"].store  # the store as the server sees it
+    client, tokens = tokens_for(server)
+    grant_id = jwt_parts(tokens["access_token"])[1]["grant_id"]
+    first = refresh(server, client, tokens["refresh_token"]).json()
+
+    def sha256(token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    for _ in range(50):
+        again = refresh(server, client, tokens["refresh_token"])
+        assert again.status_code == 200, again.text
+        issued = again.json()
+        assert verify(server, issued["access_token"]).status_code == 200
+        grant = stored.get("grants", grant_id)
+        hashes = grant["token_hashes"]
+        assert hashes[sha256(issued["refresh_token"])] is None  # live: it works
+        assert hashes[sha256(first["refresh_token"])] is None  # and so does the first successor
+        assert len(hashes) <= 3 and len(json.dumps(grant)) < 1000, grant
+    assert refresh(server, client, issued["refresh_token"]).status_code == 200
+    assert refresh(server, client, first["refresh_token"]).status_code == 200  # rotated now, in its grace
 
 
 def test_rotated_token_after_grace_revokes_the_grant(make_server):

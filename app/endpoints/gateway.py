@@ -26,8 +26,9 @@ import ssl
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote_plus, urlsplit
 
 import httptools
 from flask import Blueprint, Flask, Response, request
@@ -37,6 +38,7 @@ from werkzeug.wsgi import get_content_length, get_input_stream
 
 from .. import services
 from ..config import Config
+from ..cors import GATEWAY_HEADERS, gateway_preflight
 from ..errors import SECURITY_HEADERS, error_response, json_error
 from ..forwarded import client_address
 from ..observability import OPEN_STREAMS, UPSTREAM_ERRORS, note
@@ -60,10 +62,10 @@ DROPPED_REQUEST_HEADERS = {
     "forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-forwarded-port",
     "x-forwarded-prefix", "x-forwarded-uri", "x-forwarded-server", "x-real-ip",
 }  # fmt: skip
-DROPPED_RESPONSE_HEADERS = {
+DROPPED_RESPONSE_HEADERS = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
     "transfer-encoding", "upgrade", "set-cookie",
-}  # fmt: skip
+})  # fmt: skip
 CONNECT_TIMEOUT = 10
 MAX_BODY = 32 * 1024 * 1024
 CHUNK = 64 * 1024
@@ -73,13 +75,6 @@ WHOLE_BODY = 1024 * 1024
 #: timeouts of common servers: uvicorn's is 5 s)
 MAX_IDLE_CONNECTIONS = 32
 MAX_IDLE = 4.0
-CORS_HEADERS = {
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
-    "Access-Control-Allow-Headers": "Authorization, Content-Type, Accept, Mcp-Session-Id, MCP-Protocol-Version, "
-    "Last-Event-ID",
-    "Access-Control-Expose-Headers": "Mcp-Session-Id, WWW-Authenticate",
-}
 
 
 def gateway_resource(config: Config) -> str:
@@ -217,8 +212,9 @@ class Upstream:
         """Forward the request; `rest` is the normalised, encoded path below the
         resource path ('' or '/…')."""
         target = (self.base_path + rest) or "/"
-        if environ.get("QUERY_STRING"):
-            target += "?" + encode_query(environ["QUERY_STRING"])
+        query = without_access_token(environ.get("QUERY_STRING", ""))
+        if query:
+            target += "?" + encode_query(query)
         if _ENDS_A_LINE.search(target) or " " in target:
             return json_error(400, "invalid_request", "The request path is not a valid URI path.")
         # RFC 9110 §7.6.1: headers the client named in Connection are hop-by-hop too.
@@ -272,7 +268,8 @@ class Upstream:
             log.warning("upstream %s:%s unreachable: %s", self.host, self.port, type(exc).__name__)
             return json_error(502, "bad_gateway", "The MCP server is unreachable.")
 
-        response_headers = [(k, v) for k, v in message.headers if k.lower() not in DROPPED_RESPONSE_HEADERS]
+        dropped = _dropped_response_headers(message.headers)
+        response_headers = [(k, v) for k, v in message.headers if k.lower() not in dropped]
         present = {name.lower() for name, _ in response_headers}
         response_headers += [(k, v) for k, v in SECURITY_HEADERS.items() if k.lower() not in present]
         status = f"{message.status} {HTTP_STATUS_CODES.get(message.status, 'Unknown')}"
@@ -364,6 +361,25 @@ def _forwarded_name(environ_key: str) -> str | None:
     else:
         return None
     return None if name.lower() in DROPPED_REQUEST_HEADERS else name
+
+
+def without_access_token(query: str) -> str:
+    """The query with every `access_token` parameter (RFC 6750 §2.3) taken out, the
+    rest kept as it was, order included: MCP forbids passing a token upstream, and a
+    client may send one in the query as well as in the header."""
+    if "access" not in query and "%" not in query:  # the name cannot be there
+        return query
+    kept = [part for part in query.split("&") if unquote_plus(part.partition("=")[0]) != "access_token"]
+    return "&".join(kept)
+
+
+def _dropped_response_headers(headers: list[tuple[str, str]]) -> frozenset[str]:
+    """The upstream's headers not passed on: hop-by-hop ones, and (RFC 9110 §7.6.1)
+    those its `Connection` header names, as for the client's on the way up."""
+    named = [value for name, value in headers if name.lower() == "connection"]
+    if not named:
+        return DROPPED_RESPONSE_HEADERS
+    return DROPPED_RESPONSE_HEADERS | {token.strip().lower() for value in named for token in value.split(",")}
 
 
 #: CR, LF or NUL: what would end a request line or header line early
@@ -462,13 +478,15 @@ def init_app(app: Flask, config: Config) -> GatewayPath | None:
         if not within(path, prefix):
             return error_response(404, "not_found", "Nothing is served at this path.")
         if request.method == "OPTIONS":
-            return Response(status=204, headers=CORS_HEADERS)
+            asked = request.headers.get("Access-Control-Request-Headers", "")
+            return Response(status=204, headers=gateway_preflight(asked))
         request.max_content_length = MAX_BODY
         result = check_bearer(services(), request.environ, resource)
         if isinstance(result, Refusal):
-            response = challenge(config, resource, result)
-            response.headers["Access-Control-Allow-Origin"] = "*"
-            response.headers["Access-Control-Expose-Headers"] = "WWW-Authenticate"
+            # RFC 6750 §3: the challenge names the scopes a token here needs (all the
+            # configured ones: the gateway asks for no particular one).
+            response = challenge(config, resource, replace(result, scope=result.scope or " ".join(config.scopes)))
+            response.headers.update(GATEWAY_HEADERS)
             return response
         status, headers, body = upstream.forward(request.environ, path[len(prefix) :], result, config)
         return Response(body, status=status, headers=headers, direct_passthrough=True)

@@ -22,7 +22,7 @@ from ..errors import SECURITY_HEADERS, error_response
 from ..forwarded import WSGIEnviron, forwarded_url
 from ..oauth2 import InvalidAccessToken
 from ..observability import note
-from ..policy import InvalidPath, resource_for_url
+from ..policy import InvalidPath, check_path_escapes, resource_for_url
 from ..security import bearer_token
 from ..storage import StoreError
 from .metadata import resource_metadata_url
@@ -41,10 +41,14 @@ class NoResource(Exception):
 def forwarded_resource(config: Config, environ: WSGIEnviron) -> str:
     """The configured resource the original request was for. With one resource, that
     one; with several, the one the (trusted) forwarded URL names after normalisation,
-    and `NoResource` when it names none (never "any of them")."""
+    and `NoResource` when it names none (never "any of them"). InvalidPath when the
+    forwarded path holds an encoded slash, backslash or NUL, refused as the gateway
+    refuses it (`check_path_escapes`): the proxy's upstream may decode it."""
+    url = forwarded_url(config, environ)
+    if url is not None:
+        check_path_escapes(url.raw_path.partition("?")[0])
     if len(config.resources) == 1:
         return config.default_resource
-    url = forwarded_url(config, environ)
     try:
         resource = resource_for_url(config, url.scheme, url.host, url.raw_path) if url else None
     except InvalidPath:
@@ -125,7 +129,7 @@ def verified_headers(svc: Services, environ: WSGIEnviron) -> dict[str, str] | No
         return None
     try:
         result = check_bearer(svc, environ, forwarded_resource(svc.config, environ), scope)
-    except NoResource:
+    except (NoResource, InvalidPath):
         return None
     if isinstance(result, Refusal):
         return None
@@ -156,6 +160,8 @@ def verify() -> Response:
         resource = forwarded_resource(svc.config, environ)
     except NoResource:
         return error_response(403, "invalid_target", "The request names no resource this server protects.")
+    except InvalidPath:
+        return error_response(400, "invalid_request", "The forwarded path is not a valid URI path.")
     result = check_bearer(svc, environ, resource, scope)
     if isinstance(result, Refusal):
         return challenge(svc.config, resource, result)
