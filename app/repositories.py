@@ -173,12 +173,13 @@ class ClientRepository:
         if stored is not None and stored.record.get("document") is True and stored.metadata != metadata:
             self.store.change("clients", client_id, change)
 
-    def _change(self, client: Client, change: Callable[[dict[str, Any]], None]) -> None:
+    def _change(self, client: Client, change: Callable[[dict[str, Any]], Any]) -> Any:
         """Change a client's stored record; a metadata-document client is stored
-        first, on its first real use."""
+        first, on its first real use. What `change` returned (None when the client is
+        no longer stored)."""
         if client.record.get("document") is True:
             self.store.add("clients", client.client_id, dict(client.record))
-        self.store.change("clients", client.client_id, change)
+        return self.store.change("clients", client.client_id, change)
 
     def all(self) -> list[Client]:
         return [Client(r, self.config.scopes) for r in self.store.scan("clients").values()]
@@ -285,18 +286,20 @@ class ClientRepository:
 
         return self._wrap(self.store.change("clients", client_id, change))
 
-    def touch(self, client: Client) -> None:
-        """Record use (for the idle expiry), at most every TOUCH_INTERVAL seconds."""
+    def touch(self, client: Client) -> bool:
+        """Record use (for the idle expiry), at most every TOUCH_INTERVAL seconds; False
+        when the client is no longer stored (deleted, or evicted while unused)."""
         last = client.record.get("last_used_at")
         now = time.time()
         if last is not None and now - last < TOUCH_INTERVAL:
-            return
+            return True
 
-        def used(record: dict[str, Any]) -> None:
+        def used(record: dict[str, Any]) -> bool:
             record["last_used_at"] = now
             record.pop("registered_from", None)  # counted only while unused: kept no longer
+            return True
 
-        self._change(client, used)
+        return bool(self._change(client, used))
 
     def remember_approval(self, client: Client, subject: str, scope: str, resource: list[str]) -> None:
         """Remember that this person approved this client for this scope and resource

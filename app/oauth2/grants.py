@@ -13,7 +13,14 @@ import secrets
 import time
 from typing import TYPE_CHECKING
 
-from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidScopeError, OAuth2Error, OAuth2Request, grants
+from authlib.oauth2.rfc6749 import (
+    InvalidClientError,
+    InvalidGrantError,
+    InvalidScopeError,
+    OAuth2Error,
+    OAuth2Request,
+    grants,
+)
 
 from ..models import AuthorizationCode, Client, Grant, Person
 from ..observability import REPLAYS, TOKENS_ISSUED, audit, note
@@ -128,6 +135,10 @@ class AuthorizationCodeGrant(_TokenIssuing, grants.AuthorizationCodeGrant):
                 if code.response is None:
                     raise InvalidGrantError("The authorization code was already used.")
                 return 200, dict(code.response), self.TOKEN_RESPONSE_HEADER
+            # Used first, then granted: a used client is never evicted at the client
+            # cap, so its grant cannot be left behind by an eviction meanwhile.
+            if not self.server.clients.touch(client):
+                raise InvalidClientError("The client is no longer registered; register again.")
             person = self.authenticate_user(code)
             self.request.user = person
             subject = TokenSubject(person, grant_id=new_id(18), resource=code.resource)
@@ -144,7 +155,6 @@ class AuthorizationCodeGrant(_TokenIssuing, grants.AuthorizationCodeGrant):
             code.redeemed_at = time.time()
             code.grant_id = subject.grant_id
             code.response = dict(token)
-        self.server.clients.touch(client)
         issued("token.issued", self.GRANT_TYPE, client.client_id, code.subject, subject.grant_id, token)
         return 200, token, self.TOKEN_RESPONSE_HEADER
 
