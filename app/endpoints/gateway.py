@@ -298,7 +298,9 @@ class Upstream:
 
         refused = self.slots.take(grant)
         if refused is not None:
-            return json_error(429, "temporarily_unavailable", refused, {"Retry-After": str(RETRY_AFTER)})
+            # Readable by a browser-based MCP client, as the 401 challenge is.
+            limited = {"Retry-After": str(RETRY_AFTER), "Access-Control-Allow-Origin": "*"}
+            return json_error(429, "temporarily_unavailable", refused, limited)
         answer: Answer | None = None
         try:
             answer = self._exchange(environ, method, head, stream, length, grant)
