@@ -93,10 +93,17 @@ def report_error(log_format: str, exc: Exception) -> None:
 
 def waitress_options(config: Config) -> dict[str, Any]:
     """How waitress serves the app (the tests' in-thread server uses the same)."""
+    gateway = config.upstream_url is not None
     return {
         "host": config.host,
         "port": config.port,
-        "threads": config.threads,
+        # In gateway mode a forwarded request holds its thread until its answer ends,
+        # and at most OAUTH_MAX_STREAMS are forwarded at once (app/streams.py): the
+        # OAUTH_THREADS beside them are always there for everything else.
+        "threads": config.threads + (config.max_streams if gateway else 0),
+        # Read a connection while its request is served, so that a client that leaves
+        # an idle stream is seen (`waitress.client_disconnected`): one request ahead.
+        "channel_request_lookahead": 1 if gateway else 0,
         "ident": "mcp-oauth",
         # Forwarded headers are judged by the app against OAUTH_TRUSTED_PROXIES
         # (app/forwarded.py); waitress's own proxy handling stays off.

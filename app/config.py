@@ -62,6 +62,9 @@ class Config:
     allowed_domains: tuple[str, ...] = ()
     upstream_url: str | None = None
     upstream_timeout: int = 120
+    #: gateway mode: forwarded requests open at once, in all and per grant (app/streams.py)
+    max_streams: int = 100
+    max_streams_per_grant: int = 8
     resource_path: str = "/mcp"
     trusted_proxies: tuple[IPNetwork, ...] = (ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("::1/128"))
     connection_limit: int = 1000
@@ -267,6 +270,8 @@ def _parse(env: Mapping[str, str]) -> Config:
         allowed_domains=tuple(d.lower() for d in _list(env, "OAUTH_ALLOWED_DOMAINS")),
         upstream_url=upstream,
         upstream_timeout=_int(env, "OAUTH_UPSTREAM_TIMEOUT", 120, minimum=1),
+        max_streams=_int(env, "OAUTH_MAX_STREAMS", 100, minimum=1),
+        max_streams_per_grant=_int(env, "OAUTH_MAX_STREAMS_PER_GRANT", 8, minimum=1),
         resource_path=resource_path,
         trusted_proxies=_networks(env, "OAUTH_TRUSTED_PROXIES", "127.0.0.1,::1"),
         connection_limit=_int(env, "OAUTH_CONNECTION_LIMIT", 1000, minimum=1),

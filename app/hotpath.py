@@ -64,7 +64,13 @@ class HotPaths:
             forwarded = self.gateway(environ)
             if forwarded is None:
                 return self.app(environ, start_response)
-            start_response(forwarded[0], forwarded[1])
+            try:
+                start_response(forwarded[0], forwarded[1])
+            except BaseException:
+                close = getattr(forwarded[2], "close", None)  # a stream gives back its slot
+                if close is not None:
+                    close()
+                raise
             return forwarded[2]
         if environ.get("REQUEST_METHOD") == "GET":
             path = environ.get("PATH_INFO", "")

@@ -6,7 +6,9 @@ process, read from /proc), with 4 concurrent keep-alive clients, so the load gen
 own cost and the machine's other work do not count. Registration and public-client
 refresh run against a store pre-filled with 100 and with 10,000 clients and grants.
 Start-up time (process start to the first 200 from /healthz) and resident memory are
-measured at 10,000 + 10,000.
+measured at 10,000 + 10,000. In gateway mode, OAUTH_MAX_STREAMS idle streams are held
+open against a silent upstream: /healthz's latency beside them, and the memory and CPU
+each costs.
 """
 
 from __future__ import annotations
@@ -528,9 +530,124 @@ class FloorServer:
         self.proc.wait(30)
 
 
+#: idle gateway streams one instance holds (OAUTH_MAX_STREAMS's default)
+STREAMS = 100
+
+
+def _access_token(base: str) -> str:
+    """A returning person's access token for a new public client."""
+    browser = requests.Session()
+    client_id = browser.post(
+        base + "/register", json={"redirect_uris": ["https://app.example/cb"], "token_endpoint_auth_method": "none"}
+    ).json()["client_id"]
+    verifier, challenge = pkce()
+    login_and_consent(browser, base, client_id)
+    location = browser.get(
+        base + "/authorize", params=auth_params(client_id, challenge), allow_redirects=False
+    ).headers["Location"]
+    return redeem(browser, base, client_id, parse_qs(urlsplit(location).query)["code"][0], verifier)["access_token"]
+
+
+def _healthz_ms(base: str, count: int = 200) -> tuple[float, float]:
+    """(p50, max) of /healthz in ms, one request after another on a kept-alive session."""
+    session, times = requests.Session(), []
+    for _ in range(count):
+        started = time.perf_counter()
+        assert session.get(base + "/healthz", timeout=30).status_code == 200
+        times.append((time.perf_counter() - started) * 1000)
+    return percentile(times, 0.5), max(times)
+
+
+def bench_streams() -> dict[str, float]:
+    """STREAMS idle event streams through the gateway (an upstream that opens each and
+    then says nothing, tests/support/silent_upstream.py): /healthz beside them, the
+    resident memory and idle CPU they cost, and what the threads set aside for them
+    (OAUTH_MAX_STREAMS of them, started with the server) cost before any opens."""
+    from app.repositories import UserRepository
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from support.silent_upstream import SilentUpstream  # type: ignore[import-not-found]
+
+    upstream = SilentUpstream()
+    procs: list[subprocess.Popen] = []
+    figures: dict[str, float] = {}
+    streams: list[socket.socket] = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            bases = {}
+            for cap in (1, STREAMS):  # the same server, with 1 and with STREAMS stream threads
+                data = Path(tmp) / f"data{cap}"
+                UserRepository(PersistentStore(data)).set_password("bench", PASSWORD, create=True)
+                port = free_port()
+                bases[cap] = f"http://127.0.0.1:{port}"
+                env = {"OAUTH_MAX_STREAMS": str(cap), "OAUTH_MAX_STREAMS_PER_GRANT": str(cap)}
+                procs.append(start_server(data, port, OAUTH_UPSTREAM_URL=upstream.url, **env))
+            for cap, proc in zip((1, STREAMS), procs, strict=True):
+                wait_until_up(bases[cap] + "/healthz", proc)
+            base, proc = bases[STREAMS], procs[1]
+            access_token = _access_token(base)
+            for cap, server in zip((1, STREAMS), procs, strict=True):
+                _healthz_ms(bases[cap], 50)  # warm-up, alike
+                figures[f"rss_{cap}"] = rss_mib(server.pid)
+            figures["healthz_p50"], figures["healthz_max"] = _healthz_ms(base)
+            address = ("127.0.0.1", int(urlsplit(base).port or 80))
+            request = (
+                f"GET /mcp HTTP/1.1\r\nHost: {address[0]}\r\nAuthorization: Bearer {access_token}\r\n"
+                "Accept: text/event-stream\r\n\r\n"
+            ).encode()
+            for _ in range(STREAMS):
+                sock = socket.create_connection(address, timeout=30)
+                sock.sendall(request)
+                streams.append(sock)
+            for sock in streams:
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += sock.recv(65536)
+                assert head.startswith(b"HTTP/1.1 200 "), head
+            assert upstream.open == STREAMS, upstream.open
+            time.sleep(1)
+            figures["rss_streams"] = rss_mib(proc.pid)
+            before = _cpu_of(proc.pid)
+            time.sleep(5)
+            figures["idle_cpu_ms"] = (_cpu_of(proc.pid) - before) / 5 * 1000
+            figures["streams_p50"], figures["streams_max"] = _healthz_ms(base)
+            assert upstream.open == STREAMS, upstream.open
+            # Clients leave: every upstream connection is closed.
+            for sock in streams:
+                sock.close()
+            left = time.monotonic()
+            assert upstream.wait(lambda: upstream.open == 0, 30)
+            figures["ended_s"] = max(c.closed or 0 for c in upstream.connections) - left
+    finally:
+        for sock in streams:
+            sock.close()
+        for proc in procs:
+            proc.terminate()
+            proc.wait(30)
+        upstream.stop()
+    return figures
+
+
+def report_streams() -> None:
+    s = bench_streams()
+    per_stream = (s["rss_streams"] - s[f"rss_{STREAMS}"]) * 1024 / STREAMS
+    per_thread = (s[f"rss_{STREAMS}"] - s["rss_1"]) * 1024 / (STREAMS - 1)
+    print()
+    print(f"| gateway, {STREAMS} idle streams (OAUTH_MAX_STREAMS={STREAMS}) | figure |")
+    print("| --- | --- |")
+    print(f"| /healthz p50 / max, no stream open (ms) | {s['healthz_p50']:.1f} / {s['healthz_max']:.1f} |")
+    print(f"| /healthz p50 / max, {STREAMS} streams open (ms) | {s['streams_p50']:.1f} / {s['streams_max']:.1f} |")
+    at_start = f"{s['rss_1']:.1f} / {s[f'rss_{STREAMS}']:.1f}"
+    print(f"| resident memory at start, OAUTH_MAX_STREAMS=1 / {STREAMS} (MiB) | {at_start} |")
+    print(f"| resident memory per stream thread, none open (KiB) | {per_thread:.0f} |")
+    print(f"| resident memory per open idle stream, besides (KiB) | {per_stream:.0f} |")
+    print(f"| server CPU with {STREAMS} streams idle (ms per second) | {s['idle_cpu_ms']:.1f} |")
+    print(f"| {STREAMS} clients leave: last upstream connection closed after (s) | {s['ended_s']:.2f} |")
+
+
 def main(parts: list[str]) -> None:
-    """`make bench` runs everything; `scripts/bench.py hot`, `store` or `postgresql`
-    one part."""
+    """`make bench` runs everything; `scripts/bench.py hot`, `store`, `postgresql` or
+    `streams` one part."""
     print(f"{CLIENTS} concurrent keep-alive clients, {SECONDS:.0f} s per cell; ops per server CPU-second", flush=True)
     if not parts or "hot" in parts:
         report_hot_paths()
@@ -538,6 +655,8 @@ def main(parts: list[str]) -> None:
         report_store()
     if not parts or "postgresql" in parts:
         report_postgresql()
+    if not parts or "streams" in parts:
+        report_streams()
 
 
 def report_hot_paths() -> None:

@@ -10,14 +10,42 @@ too large) goes on to the Flask view, which answers it in full. Both forward thr
 
 The client's `Authorization` header is never passed upstream (MCP forbids token
 passthrough); the upstream gets `X-Auth-Subject`, `X-Auth-Client-Id` and `X-Auth-Scope`
-instead, and any such headers the client sent are dropped. Each open stream holds one
-waitress thread, so OAUTH_THREADS must exceed the number of concurrent streams.
+instead, and any such headers the client sent are dropped.
+
+Streams never starve the server. A forwarded request holds a waitress worker thread
+until its answer's body ends, which for an MCP server's GET event stream (or a long tool
+call's SSE answer to a POST) may be hours of silence. Three things bound that:
+
+- Every forwarded request counts as a stream from the moment it is forwarded until its
+  body ends (app/streams.py: OAUTH_MAX_STREAMS in all, OAUTH_MAX_STREAMS_PER_GRANT for
+  one grant; beyond either, 429 with Retry-After), and wsgi.py gives waitress
+  OAUTH_THREADS + OAUTH_MAX_STREAMS threads in gateway mode, so OAUTH_THREADS always
+  remain for /token, /authorize, /healthz, /verify and the rest. Counting at the
+  forward, not at the first byte of an event stream, is what makes the bound hold: the
+  thread is held while the upstream thinks about its headers too, and whether a POST's
+  answer is JSON or SSE is known only then. Taking the streams off the pool instead (a
+  relay thread of their own writing into waitress's channels) would mean working
+  against waitress's task model for a saving of one idle thread's memory per stream
+  (measured in `make bench`: see the README).
+- A stream whose client has gone ends within about CLIENT_CHECK seconds even when the
+  upstream is silent: waitress reads a connection while its request is being served
+  (wsgi.py sets `channel_request_lookahead`), sees the end of file a client (or nginx,
+  for a client that left it) sends, and `waitress.client_disconnected` then says so. The
+  relay waits on the upstream socket with a CLIENT_CHECK timeout and asks after each
+  silent interval; waiting for the upstream's headers, likewise. Without that, a thread
+  learns its client left only when it next writes: never, on a silent stream.
+- A clean stop ends every stream at once (`Upstream.end_streams`).
+
+The plain answer (JSON of known length) pays one more `settimeout` than before and no
+other system call for this.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
+import json
 import logging
 import re
 import select
@@ -25,7 +53,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus, urlsplit
@@ -43,6 +71,8 @@ from ..errors import SECURITY_HEADERS, error_response, json_error
 from ..forwarded import client_address
 from ..observability import OPEN_STREAMS, UPSTREAM_ERRORS, note
 from ..policy import InvalidPath, encode_query, normalize_path, same_resource, within
+from ..security import bearer_token
+from ..streams import RETRY_AFTER, StreamSlots
 from .verify import Refusal, challenge, check_bearer
 
 if TYPE_CHECKING:
@@ -75,6 +105,11 @@ WHOLE_BODY = 1024 * 1024
 #: timeouts of common servers: uvicorn's is 5 s)
 MAX_IDLE_CONNECTIONS = 32
 MAX_IDLE = 4.0
+#: added to the MCP server's answers unless it set them itself: ours, and CORS, so that a
+#: browser-based MCP client reads the answer (and its session id) too
+ADDED_RESPONSE_HEADERS = {**SECURITY_HEADERS, **GATEWAY_HEADERS}
+#: seconds between two looks at whether a waiting request's client is still there
+CLIENT_CHECK = 1.0
 
 
 def gateway_resource(config: Config) -> str:
@@ -139,6 +174,21 @@ class _Broken(Exception):
     """The upstream closed the connection or sent what is not HTTP."""
 
 
+class _ClientGone(Exception):
+    """The client closed its connection while its answer was awaited."""
+
+
+#: the answer to a client that has gone (nginx's 499): logged, never received
+CLIENT_GONE: Answer = ("499 Client Closed Request", [("Content-Length", "0")], [])
+
+
+def _client_gone(environ: dict[str, Any]) -> bool:
+    """Whether waitress has seen the client close its connection (it reads the
+    connection during the request only with `channel_request_lookahead`: wsgi.py)."""
+    gone = environ.get("waitress.client_disconnected")
+    return gone is not None and gone()
+
+
 class Upstream:
     """Requests to the upstream MCP server on kept-alive HTTP/1.1 connections (a new
     TCP connection per MCP request would cost more than the whole token check). The
@@ -146,7 +196,7 @@ class Upstream:
     (http.client cost 4 to 8 times the CPU for the same exchange: it parses headers
     with the email package.)"""
 
-    def __init__(self, base_url: str, response_timeout: int):
+    def __init__(self, base_url: str, response_timeout: int, slots: StreamSlots | None = None):
         parts = urlsplit(base_url)
         self.host = parts.hostname or ""
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -160,6 +210,7 @@ class Upstream:
         self._streaming: set[socket.socket] = set()
         self.stopping = False
         self._lock = threading.Lock()
+        self.slots = slots or StreamSlots(Config.max_streams, Config.max_streams_per_grant)
 
     def connect(self) -> socket.socket:
         sock = socket.create_connection((self.host, self.port), timeout=CONNECT_TIMEOUT)
@@ -208,9 +259,12 @@ class Upstream:
         lines += [f"{name}: {value}" for name, value in headers.items() if not _ENDS_A_LINE.search(value)]
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
-    def forward(self, environ: dict[str, Any], rest: str, auth_headers: dict[str, str], config: Config) -> Answer:
+    def forward(
+        self, environ: dict[str, Any], rest: str, auth_headers: dict[str, str], config: Config, grant: str = ""
+    ) -> Answer:
         """Forward the request; `rest` is the normalised, encoded path below the
-        resource path ('' or '/…')."""
+        resource path ('' or '/…'). It holds one of `grant`'s stream slots until
+        its answer's body ends."""
         target = (self.base_path + rest) or "/"
         query = without_access_token(environ.get("QUERY_STRING", ""))
         if query:
@@ -241,6 +295,24 @@ class Upstream:
             headers["Content-Length"] = "0"
         head = self._request_head(method, target, headers)
 
+        refused = self.slots.take(grant)
+        if refused is not None:
+            # Readable by a browser-based MCP client, as the 401 challenge is.
+            limited = {"Retry-After": str(RETRY_AFTER), **GATEWAY_HEADERS}
+            return json_error(429, "temporarily_unavailable", refused, limited)
+        answer: Answer | None = None
+        try:
+            answer = self._exchange(environ, method, head, stream, length, grant)
+            return answer
+        finally:
+            if answer is None or not isinstance(answer[2], _Relay):
+                self.slots.give_back(grant)  # else the relay does, when the body ends
+
+    def _exchange(
+        self, environ: dict[str, Any], method: str, head: bytes, stream: Any, length: int | None, grant: str
+    ) -> Answer:
+        """Send the request, wait for the answer's headers; its body whole (a small
+        answer of known length) or as a `_Relay`."""
         sock = None
         try:
             sock = self._checkout()
@@ -253,9 +325,15 @@ class Upstream:
             else:
                 sock.sendall(head)
                 _send_body(sock, stream, chunked=not length)
+            # From here on the socket wakes every CLIENT_CHECK to ask after the client.
+            sock.settimeout(CLIENT_CHECK)
             message = _Message()
             while not message.headers_complete or message.status < 200:
-                message.receive(sock)
+                self._receive(sock, message, environ)
+        except _ClientGone:
+            if sock is not None:
+                sock.close()
+            return CLIENT_GONE
         except TimeoutError:
             if sock is not None:
                 sock.close()
@@ -271,7 +349,7 @@ class Upstream:
         dropped = _dropped_response_headers(message.headers)
         response_headers = [(k, v) for k, v in message.headers if k.lower() not in dropped]
         present = {name.lower() for name, _ in response_headers}
-        response_headers += [(k, v) for k, v in SECURITY_HEADERS.items() if k.lower() not in present]
+        response_headers += [(k, v) for k, v in ADDED_RESPONSE_HEADERS.items() if k.lower() not in present]
         status = f"{message.status} {HTTP_STATUS_CODES.get(message.status, 'Unknown')}"
         if method == "HEAD":  # no body follows, whatever the headers say
             sock.close()
@@ -284,7 +362,10 @@ class Upstream:
             # under the response timeout, and give the connection back.
             try:
                 while not message.complete:
-                    message.receive(sock)
+                    self._receive(sock, message, environ)
+            except _ClientGone:
+                sock.close()
+                return CLIENT_GONE
             except (OSError, _Broken, httptools.HttpParserError):
                 sock.close()
                 UPSTREAM_ERRORS.labels("broken").inc()
@@ -294,60 +375,110 @@ class Upstream:
 
         # Headers are in: from now on the body may idle for as long as the stream
         # lives (an SSE stream waiting for server notifications).
-        sock.settimeout(None)
         is_event_stream = fields.get("content-type", "").startswith("text/event-stream") and answer_length is None
         # RFC 9112 §6.3: with neither length nor chunked coding, the body ends when
         # the connection does.
         ends_at_close = answer_length is None and "chunked" not in fields.get("transfer-encoding", "").lower()
-        return status, response_headers, self._stream(sock, message, is_event_stream, ends_at_close)
+        relay = _Relay(self, sock, message, environ, grant, is_event_stream, ends_at_close)
+        return status, response_headers, relay
 
-    def _stream(
+    def _receive(self, sock: socket.socket, message: _Message, environ: dict[str, Any]) -> None:
+        """More of an awaited answer, within the response timeout; `_ClientGone` as
+        soon as a silent CLIENT_CHECK interval finds the client gone."""
+        waited = 0.0
+        while True:
+            try:
+                message.receive(sock)
+                return
+            except TimeoutError:
+                if _client_gone(environ):
+                    raise _ClientGone from None
+                waited += CLIENT_CHECK
+                if waited >= self.response_timeout:
+                    raise
+
+
+class _Relay:
+    """A streamed answer's body, passed on as it arrives: a PEP 3333 iterable whose
+    `close` (which the WSGI server calls, however the answer ended, iterated or not)
+    gives back the upstream connection and the stream's slot.
+
+    It ends with the upstream's body, when the upstream breaks off, at a clean stop
+    (`Upstream.end_streams` shuts its socket), or when its client has gone: a silent
+    upstream is waited on CLIENT_CHECK at a time, and the client asked after between
+    (an upstream still sending meets the gone client at waitress's next write)."""
+
+    def __init__(
         self,
+        upstream: Upstream,
         sock: socket.socket,
         message: _Message,
+        environ: dict[str, Any],
+        grant: str,
         open_event_stream: bool,
         ends_at_close: bool,
-    ) -> Iterator[bytes]:
-        """The upstream body, passed on as it arrives."""
-        finished = False
+    ):
+        self.upstream = upstream
+        self.sock = sock
+        self.message = message
+        self.environ = environ
+        self.grant = grant
+        self.finished = False
+        self.closed = False
         OPEN_STREAMS.inc()
-        with self._lock:
-            self._streaming.add(sock)
-            if self.stopping:  # started as the server stops: ends like the others
+        with upstream._lock:
+            upstream._streaming.add(sock)
+            if upstream.stopping:  # started as the server stops: ends like the others
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-        try:
-            if open_event_stream:
-                # A WSGI server sends the headers with the first non-empty chunk (PEP
-                # 3333), but an SSE stream may carry no event for a long time while the
-                # client waits for its headers. An SSE comment line is ignored by
-                # every parser.
-                yield b":\n\n"
-            while True:
-                body = message.take_body()
-                if body:
-                    yield body
-                if message.complete:
-                    finished = True
+        self.chunks = self._relay(open_event_stream, ends_at_close)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self.chunks
+
+    def _relay(self, open_event_stream: bool, ends_at_close: bool) -> Generator[bytes, None, None]:
+        message, sock = self.message, self.sock
+        if open_event_stream:
+            # A WSGI server sends the headers with the first non-empty chunk (PEP
+            # 3333), but an SSE stream may carry no event for a long time while the
+            # client waits for its headers. An SSE comment line is ignored by
+            # every parser.
+            yield b":\n\n"
+        while True:
+            body = message.take_body()
+            if body:
+                yield body
+            if message.complete:
+                self.finished = True
+                return
+            try:
+                message.receive(sock)
+            except TimeoutError:
+                if _client_gone(self.environ):
                     return
-                try:
-                    message.receive(sock)
-                except (_Broken, OSError, httptools.HttpParserError) as exc:
-                    # The body's end when the connection ends it, or ours at a stop;
-                    # else the upstream broke off. Either way it is not reused.
-                    if not (self.stopping or (ends_at_close and isinstance(exc, _Broken))):
-                        UPSTREAM_ERRORS.labels("broken").inc()
-                    return
-        finally:
-            with self._lock:
-                self._streaming.discard(sock)
-            OPEN_STREAMS.dec()
-            # Read to its end: the connection can carry the next request. Cut short
-            # (the client went away mid-stream): it cannot.
-            if finished:
-                self.checkin(sock, message.keep_alive)
-            else:
-                sock.close()
+            except (_Broken, OSError, httptools.HttpParserError) as exc:
+                # The body's end when the connection ends it, or ours at a stop;
+                # else the upstream broke off. Either way it is not reused.
+                if not (self.upstream.stopping or (ends_at_close and isinstance(exc, _Broken))):
+                    UPSTREAM_ERRORS.labels("broken").inc()
+                return
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.chunks.close()
+        upstream = self.upstream
+        with upstream._lock:
+            upstream._streaming.discard(self.sock)
+        OPEN_STREAMS.dec()
+        # Read to its end: the connection can carry the next request. Cut short
+        # (the client went away mid-stream): it cannot.
+        if self.finished:
+            upstream.checkin(self.sock, self.message.keep_alive)
+        else:
+            self.sock.close()
+        upstream.slots.give_back(self.grant)
 
 
 @functools.lru_cache(maxsize=256)
@@ -432,7 +563,21 @@ class GatewayPath:
         if isinstance(result, Refusal):
             return None
         note(endpoint="gateway.proxy")
-        return self.upstream.forward(environ, path[len(self.prefix) :], result, self.config)
+        return self.upstream.forward(environ, path[len(self.prefix) :], result, self.config, grant_of(environ))
+
+
+def grant_of(environ: dict[str, Any]) -> str:
+    """The `grant_id` claim of the request's bearer token, which `check_bearer` has
+    just verified (so its payload is read here without checking it again: a second
+    verification would cost a store revision check per request)."""
+    token = bearer_token(environ) or ""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return ""
+    grant = claims.get("grant_id") if isinstance(claims, dict) else None
+    return grant if isinstance(grant, str) else ""
 
 
 def _readable(sock: socket.socket) -> bool:
@@ -457,7 +602,8 @@ def init_app(app: Flask, config: Config) -> GatewayPath | None:
     plain ones in front of it (None without OAUTH_UPSTREAM_URL)."""
     if not config.upstream_url:
         return None
-    upstream = Upstream(config.upstream_url, config.upstream_timeout)
+    slots = StreamSlots(config.max_streams, config.max_streams_per_grant)
+    upstream = Upstream(config.upstream_url, config.upstream_timeout, slots)
     resource = gateway_resource(config)
     bp = Blueprint("gateway", __name__, url_prefix=config.issuer_path)
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
@@ -488,7 +634,8 @@ def init_app(app: Flask, config: Config) -> GatewayPath | None:
             response = challenge(config, resource, replace(result, scope=result.scope or " ".join(config.scopes)))
             response.headers.update(GATEWAY_HEADERS)
             return response
-        status, headers, body = upstream.forward(request.environ, path[len(prefix) :], result, config)
+        environ = request.environ
+        status, headers, body = upstream.forward(environ, path[len(prefix) :], result, config, grant_of(environ))
         return Response(body, status=status, headers=headers, direct_passthrough=True)
 
     app.register_blueprint(bp)
