@@ -252,6 +252,8 @@ def test_json_logs_one_object_per_line_with_requests_and_audit_events(make_serve
     assert verified["subject"] == "alice"
     # A path with a newline stays one line, encoded.
     assert any(e["path"] == "/no/such/path%0Aforged%20line" for e in requests_logged)
+    started = next(e for e in entries if e["event"] == "server.started")
+    assert (started["issuer"], started["store"], started["data_dir"]) == (server.issuer, "file", str(server.data_dir))
     replay = next(e for e in entries if e["event"] == "replay.detected")
     assert replay["level"] == "warning" and replay["credential"] == "refresh_token" and replay["grant_revoked"]
     failed = [e for e in entries if e["event"] == "login.failed"]
