@@ -1,94 +1,27 @@
-"""Serve the authorization server with waitress: `python wsgi.py` (what `make run` runs).
+"""Serve the authorization server with waitress: `python wsgi.py` (what `make run` runs;
+the same as `mcp-oauth serve`, app/serve.py).
 
-Start-up problems (bad configuration, an unreadable store file) end the process with
-one line naming the cause, and exit status 2.
+Here: how waitress serves the app (its settings and its channel), which app/serve.py
+and the tests' in-thread server use. The wheel ships this module beside the package.
 """
 
 from __future__ import annotations
 
-import logging
-import signal
 import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from flask import Flask
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer
 from waitress.server import create_server as waitress_server
 from waitress.task import WSGITask
 
-from app import create_app
-from app.config import Config, ConfigError, environment, parse_log_format
+from app.config import Config
 from app.endpoints.gateway import MAX_BODY as MAX_REQUEST_BODY
-from app.observability import configure_logging
-from app.storage import StoreError
+from app.serve import main
 
 #: seconds an idle connection is kept open
 IDLE_TIMEOUT = 60
-
-
-log = logging.getLogger("mcp_oauth")
-
-
-def main() -> int:
-    try:
-        log_format = parse_log_format(environment())
-    except ConfigError:
-        log_format = "text"  # reported below, with the rest of the configuration
-    configure_logging(log_format)
-    try:
-        config = Config.from_env()
-        app = create_app(config)
-    except (ConfigError, StoreError) as exc:
-        report_error(log_format, exc)
-        return 2
-
-    listen = f"http://{config.host}:{config.port}"
-    store = "file" if config.store == "file" else "postgresql"
-    log.info(
-        "Serving %s on %s (%s provider)",
-        config.issuer,
-        listen,
-        config.provider,
-        extra={"event": "server.started", "fields": {"issuer": config.issuer, "listen": listen, "store": store}},
-    )
-
-    # A clean stop (Ctrl-C, SIGTERM from systemd or a container) ends the gateway's
-    # open streams, so that waitress need not wait out its shutdown timeout for their
-    # threads, then compacts the store's journals into its JSON files, so that those
-    # alone are the whole truth.
-    def stop(signum: int, _frame: object) -> None:
-        upstream = app.extensions.get("gateway_upstream")
-        if upstream is not None:
-            upstream.end_streams()
-        if signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        sys.exit(0)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    try:
-        _serve(app, config)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        try:
-            store = app.extensions["oauth"].store
-            store.stop_upkeep()
-            store.compact()
-        except StoreError as exc:
-            report_error(config.log_format, exc)
-    return 0
-
-
-def report_error(log_format: str, exc: Exception) -> None:
-    """One line: `Error: …` for a person at a terminal, a JSON object for a log
-    collector."""
-    if log_format == "json":
-        log.error("%s", exc, extra={"event": "server.error", "fields": {"error": str(exc)}})
-    else:
-        print(f"Error: {exc}", file=sys.stderr)
 
 
 def waitress_options(config: Config) -> dict[str, Any]:
@@ -155,12 +88,6 @@ def create_server(app: Callable[[dict[str, Any], Callable[..., Any]], Iterable[b
         if isinstance(listener, BaseWSGIServer):
             listener.channel_class = HeadWithBodyChannel
     return server
-
-
-def _serve(app: Flask, config: Config) -> None:
-    server = create_server(app, config)
-    server.print_listen("Serving on http://{}:{}")
-    server.run()
 
 
 if __name__ == "__main__":

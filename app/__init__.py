@@ -34,6 +34,11 @@ from .storage import Store, StoreError, shared_state
 if TYPE_CHECKING:
     from .endpoints.metadata import JWKSDocument
 
+#: the release: stated here only (pyproject.toml reads it; /healthz, /metrics and
+#: `mcp-oauth --version` report it). A plain literal, so that the build reads it
+#: without importing the package.
+__version__ = "1.0.0"
+
 
 @dataclass
 class Services:

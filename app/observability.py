@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from typing import IO, Any
 from urllib.parse import quote
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, Info
 
 request_log = logging.getLogger("mcp_oauth.request")
 audit_log = logging.getLogger("mcp_oauth.audit")
@@ -77,6 +77,13 @@ UPSTREAM_ERRORS = Counter(
     "mcp_oauth_gateway_upstream_errors", "Gateway requests the MCP server failed, by kind.", ["kind"]
 )
 OPEN_STREAMS = Gauge("mcp_oauth_gateway_open_streams", "Gateway responses being streamed from the MCP server now.")
+#: `mcp_oauth_build_info{version="…"} 1` (set by app/endpoints/metrics.py)
+BUILD_INFO = Info("mcp_oauth_build", "The release serving.")
+# What a dashboard shows first, counted by the store when /metrics is scraped (a
+# count, not a read of every record: expired grants not yet purged are counted).
+CLIENTS = Gauge("mcp_oauth_clients", "Registered clients.")
+GRANTS = Gauge("mcp_oauth_grants", "Grants (refresh tokens), expired ones not yet purged included.")
+USERS = Gauge("mcp_oauth_users", "Local users (the Custom provider's users.json).")
 
 #: bounded label values: anything else is counted as "other"
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"})
@@ -111,6 +118,8 @@ class RequestContext:
     status: str = "500"
     client_id: str | None = None
     subject: str | None = None
+    #: the OAuth `error` of a 4xx answer (RFC 6749 §5.2, RFC 6750 §3.1), for its log line
+    error: str | None = None
 
 
 _current: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar("mcp_oauth_request", default=None)
@@ -133,6 +142,12 @@ def note(*, client_id: str | None = None, subject: str | None = None, endpoint: 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}\Z")
 #: what a logged path keeps as it is; anything else (a newline, say) is percent-encoded
 PATH_SAFE = "/:@!$&'()*+,;=-._~%"
+#: the `error` member of a JSON error body (RFC 6749 §5.2): an error code's characters
+#: only (§5.2 allows %x20-21 / %x23-5B / %x5D-7E; a code of ours is `[a-z_]`), so
+#: nothing an upstream sent can break the log line
+ERROR_MEMBER = re.compile(rb'"error"\s*:\s*"([A-Za-z0-9_.:-]{1,64})"')
+#: how much of a 4xx body is looked at for it (ours are a few hundred bytes)
+ERROR_PEEK = 2048
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -177,8 +192,13 @@ class RequestLog:
         wrapper = environ.get("wsgi.file_wrapper")
         if isinstance(body, list) or (isinstance(wrapper, type) and isinstance(body, wrapper)):
             # The whole answer is at hand: waitress sends it as it is.
+            if context.status[0] == "4" and isinstance(body, list) and body:
+                context.error = _error_code(body[0])
             self.finish(environ, context, started)
             return body
+        if context.status[0] == "4":
+            # Only a refusal pays for this: its first chunk is looked at for its error.
+            return _Finishing(_ErrorPeek(body, context), lambda: self.finish(environ, context, started))
         return _Finishing(body, lambda: self.finish(environ, context, started))
 
     def _request_id(self, environ: dict[str, Any]) -> str:
@@ -201,13 +221,15 @@ class RequestLog:
         if request_log.isEnabledFor(logging.INFO):
             if not (path.isascii() and path.isprintable()):
                 path = quote(path, safe=PATH_SAFE)
-            fields = {
+            fields: dict[str, Any] = {
                 "address": self.client_address(environ),
                 "method": method,
                 "path": path,
                 "status": int(context.status),
                 "duration_ms": round(seconds * 1000, 2),
             }
+            if context.error:
+                fields["error"] = context.error
             request_log.info(
                 "%s %s %s %s %.1fms%s",
                 fields["address"],
@@ -218,6 +240,38 @@ class RequestLog:
                 _text_context(context),
                 extra={"event": "request", "fields": fields, "context": context},
             )
+
+
+def _error_code(chunk: bytes) -> str | None:
+    """The `error` of a JSON error body's first chunk, if it has one."""
+    found = ERROR_MEMBER.search(chunk, 0, ERROR_PEEK)
+    return found.group(1).decode() if found else None
+
+
+class _ErrorPeek:
+    """A 4xx response body, passed on as it is, whose first chunk tells the request's
+    log line the OAuth error (Flask's answers, Authlib's, the gateway's)."""
+
+    __slots__ = ("body", "context")
+
+    def __init__(self, body: Iterable[bytes], context: RequestContext):
+        self.body = body
+        self.context = context
+
+    def __iter__(self) -> Iterator[bytes]:
+        chunks = iter(self.body)
+        for chunk in chunks:
+            if chunk:
+                self.context.error = _error_code(chunk)
+                yield chunk
+                break
+            yield chunk
+        yield from chunks
+
+    def close(self) -> None:
+        close = getattr(self.body, "close", None)
+        if close is not None:
+            close()
 
 
 class _Finishing:
@@ -242,7 +296,8 @@ class _Finishing:
 
 
 def _text_context(context: RequestContext) -> str:
-    text = f" request_id={context.request_id}"
+    text = f" error={context.error}" if context.error else ""
+    text += f" request_id={context.request_id}"
     if context.client_id:
         text += f" client_id={_text_value(context.client_id)}"
     if context.subject:

@@ -252,6 +252,8 @@ def test_json_logs_one_object_per_line_with_requests_and_audit_events(make_serve
     assert verified["subject"] == "alice"
     # A path with a newline stays one line, encoded.
     assert any(e["path"] == "/no/such/path%0Aforged%20line" for e in requests_logged)
+    started = next(e for e in entries if e["event"] == "server.started")
+    assert (started["issuer"], started["store"], started["data_dir"]) == (server.issuer, "file", str(server.data_dir))
     replay = next(e for e in entries if e["event"] == "replay.detected")
     assert replay["level"] == "warning" and replay["credential"] == "refresh_token" and replay["grant_revoked"]
     failed = [e for e in entries if e["event"] == "login.failed"]
@@ -305,3 +307,57 @@ def test_first_password_goes_to_a_file_not_to_a_json_log(make_server, tmp_path):
     client = register(server)
     code, verifier, _ = get_code(server, client, Browser(server, "admin", password))
     assert exchange(server, client, code, verifier).status_code == 200
+
+
+def test_healthz_and_metrics_name_the_version_and_count_clients_grants_and_users(server):
+    from app import __version__
+
+    health = requests.get(server.url("/healthz"), timeout=10)
+    assert health.status_code == 200 and health.json() == {"status": "ok", "version": __version__}
+    register(server)
+    tokens_for(server)  # a second client, and its grant
+    samples = scrape(server)
+    assert samples[("mcp_oauth_build_info", (("version", __version__),))] == 1.0
+    assert samples[("mcp_oauth_clients", ())] == 2.0
+    assert samples[("mcp_oauth_grants", ())] == 1.0
+    assert samples[("mcp_oauth_users", ())] == 1.0  # alice
+    tokens_for(server)
+    server.cli("add-user", "bob", "--password-stdin", input="another good password\n")
+    samples = scrape(server)  # counted anew at each scrape
+    assert (samples[("mcp_oauth_clients", ())], samples[("mcp_oauth_grants", ())]) == (3.0, 2.0)
+    assert samples[("mcp_oauth_users", ())] == 2.0
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_4xx_request_log_line_carries_its_oauth_error(make_server, log_format):
+    server = make_server(OAUTH_LOG_FORMAT=log_format)
+    client = register(server)
+    refused = requests.post(
+        server.url("/token"),
+        data={"grant_type": "refresh_token", "refresh_token": "no-such-token", "client_id": client["client_id"]},
+        timeout=10,
+    )
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant"
+    unsupported = requests.post(server.url("/token"), data={"grant_type": "password"}, timeout=10)
+    unknown = unsupported.json()["error"]
+    challenged = verify(server, "not-a-token")  # answered in front of Flask
+    assert challenged.status_code == 401
+    ok = requests.get(server.url("/healthz"), timeout=10)
+    server.stop()
+
+    def line_of(response):
+        request_id = response.headers["X-Request-Id"]
+        if log_format == "json":
+            return next(e for e in json_lines(server.output) if e.get("request_id") == request_id)
+        return next(line for line in server.output.splitlines() if f"request_id={request_id}" in line)
+
+    if log_format == "json":
+        assert line_of(refused)["error"] == "invalid_grant"
+        assert line_of(unsupported)["error"] == unknown
+        assert line_of(challenged)["error"] == "invalid_token"
+        assert "error" not in line_of(ok)
+    else:
+        assert " 400 " in line_of(refused) and " error=invalid_grant " in line_of(refused)
+        assert f" error={unknown} " in line_of(unsupported)
+        assert " 401 " in line_of(challenged) and " error=invalid_token " in line_of(challenged)
+        assert "error=" not in line_of(ok)

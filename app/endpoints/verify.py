@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl
 
 from flask import Blueprint, Response, jsonify, request
 
-from .. import services
+from .. import __version__, services
 from ..config import Config
 from ..errors import SECURITY_HEADERS, error_response
 from ..forwarded import WSGIEnviron, forwarded_url
@@ -175,8 +175,8 @@ def healthz() -> Response:
         store.check()
         store.check_writable()
     except StoreError:
-        response = jsonify(status="error", error="the store cannot be read or written")
+        response = jsonify(status="error", version=__version__, error="the store cannot be read or written")
         response.status_code = 503
         response.headers["Cache-Control"] = "no-store"
         return response
-    return jsonify(status="ok")
+    return jsonify(status="ok", version=__version__)
