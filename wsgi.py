@@ -13,15 +13,14 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from flask import Flask
-from waitress.channel import HTTPChannel
-from waitress.server import BaseWSGIServer
-from waitress.server import create_server as waitress_server
 from waitress.task import WSGITask
 
 from app import create_app
 from app.config import Config, ConfigError, environment, parse_log_format
 from app.endpoints.gateway import MAX_BODY as MAX_REQUEST_BODY
 from app.observability import configure_logging
+from app.serving import CHECK_INTERVAL, PacedChannel
+from app.serving import create_server as guarded_server
 from app.storage import StoreError
 
 #: seconds an idle connection is kept open
@@ -104,6 +103,8 @@ def waitress_options(config: Config) -> dict[str, Any]:
         # and an idle connection gives its slot back after a minute.
         "connection_limit": config.connection_limit,
         "channel_timeout": IDLE_TIMEOUT,
+        # How often the header deadline and the body's pace are checked (app/serving.py).
+        "cleanup_interval": CHECK_INTERVAL,
         "max_request_body_size": MAX_REQUEST_BODY,
     }
 
@@ -133,19 +134,15 @@ class HeadWithBodyTask(WSGITask):
             super().write(data[len(body) :])  # more than Content-Length: waitress drops it and warns
 
 
-class HeadWithBodyChannel(HTTPChannel):
+class HeadWithBodyChannel(PacedChannel):
     task_class = HeadWithBodyTask
 
 
 def create_server(app: Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]], config: Config) -> Any:
     """waitress's server for the app (what `python wsgi.py` runs, and the tests'
-    in-thread server), its connections served by `HeadWithBodyTask`."""
-    server = waitress_server(app, **waitress_options(config))
-    listeners = [server] if isinstance(server, BaseWSGIServer) else list(server.map.values())
-    for listener in listeners:
-        if isinstance(listener, BaseWSGIServer):
-            listener.channel_class = HeadWithBodyChannel
-    return server
+    in-thread server), held to the slow-client rules (app/serving.py), its connections
+    served by `HeadWithBodyTask`."""
+    return guarded_server(app, config, waitress_options(config), HeadWithBodyChannel)
 
 
 def _serve(app: Flask, config: Config) -> None:
