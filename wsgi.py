@@ -11,14 +11,13 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from waitress.channel import HTTPChannel
-from waitress.server import BaseWSGIServer
-from waitress.server import create_server as waitress_server
 from waitress.task import WSGITask
 
 from app.config import Config
 from app.endpoints.gateway import MAX_BODY as MAX_REQUEST_BODY
 from app.serve import main
+from app.serving import CHECK_INTERVAL, PacedChannel
+from app.serving import create_server as guarded_server
 
 #: seconds an idle connection is kept open
 IDLE_TIMEOUT = 60
@@ -46,7 +45,11 @@ def waitress_options(config: Config) -> dict[str, Any]:
         # and an idle connection gives its slot back after a minute.
         "connection_limit": config.connection_limit,
         "channel_timeout": IDLE_TIMEOUT,
-        "max_request_body_size": MAX_REQUEST_BODY,
+        # How often the header deadline and the body's pace are checked (app/serving.py).
+        "cleanup_interval": CHECK_INTERVAL,
+        # waitress refuses a body of this size or more; the gateway takes MAX_BODY itself
+        # (each path's own limit is applied before this one: app/serving.py).
+        "max_request_body_size": MAX_REQUEST_BODY + 1,
     }
 
 
@@ -75,19 +78,15 @@ class HeadWithBodyTask(WSGITask):
             super().write(data[len(body) :])  # more than Content-Length: waitress drops it and warns
 
 
-class HeadWithBodyChannel(HTTPChannel):
+class HeadWithBodyChannel(PacedChannel):
     task_class = HeadWithBodyTask
 
 
 def create_server(app: Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]], config: Config) -> Any:
     """waitress's server for the app (what `python wsgi.py` runs, and the tests'
-    in-thread server), its connections served by `HeadWithBodyTask`."""
-    server = waitress_server(app, **waitress_options(config))
-    listeners = [server] if isinstance(server, BaseWSGIServer) else list(server.map.values())
-    for listener in listeners:
-        if isinstance(listener, BaseWSGIServer):
-            listener.channel_class = HeadWithBodyChannel
-    return server
+    in-thread server), held to the slow-client rules (app/serving.py), its connections
+    served by `HeadWithBodyTask`."""
+    return guarded_server(app, config, waitress_options(config), HeadWithBodyChannel)
 
 
 if __name__ == "__main__":

@@ -68,6 +68,7 @@ class Config:
     resource_path: str = "/mcp"
     trusted_proxies: tuple[IPNetwork, ...] = (ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("::1/128"))
     connection_limit: int = 1000
+    connections_per_address: int = 50
     registration_rate: int = 30
     max_clients: int = 10000
     max_clients_per_address: int = 100
@@ -275,6 +276,7 @@ def _parse(env: Mapping[str, str]) -> Config:
         resource_path=resource_path,
         trusted_proxies=_networks(env, "OAUTH_TRUSTED_PROXIES", "127.0.0.1,::1"),
         connection_limit=_int(env, "OAUTH_CONNECTION_LIMIT", 1000, minimum=1),
+        connections_per_address=_int(env, "OAUTH_CONNECTIONS_PER_ADDRESS", 50, minimum=1),
         registration_rate=_int(env, "OAUTH_REGISTRATION_RATE", 30),
         max_clients=_int(env, "OAUTH_MAX_CLIENTS", 10000),
         max_clients_per_address=_int(env, "OAUTH_MAX_CLIENTS_PER_ADDRESS", 100),
