@@ -166,3 +166,20 @@ def test_the_gateway_challenge_names_the_scopes(make_server, upstream):
         assert response.status_code == 401
         assert 'scope="mcp files"' in response.headers["WWW-Authenticate"], response.headers["WWW-Authenticate"]
         assert response.headers["Access-Control-Allow-Origin"] == "*"
+
+
+def test_the_mcp_servers_answers_are_readable_by_a_browser_based_client(gateway, upstream):
+    """CORS on what the gateway forwards (not only its own 401 and preflight): without
+    it a browser-based MCP client could not read the answer or its session id."""
+    from support.oauth import tokens_for
+
+    _, tokens = tokens_for(gateway)
+    answer = requests.post(
+        gateway.url("/mcp/echo"),
+        data=b"{}",
+        headers={"Authorization": f"Bearer {tokens['access_token']}", "Origin": "https://app.example"},
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["Access-Control-Allow-Origin"] == "*"
+    assert "mcp-session-id" in answer.headers["Access-Control-Expose-Headers"].lower()
