@@ -168,11 +168,9 @@ def test_the_gateway_challenge_names_the_scopes(make_server, upstream):
         assert response.headers["Access-Control-Allow-Origin"] == "*"
 
 
-def test_the_mcp_servers_answers_are_readable_by_a_browser_based_client(gateway, upstream):
+def test_the_mcp_servers_answers_are_readable_by_a_browser_based_client(gateway):
     """CORS on what the gateway forwards (not only its own 401 and preflight): without
     it a browser-based MCP client could not read the answer or its session id."""
-    from support.oauth import tokens_for
-
     _, tokens = tokens_for(gateway)
     answer = requests.post(
         gateway.url("/mcp/echo"),
