@@ -290,6 +290,7 @@ def test_instances_sharing_postgresql_share_the_pending_limit(make_server, postg
     two instances, the 101st is refused at either."""
     first = make_server(in_thread=True, OAUTH_STORE=postgres_url)
     second = make_server(in_thread=True, users={}, OAUTH_STORE=postgres_url, OAUTH_ISSUER=first.issuer)
+    second.issuer = second.base  # only where the test sends its requests
     client = register(first)
     person, login_url, _ = _person_signs_in(first, client, "198.51.100.7")
     assert _flood(first, client, ["203.0.113.9"], 60) == [302] * 60
@@ -301,40 +302,46 @@ def test_instances_sharing_postgresql_share_the_pending_limit(make_server, postg
 # -- clients and grants expire by the README's rules -------------------------------------
 
 
+def _until(moment: float) -> None:
+    time.sleep(max(0.0, moment - time.time()))
+
+
 def test_clients_and_grants_expire_by_their_ttls(make_server):
     """OAUTH_UNUSED_CLIENT_TTL: a client that never completed an authorization goes; one
     that did is then kept by OAUTH_CLIENT_IDLE_TTL instead (expired once unused that
     long, never with `0`). OAUTH_REFRESH_TOKEN_TTL: a grant unused that long is gone,
-    and each refresh renews it. One timeline for all (seconds after `started`)."""
+    and each refresh renews it. One timeline for all, each moment taken from when its
+    record was last written (a loaded machine may take seconds to set up)."""
     never_idle = make_server(
         in_thread=True, OAUTH_UNUSED_CLIENT_TTL="2", OAUTH_CLIENT_IDLE_TTL="0", OAUTH_REFRESH_TOKEN_TTL="3"
     )
     idle = make_server(in_thread=True, OAUTH_UNUSED_CLIENT_TTL="1", OAUTH_CLIENT_IDLE_TTL="3")
-    unused = register(never_idle)
-    used, kept = tokens_for(never_idle)
-    _, left = tokens_for(never_idle, used)
     idle_client, idle_tokens = tokens_for(idle)
-    started = time.time()
+    idle_used_at = time.time()
+    used, left = tokens_for(never_idle)
+    left_at = time.time()
+    unused = register(never_idle)
+    unused_at = time.time()
+    _, kept = tokens_for(never_idle, used)
+    kept_at = time.time()
 
-    def at(seconds: float) -> None:
-        time.sleep(max(0.0, started + seconds - time.time()))
-
-    at(1.5)
+    _until(kept_at + 1.5)  # well within the grant's 3 s
     renewed = refresh(never_idle, used, kept["refresh_token"])
     assert renewed.status_code == 200, renewed.text
 
-    at(2.2)  # past the unused TTL
+    _until(unused_at + 2.2)  # past the unused TTL
     _, challenge = pkce_pair()
     gone = requests.get(never_idle.url("/authorize?" + urlencode(auth_params(unused, challenge))), timeout=10)
     assert gone.status_code == 400 and "invalid_client" in gone.text
     assert _manage(unused, "GET").status_code == 401
     assert _manage(used, "GET").status_code == 200
 
-    at(3.3)  # past the idle TTL and the grants' TTL, within the renewed grant's
+    _until(max(idle_used_at, left_at) + 3.3)  # past the idle TTL and the grant's TTL
     expired = refresh(idle, idle_client, idle_tokens["refresh_token"])
     assert expired.status_code == 401 and expired.json()["error"] == "invalid_client"
     expired_grant = refresh(never_idle, used, left["refresh_token"])
     assert expired_grant.status_code == 400 and expired_grant.json()["error"] == "invalid_grant"
+    # renewed at kept_at + 1.5 or later, so live until kept_at + 4.5 at least
     assert refresh(never_idle, used, renewed.json()["refresh_token"]).status_code == 200
 
 
