@@ -164,7 +164,8 @@ class Admin:
     # -- users, keys, resource servers -----------------------------------------------------
 
     def delete_user(self, name: str, dry_run: bool = False) -> int:
-        """Delete a local user and the grants they approved; the grants deleted."""
+        """Delete a local user, the grants they approved and their approvals (someone
+        given the same name later is asked again); the grants deleted."""
         if self.users.get(name) is None:
             raise AdminError(f"no user {name!r}")
         if dry_run:
@@ -174,6 +175,7 @@ class Admin:
                 if g.get("subject") == name and g.get("provider") == "custom"
             )
         self.users.delete(name)
+        self.clients.forget_approvals_of(name)
         return self.grants.delete_for_subject("custom", name)
 
     def rotate_keys(self) -> tuple[str, list[dict[str, Any]]]:

@@ -503,7 +503,7 @@ def list_users(as_json: bool) -> None:
 @click.argument("name")
 @dry_run_option
 def delete_user(name: str, dry_run: bool) -> None:
-    """Delete a local user and revoke the grants they approved."""
+    """Delete a local user, revoke the grants they approved and forget their approvals."""
     grants = _admin().delete_user(name, dry_run)
     verb = "Would delete" if dry_run else "Deleted"
     click.echo(f"{verb} user {name} and {grants} grant(s).")

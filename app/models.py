@@ -113,7 +113,12 @@ class Client(ClientMixin):
         return normalize_scope(scope, offered)
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
-        return any(redirect_uri_matches(r, redirect_uri) for r in self.redirect_uris)
+        return self.registered_redirect_uri(redirect_uri) is not None
+
+    def registered_redirect_uri(self, presented: str) -> str | None:
+        """The registered redirect URI that `presented` matches (the same, or a
+        loopback one on another port), or None: what an approval is bound to."""
+        return next((r for r in self.redirect_uris if redirect_uri_matches(r, presented)), None)
 
     def check_client_secret(self, client_secret: str) -> bool:
         return secret_matches(client_secret, self.record.get("client_secret_hash"))

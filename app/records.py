@@ -64,8 +64,14 @@ def client_metadata(value: Any) -> bool:
 
 
 def approvals(value: Any) -> bool:
+    """A person's approval of a client; `redirect_uri` is absent from those written
+    before approvals were bound to it (they count as none, but restore as they are)."""
     return isinstance(value, dict) and all(
-        isinstance(a, dict) and string(a.get("scope")) and strings(a.get("resource")) and number(a.get("approved_at"))
+        isinstance(a, dict)
+        and string(a.get("scope"))
+        and strings(a.get("resource"))
+        and number(a.get("approved_at"))
+        and optional(text)(a.get("redirect_uri"))
         for a in value.values()
     )
 

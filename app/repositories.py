@@ -85,6 +85,21 @@ def _token_hashes_field(record: Record) -> str:
     return SEARCHED_TOKEN_HASHES if SEARCHED_TOKEN_HASHES in record else TOKEN_HASHES
 
 
+#: what a person sees on the consent page that an approval stands for besides the
+#: scope and resource: where the codes go, and the name they were shown
+CONSENTED_METADATA = ("redirect_uris", "client_name")
+
+
+def forget_approvals_if_redirected(record: Record, metadata: dict[str, Any]) -> None:
+    """A client whose redirect URIs or name change (RFC 7592 PUT, a changed metadata
+    document) loses every approval: each person sees the consent page again before a
+    code goes to the new place (the MCP specification: the server MUST show where the
+    code goes)."""
+    previous = record.get("metadata", {})
+    if any(previous.get(name) != metadata.get(name) for name in CONSENTED_METADATA):
+        record.pop("approvals", None)
+
+
 def open_store(config: Config) -> Store:
     """The configured backend: the JSON files in OAUTH_DATA_DIR, or PostgreSQL."""
     if config.store == "file":
@@ -167,6 +182,7 @@ class ClientRepository:
 
         def change(record: dict[str, Any]) -> None:
             if record.get("document") is True:
+                forget_approvals_if_redirected(record, metadata)
                 record["metadata"] = metadata
 
         stored = self.get(client_id)
@@ -281,6 +297,7 @@ class ClientRepository:
         def change(record: dict[str, Any]) -> dict[str, Any]:
             if metadata.get("token_endpoint_auth_method") == "none":
                 record["client_secret_hash"] = None
+            forget_approvals_if_redirected(record, metadata)
             record["metadata"] = metadata
             return record
 
@@ -301,28 +318,52 @@ class ClientRepository:
 
         return bool(self._change(client, used))
 
-    def remember_approval(self, client: Client, subject: str, scope: str, resource: list[str]) -> None:
-        """Remember that this person approved this client for this scope and resource
-        (kept with the client, so it goes when the client goes)."""
+    def remember_approval(
+        self, client: Client, subject: str, scope: str, resource: list[str], redirect_uri: str
+    ) -> None:
+        """Remember that this person approved this client for this scope and resource,
+        with its codes sent to this redirect URI (kept with the client, so it goes when
+        the client goes). A second approval for the same redirect URI widens the first;
+        one for another redirect URI replaces it."""
+        registered = client.registered_redirect_uri(redirect_uri)
 
         def change(record: dict[str, Any]) -> None:
             approvals = record.setdefault("approvals", {})
             previous = approvals.get(subject, {})
+            if previous.get("redirect_uri") != registered:
+                previous = {}
             approvals[subject] = {
                 "scope": " ".join(sorted(set(previous.get("scope", "").split()) | set(scope.split()))),
                 "resource": sorted(set(previous.get("resource", [])) | set(resource)),
+                "redirect_uri": registered,
                 "approved_at": time.time(),
             }
 
         self._change(client, change)
 
     @staticmethod
-    def approved(client: Client, subject: str, scope: str, resource: list[str]) -> bool:
-        """Whether this person already approved this client for this scope and resource."""
+    def approved(client: Client, subject: str, scope: str, resource: list[str], redirect_uri: str) -> bool:
+        """Whether this person already approved this client for this scope and resource,
+        with its codes sent to this redirect URI. The URI is compared as the client
+        registered it, so a loopback redirect on another port (RFC 8252 §7.3) is the
+        same one; an approval without one (from before they were bound) is none."""
         approval = client.record.get("approvals", {}).get(subject)
-        if not approval:
+        if not approval or approval.get("redirect_uri") is None:
+            return False
+        if approval["redirect_uri"] != client.registered_redirect_uri(redirect_uri):
             return False
         return set(scope.split()) <= set(approval["scope"].split()) and set(resource) <= set(approval["resource"])
+
+    def forget_approvals_of(self, subject: str) -> int:
+        """Remove this person's approvals from every client (a deleted user: someone
+        given the same name later must be asked again); how many went."""
+        removed = 0
+        for client_id, record in self.store.scan("clients").items():
+            if subject in record.get("approvals", {}) and self.store.change(
+                "clients", client_id, lambda r: r.get("approvals", {}).pop(subject, None)
+            ):
+                removed += 1
+        return removed
 
     def delete(self, client_id: str) -> tuple[dict[str, Any] | None, int]:
         """Delete a client and every grant of it. Returns (record, grants removed)."""

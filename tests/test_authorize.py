@@ -74,10 +74,27 @@ def test_loopback_redirect_may_change_port_but_not_host_or_path(server):
         assert response.status_code == 400 and "Location" not in response.headers
 
 
+def signed_in(server) -> Browser:
+    """A browser with a login session (its person approved one client once)."""
+    browser = Browser(server)
+    get_code(server, register(server), browser=browser)
+    return browser
+
+
+def shown_on_a_page(response, error: str) -> None:
+    """An error shown to the person (RFC 9700 §4.11.2), not sent to the client."""
+    assert response.status_code == 400, (response.status_code, response.headers.get("Location"))
+    assert "Location" not in response.headers
+    assert "text/html" in response.headers["Content-Type"] and f"<code>{error}</code>" in response.text
+
+
 def test_pkce_is_required_and_plain_refused(server):
-    """OAuth 2.1 §4.1.1: every client, confidential ones too, sends an S256 challenge."""
+    """OAuth 2.1 §4.1.1: every client, confidential ones too, sends an S256 challenge.
+    Refused on a page before anyone logged in, and at the client's redirect URI with
+    state and iss for a person who has."""
     public = register(server)
     confidential = register(server, token_endpoint_auth_method="client_secret_basic")
+    browser = signed_in(server)
     _, challenge = pkce_pair()
     for client in (public, confidential):
         for extra in (
@@ -86,7 +103,8 @@ def test_pkce_is_required_and_plain_refused(server):
             {"code_challenge_method": None},
         ):
             params = auth_params(client, challenge, **extra)
-            result = redirect_params(start(server, params))
+            shown_on_a_page(start(server, params), "invalid_request")
+            result = redirect_params(browser.get(server.url("/authorize?" + urlencode(params))))
             assert result["error"] == "invalid_request", (client["token_endpoint_auth_method"], extra)
             assert result["state"] == params["state"]
             assert result["iss"] == server.issuer
@@ -100,13 +118,23 @@ def test_wrong_verifier_is_invalid_grant(server):
     assert response.status_code == 400 and response.json()["error"] == "invalid_grant"
 
 
-def test_unknown_scope_and_resource_are_redirected_errors_with_iss(server):
+def test_unknown_scope_and_resource_are_shown_before_login_and_redirected_after(server):
+    """RFC 9700 §4.11.2: before the person is known, an error is shown on a page (a
+    registered client must not turn this server into its redirector); once they
+    have logged in, it goes to the client with iss (RFC 9207)."""
     client = register(server)
+    browser = signed_in(server)
     _, challenge = pkce_pair()
-    scope = redirect_params(start(server, auth_params(client, challenge, scope="admin")))
-    assert scope["error"] == "invalid_scope" and scope["iss"] == server.issuer
-    target = redirect_params(start(server, auth_params(client, challenge, resource="https://other.example/mcp")))
-    assert target["error"] == "invalid_target" and target["iss"] == server.issuer
+    for extra, error in (
+        ({"scope": "admin"}, "invalid_scope"),
+        ({"resource": "https://other.example/mcp"}, "invalid_target"),
+        ({"response_type": "token"}, "unsupported_response_type"),
+    ):
+        params = auth_params(client, challenge, **extra)
+        shown_on_a_page(start(server, params), error)
+        redirected = redirect_params(browser.get(server.url("/authorize?" + urlencode(params))))
+        assert redirected["error"] == error and redirected["iss"] == server.issuer, extra
+        assert redirected["state"] == params["state"]
 
 
 def test_empty_scope_and_offline_access_mean_all_scopes(make_server):
@@ -123,12 +151,14 @@ def test_a_client_gets_no_scope_beyond_what_it_registered(make_server):
     `tools` (RFC 7591 §2 `scope`), and an empty request means its own scopes only."""
     server = make_server(in_thread=True, OAUTH_SCOPES="mcp tools")
     client = register(server, redirect_uris=[CHATGPT_CALLBACK], scope="mcp")
+    browser = Browser(server)
+    code, verifier, _ = get_code(server, client, browser=browser, scope=None)
+    assert exchange(server, client, code, verifier).json()["scope"] == "mcp"
     _, challenge = pkce_pair()
     for scope in ("tools", "mcp tools"):
-        refused = redirect_params(start(server, auth_params(client, challenge, scope=scope)))
+        url = server.url("/authorize?" + urlencode(auth_params(client, challenge, scope=scope)))
+        refused = redirect_params(browser.get(url))
         assert refused["error"] == "invalid_scope", scope
-    code, verifier, _ = get_code(server, client, scope=None)
-    assert exchange(server, client, code, verifier).json()["scope"] == "mcp"
 
 
 def test_resource_binds_audience_and_defaults_to_first(make_server):

@@ -72,6 +72,8 @@ def test_delete_client_revokes_live_tokens(server):
     assert "Would delete" in dry and verify(server, tokens["access_token"]).status_code == 200
     out = ok(server.cli("delete-client", client["client_id"]))
     assert "1 grant" in out
+    # The grants go with it (not merely unusable while the client is missing).
+    assert server.app.extensions["oauth"].store.scan("grants") == {}
     assert verify(server, tokens["access_token"]).status_code == 401
     assert refresh(server, client, tokens["refresh_token"]).status_code == 401
     fails(server.cli("delete-client", "nope"), "no client")

@@ -51,13 +51,13 @@ def test_token_endpoint_errors_are_rfc6749_json(client):
     assert unsupported.status_code == 400 and unsupported.json["error"] == "unsupported_grant_type"
 
 
-def test_authorize_without_pkce_is_refused_at_the_client(client):
+def test_authorize_without_pkce_is_refused_on_a_page_before_login(client):
+    """No one has logged in yet: the error is shown, not redirected (RFC 9700 §4.11.2)."""
     made = register(client, {"redirect_uris": [CLAUDE_CALLBACK], "token_endpoint_auth_method": "none"}).json
     query = {"response_type": "code", "client_id": made["client_id"], "redirect_uri": CLAUDE_CALLBACK, "state": "s"}
     response = client.get("/authorize", query_string=query)
-    assert response.status_code == 302
-    location = response.headers["Location"]
-    assert location.startswith(CLAUDE_CALLBACK) and "error=invalid_request" in location and "iss=" in location
+    assert response.status_code == 400 and "Location" not in response.headers
+    assert "<code>invalid_request</code>" in response.text and "PKCE" in response.text
 
 
 def test_user_commands_check_their_arguments(runner):

@@ -3,9 +3,12 @@ consent page.
 
 GET /authorize validates the request with Authlib before anything else happens. An
 unknown client or a redirect URI that does not match is shown to the person, never
-redirected to; any other error goes back to the client's redirect URI with `state`
-and `iss`. A valid request is kept as a pending authorization while the provider logs
-the person in, then /consent asks (or remembers) the approval and issues the code.
+redirected to. Any other error goes back to the client's redirect URI with `state` and
+`iss` only once the person has logged in: before that it is shown on a page too, so
+that a registered client cannot use this server's domain to send a stranger's browser
+to its own site (RFC 9700 §4.11.2). A valid request is kept as a pending authorization
+while the provider logs the person in, then /consent asks (or remembers) the approval
+and issues the code.
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ from flask.typing import ResponseReturnValue
 
 from .. import services
 from ..cimd import DocumentError, is_document_url
+from ..config import is_loopback_host
+from ..forwarded import network_key
 from ..models import Person
 from ..observability import CONSENTS, audit
-from ..pending import PendingAuthorization
+from ..pending import MAX_QUERY_BYTES, PendingAuthorization, TooManyPending
 from ..policy import redirect_destination
 from ..providers.base import browser_id, current_identity
 from ..security import check_csrf
@@ -76,6 +81,9 @@ bp = Blueprint("authorize", __name__)
 @bp.get("/authorize")
 def authorize() -> ResponseReturnValue:
     svc = services()
+    if len(request.query_string) > MAX_QUERY_BYTES:
+        # Kept whole while the person logs in: bounded before anything is kept.
+        return _error_page(OAuth2Error("The authorization request is too long.", error="invalid_request"))
     params = request.args.to_dict(flat=False)
     client_id = (params.get("client_id") or [""])[0]
     if svc.clients.documents is not None and is_document_url(client_id):
@@ -85,19 +93,33 @@ def authorize() -> ResponseReturnValue:
             return _error_page(
                 OAuth2Error(f"The client's metadata document cannot be used: {exc}.", error="invalid_client")
             )
-    try:
-        _validate(params)
-    except OAuth2Error as error:
-        return _error_response(error)
     identity = current_identity(svc.provider)
+    try:
+        grant = _validate(params, identity)
+    except OAuth2Error as error:
+        # RFC 9700 §4.11.2: redirected to the client only for a person who logged in.
+        return _error_response(error) if identity is not None else _error_page(error)
     if identity is not None and not _asks_for_consent(params):
         # A returning person (login session) who approved this client for this
-        # scope and resource before: the code at once, with no page in between.
-        grant = _validate(params, identity)
-        if svc.clients.approved(grant.client, identity.subject, grant.request.scope, grant.request.resource):
+        # scope, resource and redirect URI before: the code at once, no page between.
+        request_ = grant.request
+        if svc.clients.approved(grant.client, identity.subject, request_.scope, request_.resource, grant.redirect_uri):
             CONSENTS.labels("remembered").inc()
             return svc.server.create_authorization_response(request=params, grant_user=identity, grant=grant)
-    pending = svc.pending.create(params, browser_id())
+    try:
+        pending = svc.pending.create(params, browser_id(), network_key(svc.config))
+    except TooManyPending as refused:
+        return (
+            render_template(
+                "error.html",
+                title="Too many sign-ins in progress",
+                error="temporarily_unavailable",
+                message="Too many sign-ins are in progress from your network. Finish or close them, or try again "
+                "in a few minutes.",
+            ),
+            429,
+            {"Retry-After": str(refused.wait)},
+        )
     if identity is not None:
         return svc.provider.to_consent(pending)
     return svc.provider.start_login(pending)
@@ -137,7 +159,7 @@ def consent() -> ResponseReturnValue:
         if decision not in ("approve", "deny"):
             return _error_page(OAuth2Error("Choose Allow or Deny.", error="invalid_request"))
         if decision == "approve":
-            svc.clients.remember_approval(client, identity.subject, scope, resource)
+            svc.clients.remember_approval(client, identity.subject, scope, resource, grant.redirect_uri)
         CONSENTS.labels("approved" if decision == "approve" else "denied").inc()
         audit(
             "consent.approved" if decision == "approve" else "consent.denied",
@@ -147,22 +169,33 @@ def consent() -> ResponseReturnValue:
             resource=" ".join(resource) or None,
         )
         return _finish(pending, grant, identity if decision == "approve" else None)
-    if not _asks_for_consent(pending.params) and svc.clients.approved(client, identity.subject, scope, resource):
+    if not _asks_for_consent(pending.params) and svc.clients.approved(
+        client, identity.subject, scope, resource, grant.redirect_uri
+    ):
         CONSENTS.labels("remembered").inc()
         return _finish(pending, grant, identity)
     destination, native_app = redirect_destination(grant.redirect_uri)
+    document = client.record.get("document") is True
     return render_template(
         "consent.html",
         pending=pending,
         client=client,
         identity=identity,
-        document_host=urlsplit(client.client_id).hostname if client.record.get("document") else None,
+        document_host=urlsplit(client.client_id).hostname if document else None,
+        loopback_only=document and _only_loopback(client.redirect_uris),
         redirect_host=destination,
         native_app=native_app,
         redirect_uri=grant.redirect_uri,
         scopes=scope.split(),
         resources=resource,
     )
+
+
+def _only_loopback(redirect_uris: list[str]) -> bool:
+    """Whether every redirect URI is on this device's loopback: any local app can
+    listen there, so a metadata document naming only such URIs can be claimed by any
+    of them (the MCP specification: warn the person)."""
+    return bool(redirect_uris) and all(is_loopback_host(urlsplit(uri).hostname) for uri in redirect_uris)
 
 
 def _finish(pending: PendingAuthorization, grant: Any, user: Person | None) -> ResponseReturnValue:

@@ -5,6 +5,7 @@ first, so a test can show that a refused fetch never connected."""
 from __future__ import annotations
 
 import json
+import os
 import ssl
 import sys
 import time
@@ -38,6 +39,14 @@ class Documents(BaseHTTPRequestHandler):
         elif kind == "loopback":  # a command-line client: its callback on any loopback port
             loopback = {**document, "redirect_uris": ["http://localhost/callback", "http://127.0.0.1/callback"]}
             self._send(200, json.dumps(loopback).encode(), Cache_Control="max-age=60")
+        elif kind == "file":  # /file/NAME: docs/NAME beside the log, as it is now (a test changes it)
+            try:
+                with open(os.path.join(os.path.dirname(log_path), "docs", os.path.basename(self.path))) as file:
+                    written = json.load(file)
+            except OSError:
+                self._send(404, b"{}")
+                return
+            self._send(200, json.dumps({**written, "client_id": own_url}).encode(), Cache_Control="no-store")
         elif kind == "other":
             self._send(200, json.dumps({**document, "client_id": "https://elsewhere.example/doc"}).encode())
         elif kind == "big":

@@ -1,0 +1,407 @@
+"""What a person's consent covers and how long things last: an approval is remembered
+per user, client, scope, resource and redirect URI, and forgotten when the client's
+redirect URIs or name change or the person is deleted; clients and grants expire by
+the README's rules; pending sign-ins are bounded so that a flood cannot push out a
+person's; a document client on loopback only is warned about."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+import requests
+from support.harness import PASSWORD, free_port
+from support.oauth import (
+    Browser,
+    auth_params,
+    csrf_of,
+    get_code,
+    pkce_pair,
+    redirect_params,
+    refresh,
+    register,
+    request_id_of,
+    tokens_for,
+)
+
+from app import records
+
+APP = "https://app.example/cb"
+NEW_HOST = "https://new.example/cb"
+
+
+def authorize(browser: Browser, server, client: dict, **extra) -> str:
+    """What a person with a login session gets from /authorize: `code` (at once, no
+    page), `consent` (the page is shown) or `login`."""
+    _, challenge = pkce_pair()
+    params = auth_params(client, challenge, **extra)
+    response = browser.get(server.url("/authorize?" + urlencode(params, doseq=True)))
+    assert response.status_code == 302, response.text[:300]
+    location = response.headers["Location"]
+    if "/consent" in location:
+        page = browser.get(browser.absolute(location))
+        if page.status_code == 302:  # remembered at /consent: the code
+            assert "code=" in page.headers["Location"]
+            return "code"
+        assert 'value="approve"' in page.text
+        return "consent"
+    if "/login" in location:
+        return "login"
+    assert location.startswith(params["redirect_uri"]) and "code=" in location, location
+    return "code"
+
+
+def approve(browser: Browser, server, client: dict, **extra) -> None:
+    """Log in if needed, and approve on the consent page."""
+    get_code(server, client, browser=browser, **extra)
+
+
+def asked_after_login(server, client: dict, username: str, password: str = PASSWORD) -> bool:
+    """A new browser logs in: is the consent page shown (True) or the code sent at once?"""
+    browser = Browser(server, username, password)
+    _, challenge = pkce_pair()
+    first = browser.get(server.url("/authorize?" + urlencode(auth_params(client, challenge))))
+    login_url = browser.absolute(first.headers["Location"])
+    page = browser.get(login_url)
+    logged_in = browser.post(
+        server.url("/login"),
+        data={
+            "csrf_token": csrf_of(page.text),
+            "request_id": request_id_of(login_url),
+            "username": username,
+            "password": password,
+        },
+    )
+    assert logged_in.status_code == 302 and "/consent" in logged_in.headers["Location"], logged_in.text[:300]
+    consent = browser.get(browser.absolute(logged_in.headers["Location"]))
+    if consent.status_code == 302:
+        assert "code=" in consent.headers["Location"]
+        return False
+    assert consent.status_code == 200 and 'value="approve"' in consent.text
+    return True
+
+
+def _manage(client: dict, method: str, **body) -> requests.Response:
+    """RFC 7592 with the client's registration access token."""
+    return requests.request(
+        method,
+        client["registration_client_uri"],
+        headers={"Authorization": f"Bearer {client['registration_access_token']}"},
+        json={"client_id": client["client_id"], "token_endpoint_auth_method": "none", **body},
+        timeout=10,
+    )
+
+
+# -- the approval is bound to where the code goes ------------------------------------------
+
+
+def test_an_approval_is_bound_to_the_redirect_uri_it_was_given_for(server):
+    """Approved for one registered redirect URI: a request to another one of the same
+    client shows the page (the MCP specification: the person MUST see where the code
+    goes)."""
+    client = register(server, redirect_uris=[APP, NEW_HOST])
+    browser = Browser(server)
+    approve(browser, server, client, redirect_uri=APP)
+    assert authorize(browser, server, client, redirect_uri=APP) == "code"
+    assert authorize(browser, server, client, redirect_uri=NEW_HOST) == "consent"
+    stored = server.app.extensions["oauth"].store.get("clients", client["client_id"])
+    assert stored["approvals"]["alice"]["redirect_uri"] == APP
+
+
+def test_a_loopback_port_change_keeps_the_approval_but_a_host_change_asks(server):
+    """RFC 8252 §7.3: a loopback redirect may use any port, and it is the same redirect
+    URI for consent too; another loopback host is another one."""
+    client = register(server, redirect_uris=["http://localhost:33418/callback", "http://127.0.0.1:33418/callback"])
+    browser = Browser(server)
+    approve(browser, server, client, redirect_uri="http://localhost:51000/callback")
+    assert authorize(browser, server, client, redirect_uri="http://localhost:52000/callback") == "code"
+    assert authorize(browser, server, client, redirect_uri="http://127.0.0.1:52000/callback") == "consent"
+
+
+def test_an_approval_covers_only_the_resource_approved(make_server):
+    """Remembered per resource (RFC 8707): approved for one, asked for the other."""
+    port = free_port()
+    mcp, other = f"http://127.0.0.1:{port}/mcp", f"http://127.0.0.1:{port}/other"
+    server = make_server(in_thread=True, PORT=str(port), OAUTH_RESOURCES=f"{mcp},{other}")
+    client = register(server)
+    browser = Browser(server)
+    approve(browser, server, client, resource=mcp)
+    assert authorize(browser, server, client, resource=mcp) == "code"
+    assert authorize(browser, server, client, resource=other) == "consent"
+
+
+def test_a_changed_registration_asks_everyone_again(make_server):
+    """RFC 7592 PUT: a new name, or redirect URIs changed in any way (even one added
+    beside the approved one), and every person who approved sees the page again; a
+    change of neither keeps their approvals."""
+    server = make_server(in_thread=True, users={"alice": PASSWORD, "bob": PASSWORD})
+    client = register(server, client_name="Notes", redirect_uris=[APP])
+    people = {name: Browser(server, name) for name in ("alice", "bob")}
+    for browser in people.values():
+        approve(browser, server, client)
+
+    assert _manage(client, "PUT", client_name="Notes", redirect_uris=[APP], contacts=["ops@app.example"]).ok
+    assert [authorize(b, server, client) for b in people.values()] == ["code", "code"]
+
+    assert _manage(client, "PUT", client_name="Notes (new owner)", redirect_uris=[APP]).ok
+    assert [authorize(b, server, client) for b in people.values()] == ["consent", "consent"]
+
+    approve(people["alice"], server, client)
+    assert _manage(client, "PUT", client_name="Notes (new owner)", redirect_uris=[APP, NEW_HOST]).ok
+    assert authorize(people["alice"], server, client, redirect_uri=APP) == "consent"
+
+
+def test_an_approval_written_before_approvals_named_a_redirect_uri_asks_once(server):
+    """clients.json from the previous release: its approvals hold no redirect URI. They
+    are read and restored as they are, count for no redirect URI, and a new approval
+    replaces them."""
+    client = register(server)
+    browser = Browser(server)
+    approve(browser, server, client)
+    store = server.app.extensions["oauth"].store
+
+    def as_the_previous_release_wrote_it(record: dict) -> None:
+        del record["approvals"]["alice"]["redirect_uri"]
+
+    store.change("clients", client["client_id"], as_the_previous_release_wrote_it)
+    old = store.get("clients", client["client_id"])
+    assert records.problem("clients", client["client_id"], old) is None
+    assert authorize(browser, server, client) == "consent"
+    approve(browser, server, client)
+    new = store.get("clients", client["client_id"])
+    assert records.problem("clients", client["client_id"], new) is None
+    assert new["approvals"]["alice"]["redirect_uri"] == client["redirect_uris"][0]
+    assert authorize(browser, server, client) == "code"
+    bad = {**new, "approvals": {"alice": {**new["approvals"]["alice"], "redirect_uri": 7}}}
+    assert "approvals" in (records.problem("clients", client["client_id"], bad) or "")
+
+
+@pytest.mark.parametrize("store", ["file", "postgresql"])
+def test_delete_user_forgets_their_approvals(make_server, request, store):
+    """A user deleted and made again with the same name is a new person: asked again,
+    never sent a code on the old one's approval. Others keep theirs."""
+    env = {"OAUTH_STORE": request.getfixturevalue("postgres_url")} if store == "postgresql" else {}
+    server = make_server(in_thread=True, users={"alice": PASSWORD, "bob": PASSWORD}, **env)
+    client = register(server)
+    alice = Browser(server)
+    approve(alice, server, client)
+    approve(Browser(server, "bob"), server, client)
+    deleted = server.cli("delete-user", "bob")
+    assert deleted.returncode == 0, deleted.stderr
+    assert server.app.extensions["oauth"].users.set_password("bob", "another password", create=True)
+    assert asked_after_login(server, client, "bob", "another password")
+    assert authorize(alice, server, client) == "code"
+
+
+# -- no redirect before the person is known; pending sign-ins bounded ----------------------
+
+
+def test_an_authorize_query_over_8_kib_is_shown_and_not_kept(server):
+    client = register(server)
+    _, challenge = pkce_pair()
+    base = urlencode(auth_params(client, challenge, state=""))
+    fits = server.url("/authorize?" + base + "x" * (8192 - len(base)))
+    response = requests.get(fits, allow_redirects=False, timeout=10)
+    assert response.status_code == 302 and "/login" in response.headers["Location"]
+    too_long = requests.get(fits + "x", allow_redirects=False, timeout=10)
+    assert too_long.status_code == 400 and "Location" not in too_long.headers
+    assert "<code>invalid_request</code>" in too_long.text
+
+
+def _flood(server, client: dict, addresses, count: int) -> list[int]:
+    """`count` sign-ins started (never finished) from each of `addresses` in turn."""
+    _, challenge = pkce_pair()
+    url = server.url("/authorize?" + urlencode(auth_params(client, challenge)))
+    with requests.Session() as session:
+        return [
+            session.get(url, headers={"X-Forwarded-For": address}, allow_redirects=False, timeout=10).status_code
+            for address in addresses
+            for _ in range(count)
+        ]
+
+
+def _person_signs_in(server, client: dict, address: str) -> tuple[Browser, str, dict]:
+    """A person starts a sign-in from `address`: (browser, login URL, params)."""
+    browser = Browser(server)
+    browser.session.headers["X-Forwarded-For"] = address
+    _, challenge = pkce_pair()
+    params = auth_params(client, challenge)
+    started = browser.get(server.url("/authorize?" + urlencode(params)))
+    assert started.status_code == 302 and "/login" in started.headers["Location"]
+    return browser, browser.absolute(started.headers["Location"]), params
+
+
+def _finish_sign_in(server, browser: Browser, login_url: str) -> dict:
+    page = browser.get(login_url)
+    assert page.status_code == 200 and 'name="request_id"' in page.text
+    response = browser.post(
+        server.url("/login"),
+        data={
+            "csrf_token": csrf_of(page.text),
+            "request_id": request_id_of(login_url),
+            "username": "alice",
+            "password": PASSWORD,
+        },
+    )
+    consent_url = browser.absolute(response.headers["Location"])
+    consent = browser.get(consent_url)
+    if consent.status_code == 302:  # approved before: remembered
+        return redirect_params(consent)
+    assert consent.status_code == 200, consent.text[:300]
+    decided = browser.post(
+        server.url("/consent"),
+        data={"csrf_token": csrf_of(consent.text), "request_id": request_id_of(consent_url), "decision": "approve"},
+    )
+    return redirect_params(decided)
+
+
+def test_one_network_holds_at_most_100_pending_sign_ins_and_cannot_push_out_anothers(server):
+    """A flood of /authorize from one address (or one IPv6 /64) is refused past 100
+    pending (429, Retry-After) instead of dropping anyone's: a person's sign-in started
+    elsewhere, or before the flood from the same address, completes."""
+    client = register(server)
+    person, login_url, params = _person_signs_in(server, client, "198.51.100.7")
+    neighbour, neighbour_login, _ = _person_signs_in(server, client, "203.0.113.9")
+    statuses = _flood(server, client, ["203.0.113.9"], 100)
+    assert statuses == [302] * 99 + [429] * 1  # the neighbour's sign-in holds one of the 100
+    refused = requests.get(
+        server.url("/authorize?" + urlencode(params)),
+        headers={"X-Forwarded-For": "203.0.113.9"},
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
+    assert "Location" not in refused.headers
+    # One /64 is one network, whatever its addresses; the next /64 is another.
+    ipv6 = _flood(server, client, [f"2001:db8:1:2::{n:x}" for n in range(1, 102)], 1)
+    assert ipv6 == [302] * 100 + [429]
+    assert _flood(server, client, ["2001:db8:1:3::1"], 1) == [302]
+    assert "code" in _finish_sign_in(server, person, login_url)
+    assert "code" in _finish_sign_in(server, neighbour, neighbour_login)
+    # A finished sign-in leaves room for one more from its network.
+    assert _flood(server, client, ["203.0.113.9"], 2) == [302, 429]
+
+
+def test_instances_sharing_postgresql_share_the_pending_limit(make_server, postgres_url):
+    """The 100 pending of one address are counted in the shared database: spread over
+    two instances, the 101st is refused at either."""
+    first = make_server(in_thread=True, OAUTH_STORE=postgres_url)
+    second = make_server(in_thread=True, users={}, OAUTH_STORE=postgres_url, OAUTH_ISSUER=first.issuer)
+    second.issuer = second.base  # only where the test sends its requests
+    client = register(first)
+    person, login_url, _ = _person_signs_in(first, client, "198.51.100.7")
+    assert _flood(first, client, ["203.0.113.9"], 60) == [302] * 60
+    assert _flood(second, client, ["203.0.113.9"], 41) == [302] * 40 + [429]
+    assert _flood(first, client, ["203.0.113.9"], 1) == [429]
+    assert "code" in _finish_sign_in(first, person, login_url)
+
+
+# -- clients and grants expire by the README's rules -------------------------------------
+
+
+def _until(moment: float) -> None:
+    time.sleep(max(0.0, moment - time.time()))
+
+
+def test_clients_and_grants_expire_by_their_ttls(make_server):
+    """OAUTH_UNUSED_CLIENT_TTL: a client that never completed an authorization goes; one
+    that did is then kept by OAUTH_CLIENT_IDLE_TTL instead (expired once unused that
+    long, never with `0`). OAUTH_REFRESH_TOKEN_TTL: a grant unused that long is gone,
+    and each refresh renews it. One timeline for all, each moment taken from when its
+    record was last written (a loaded machine may take seconds to set up)."""
+    never_idle = make_server(
+        in_thread=True, OAUTH_UNUSED_CLIENT_TTL="2", OAUTH_CLIENT_IDLE_TTL="0", OAUTH_REFRESH_TOKEN_TTL="3"
+    )
+    idle = make_server(in_thread=True, OAUTH_UNUSED_CLIENT_TTL="1", OAUTH_CLIENT_IDLE_TTL="3")
+    idle_client, idle_tokens = tokens_for(idle)
+    idle_used_at = time.time()
+    used, left = tokens_for(never_idle)
+    left_at = time.time()
+    unused = register(never_idle)
+    unused_at = time.time()
+    _, kept = tokens_for(never_idle, used)
+    kept_at = time.time()
+
+    _until(kept_at + 1.5)  # well within the grant's 3 s
+    renewed = refresh(never_idle, used, kept["refresh_token"])
+    assert renewed.status_code == 200, renewed.text
+
+    _until(unused_at + 2.2)  # past the unused TTL
+    _, challenge = pkce_pair()
+    gone = requests.get(never_idle.url("/authorize?" + urlencode(auth_params(unused, challenge))), timeout=10)
+    assert gone.status_code == 400 and "invalid_client" in gone.text
+    assert _manage(unused, "GET").status_code == 401
+    assert _manage(used, "GET").status_code == 200
+
+    _until(max(idle_used_at, left_at) + 3.3)  # past the idle TTL and the grant's TTL
+    expired = refresh(idle, idle_client, idle_tokens["refresh_token"])
+    assert expired.status_code == 401 and expired.json()["error"] == "invalid_client"
+    expired_grant = refresh(never_idle, used, left["refresh_token"])
+    assert expired_grant.status_code == 400 and expired_grant.json()["error"] == "invalid_grant"
+    # renewed at kept_at + 1.5 or later, so live until kept_at + 4.5 at least
+    assert refresh(never_idle, used, renewed.json()["refresh_token"]).status_code == 200
+
+
+# -- the consent page ---------------------------------------------------------------------
+
+
+def _document(documents, name: str, **metadata) -> str:
+    """Write the document the docserver serves as /file/NAME; its URL (the client id)."""
+    base, _, log = documents
+    folder = Path(log).parent / "docs"
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_text(json.dumps(metadata))
+    return f"{base}/file/{name}"
+
+
+@pytest.fixture
+def cimd_server(make_server, documents, monkeypatch):
+    _, ca_file, _ = documents
+    monkeypatch.setenv("SSL_CERT_FILE", ca_file)  # read by the fetcher, in this process
+    return make_server(in_thread=True, OAUTH_CIMD_ALLOW_PRIVATE="1")
+
+
+def test_a_changed_metadata_document_asks_again(cimd_server, documents):
+    """A document whose redirect URIs change (one added beside the approved one) or
+    whose name changes: the person sees the page again before a code goes anywhere."""
+    url = _document(documents, "changing.json", client_name="Doc Notes", redirect_uris=[APP])
+    client = {"client_id": url, "redirect_uris": [APP]}
+    browser = Browser(cimd_server)
+    approve(browser, cimd_server, client)
+    assert authorize(browser, cimd_server, client) == "code"
+    _document(documents, "changing.json", client_name="Doc Notes", redirect_uris=[APP, NEW_HOST])
+    assert authorize(browser, cimd_server, client) == "consent"
+    approve(browser, cimd_server, client)
+    assert authorize(browser, cimd_server, client) == "code"
+    _document(documents, "changing.json", client_name="Doc Notes 2", redirect_uris=[APP, NEW_HOST])
+    assert authorize(browser, cimd_server, client) == "consent"
+
+
+def test_a_document_client_on_loopback_only_is_warned_about(cimd_server, documents):
+    """MCP: a metadata document whose redirect URIs are all on loopback can be claimed
+    by any program on the device; the consent page says so. One with an https redirect
+    URI carries no such warning."""
+    base, _, _ = documents
+    pages = {}
+    for path, redirect_uri in (("/loopback/cli.json", "http://localhost:48123/callback"), ("/good/app.json", APP)):
+        browser = Browser(cimd_server)
+        _, challenge = pkce_pair()
+        client = {"client_id": base + path, "redirect_uris": [redirect_uri]}
+        login = browser.get(cimd_server.url("/authorize?" + urlencode(auth_params(client, challenge))))
+        login_url = browser.absolute(login.headers["Location"])
+        page = browser.get(login_url)
+        consent = browser.post(
+            cimd_server.url("/login"),
+            data={
+                "csrf_token": csrf_of(page.text),
+                "request_id": request_id_of(login_url),
+                "username": "alice",
+                "password": PASSWORD,
+            },
+        )
+        pages[path] = browser.get(browser.absolute(consent.headers["Location"])).text
+    assert 'class="notice loopback-warning"' in pages["/loopback/cli.json"]
+    assert "loopback-warning" not in pages["/good/app.json"]
