@@ -31,8 +31,10 @@ from urllib.parse import urljoin, urlsplit
 import httpx2
 
 
-def field(page: str, name: str) -> str:
-    return html.unescape(re.search(rf'name="{name}" value="([^"]*)"', page).group(1))  # type: ignore[union-attr]
+def hidden_fields(page: str) -> dict[str, str]:
+    """What the form carries besides what the person types (CSRF token, request id, …)."""
+    hidden = re.findall(r'type="hidden" name="(\w+)" value="([^"]*)"', page)
+    return {name: html.unescape(value) for name, value in hidden}
 
 
 def person(authorization_url: str, user: str, password: str) -> None:
@@ -41,7 +43,7 @@ def person(authorization_url: str, user: str, password: str) -> None:
         location = urljoin(authorization_url, browser.get(authorization_url).headers["location"])
         for fields in ({"username": user, "password": password}, {"decision": "approve"}):
             page = browser.get(location).text
-            form = {"csrf_token": field(page, "csrf_token"), "request_id": field(page, "request_id"), **fields}
+            form = {**hidden_fields(page), **fields}
             answer = browser.post(urljoin(location, urlsplit(location).path), data=form)
             location = urljoin(location, answer.headers["location"])
         # FastMCP starts its callback server once the browser was opened; a person takes

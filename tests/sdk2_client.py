@@ -43,15 +43,12 @@ class MemoryStorage(TokenStorage):
         self.client_info = client_info
 
 
-def field(page: str, name: str) -> str:
-    return html.unescape(re.search(rf'name="{name}" value="([^"]*)"', page).group(1))
-
-
 async def submit(browser: httpx2.AsyncClient, url: str, **fields: str) -> str:
     """Fill and post the form of the page at `url` (with its CSRF token and request
     id); return where the answer redirects."""
     page = (await browser.get(url)).text
-    form = {"csrf_token": field(page, "csrf_token"), "request_id": field(page, "request_id"), **fields}
+    hidden = re.findall(r'type="hidden" name="(\w+)" value="([^"]*)"', page)
+    form = {**{name: html.unescape(value) for name, value in hidden}, **fields}
     response = await browser.post(urljoin(url, urlsplit(url).path), data=form)
     return urljoin(url, response.headers["location"])
 

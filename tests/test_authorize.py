@@ -18,6 +18,7 @@ from support.oauth import (
     refresh,
     register,
     request_id_of,
+    shown_of,
 )
 
 
@@ -243,6 +244,7 @@ def test_forms_refuse_a_missing_or_wrong_csrf_token(server):
         forged = browser.post(server.url("/consent"), data={**decision, **token})
         assert forged.status_code == 400
         assert "Location" not in forged.headers
+    decision["shown"] = shown_of(consent_page.text)
     approved = browser.post(server.url("/consent"), data={**decision, "csrf_token": csrf_of(consent_page.text)})
     assert "code" in redirect_params(approved)
 

@@ -11,7 +11,17 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 import requests
-from support.oauth import Browser, csrf_of, exchange, pkce_pair, refresh, register, request_id_of, verify
+from support.oauth import (
+    Browser,
+    csrf_of,
+    exchange,
+    pkce_pair,
+    refresh,
+    register,
+    request_id_of,
+    shown_of,
+    verify,
+)
 
 from app.cimd import address_allowed
 from app.repositories import new_client_id
@@ -48,7 +58,8 @@ def _walk(server, params: dict, decision: str = "approve") -> tuple[requests.Res
     assert consent.status_code == 200, consent.text[:500]
     final = browser.post(
         server.url("/consent"),
-        data={"csrf_token": csrf_of(consent.text), "request_id": request_id_of(consent_url), "decision": decision},
+        data={"csrf_token": csrf_of(consent.text), "request_id": request_id_of(consent_url),
+              "shown": shown_of(consent.text), "decision": decision},
     )
     return final, consent.text
 

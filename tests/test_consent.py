@@ -24,6 +24,7 @@ from support.oauth import (
     refresh,
     register,
     request_id_of,
+    shown_of,
     tokens_for,
 )
 
@@ -253,7 +254,8 @@ def _finish_sign_in(server, browser: Browser, login_url: str) -> dict:
     assert consent.status_code == 200, consent.text[:300]
     decided = browser.post(
         server.url("/consent"),
-        data={"csrf_token": csrf_of(consent.text), "request_id": request_id_of(consent_url), "decision": "approve"},
+        data={"csrf_token": csrf_of(consent.text), "request_id": request_id_of(consent_url),
+              "shown": shown_of(consent.text), "decision": "approve"},
     )
     return redirect_params(decided)
 
@@ -405,3 +407,35 @@ def test_a_document_client_on_loopback_only_is_warned_about(cimd_server, documen
         pages[path] = browser.get(browser.absolute(consent.headers["Location"])).text
     assert 'class="notice loopback-warning"' in pages["/loopback/cli.json"]
     assert "loopback-warning" not in pages["/good/app.json"]
+
+
+def test_a_decision_counts_only_for_what_the_page_showed(server):
+    """A client that changes its name (or where its code goes) between the page being
+    shown and the click: the click approves nothing; the page is shown again, saying
+    so, and only a click on the new page sends the code."""
+    client = register(server, client_name="Notes", redirect_uris=[APP])
+    browser = Browser(server)
+    _, challenge = pkce_pair()
+    first = browser.get(server.url("/authorize?" + urlencode(auth_params(client, challenge))))
+    login_url = browser.absolute(first.headers["Location"])
+    login = browser.get(login_url)
+    to_consent = browser.post(
+        server.url("/login"),
+        data={"csrf_token": csrf_of(login.text), "request_id": request_id_of(login_url), "username": "alice",
+              "password": PASSWORD},
+    )  # fmt: skip
+    consent_url = browser.absolute(to_consent.headers["Location"])
+    page = browser.get(consent_url)
+    assert "Notes" in page.text and "details changed" not in page.text
+
+    assert _manage(client, "PUT", client_name="Notes by someone else", redirect_uris=[APP]).ok
+    form = {"csrf_token": csrf_of(page.text), "request_id": request_id_of(consent_url), "decision": "approve"}
+    clicked = browser.post(server.url("/consent"), data={**form, "shown": shown_of(page.text)})
+    assert clicked.status_code == 200 and "Location" not in clicked.headers
+    assert "details changed" in clicked.text and "Notes by someone else" in clicked.text
+    for missing in ({}, {"shown": "0" * 64}):  # what the person saw is not known: shown again
+        again = browser.post(server.url("/consent"), data={**form, **missing})
+        assert again.status_code == 200 and "details changed" in again.text
+
+    approved = browser.post(server.url("/consent"), data={**form, "shown": shown_of(clicked.text)})
+    assert "code" in redirect_params(approved)

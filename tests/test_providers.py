@@ -9,7 +9,7 @@ import pytest
 import requests
 from support.harness import failed_start, free_port, helper_process
 from support.jwt import jwt_parts
-from support.oauth import Browser, auth_params, exchange, pkce_pair, redirect_params, register
+from support.oauth import Browser, auth_params, exchange, pkce_pair, redirect_params, register, shown_of
 
 CLIENT_ID = "our-client-id"
 SECRET = "idp-secret"
@@ -278,6 +278,11 @@ def test_a_google_login_started_at_one_instance_ends_at_another(google, idp, pos
     page = browser.get(consent_url)
     approved = browser.post(
         first.url("/consent"),
-        data={"request_id": request_id_of(consent_url), "decision": "approve", "csrf_token": csrf_of(page.text)},
+        data={
+            "request_id": request_id_of(consent_url),
+            "decision": "approve",
+            "csrf_token": csrf_of(page.text),
+            "shown": shown_of(page.text),
+        },
     )
     assert "code" in redirect_params(approved)

@@ -13,6 +13,9 @@ and issues the code.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -154,7 +157,9 @@ def consent() -> ResponseReturnValue:
     scope: str = grant.request.scope
     resource: list[str] = grant.request.resource
     client = grant.client
-    if request.method == "POST":
+    shown = _what_is_shown(client, grant.redirect_uri, scope, resource)
+    changed = request.method == "POST" and not hmac.compare_digest(request.form.get("shown", ""), shown)
+    if request.method == "POST" and not changed:
         decision = request.form.get("decision")
         if decision not in ("approve", "deny"):
             return _error_page(OAuth2Error("Choose Allow or Deny.", error="invalid_request"))
@@ -169,7 +174,7 @@ def consent() -> ResponseReturnValue:
             resource=" ".join(resource) or None,
         )
         return _finish(pending, grant, identity if decision == "approve" else None)
-    if not _asks_for_consent(pending.params) and svc.clients.approved(
+    if not changed and not _asks_for_consent(pending.params) and svc.clients.approved(
         client, identity.subject, scope, resource, grant.redirect_uri
     ):
         CONSENTS.labels("remembered").inc()
@@ -188,7 +193,17 @@ def consent() -> ResponseReturnValue:
         redirect_uri=grant.redirect_uri,
         scopes=scope.split(),
         resources=resource,
+        shown=shown,
+        changed=changed,
     )
+
+
+def _what_is_shown(client: Any, redirect_uri: str, scope: str, resource: list[str]) -> str:
+    """A digest of what the consent page shows: a decision counts only for what the
+    person saw (a client that changed its redirect URI or name in between, by RFC 7592
+    or its metadata document, is shown again)."""
+    facts = [client.client_id, client.client_name, redirect_uri, scope, sorted(resource)]
+    return hashlib.sha256(json.dumps(facts).encode()).hexdigest()
 
 
 def _only_loopback(redirect_uris: list[str]) -> bool:

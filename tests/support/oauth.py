@@ -35,6 +35,14 @@ def csrf_of(page: str) -> str:
     return html.unescape(match.group(1))
 
 
+def shown_of(page: str) -> str:
+    """The consent form's digest of what the page showed (a decision counts only for
+    what the person saw)."""
+    match = re.search(r'name="shown" value="([^"]+)"', page)
+    assert match, page
+    return match.group(1)
+
+
 def request_id_of(url_or_page: str) -> str:
     match = re.search(r"request_id=([\w-]+)|name=\"request_id\" value=\"([\w-]+)\"", url_or_page)
     assert match, url_or_page
@@ -95,6 +103,7 @@ class Browser:
                     data={
                         "csrf_token": csrf_of(page.text),
                         "request_id": request_id_of(location),
+                        "shown": shown_of(page.text),
                         "decision": decision,
                     },
                 )

@@ -41,7 +41,8 @@ async function personApproves(authUrl) {
   loc = new URL(res.headers.get("location"), loc);
   const consent = await (await go(loc)).text();
   res = await go(new URL("/consent", loc), { method: "POST", headers: { "content-type": "application/x-www-form-urlencoded" },
-    body: new URLSearchParams({ csrf_token: csrf(consent), request_id: requestId, decision: "approve" }) });
+    body: new URLSearchParams({ csrf_token: csrf(consent), request_id: requestId, decision: "approve",
+      shown: consent.match(/name="shown" value="([^"]+)"/)[1] }) });
   const back = new URL(res.headers.get("location"));
   return back.searchParams.get("code");
 }
