@@ -67,13 +67,13 @@ def command(name: str, audited: bool = False, quiet: bool = False, **kwargs: Any
         @functools.wraps(func)
         def wrapper(*args: Any, **kw: Any) -> Any:
             try:
-                _audit_file()
-                result = func(*args, **kw)
-                if audited and not kw.get("dry_run"):
-                    fields = {k: kw[k] for k in AUDITED_ARGUMENTS if kw.get(k) not in (None, False)}
-                    fields.update(click.get_current_context().meta.get(AUDIT_EXTRA, {}))
-                    log = audit_quietly if quiet and not kw.get("verbose") else audit
-                    log(f"cli.{name}", by=_os_user(), **fields)
+                with audit_to_file(str(_svc().config.data_dir / AUDIT_FILE)):
+                    result = func(*args, **kw)
+                    if audited and not kw.get("dry_run"):
+                        fields = {k: kw[k] for k in AUDITED_ARGUMENTS if kw.get(k) not in (None, False)}
+                        fields.update(click.get_current_context().meta.get(AUDIT_EXTRA, {}))
+                        log = audit_quietly if quiet and not kw.get("verbose") else audit
+                        log(f"cli.{name}", by=_os_user(), **fields)
                 return result
             except AmbiguousClient as exc:
                 for row in exc.candidates:
@@ -102,17 +102,6 @@ def _audit_also(**fields: Any) -> None:
     """Fields for this command's audit event beyond its arguments (the whole id a
     prefix named, the restore mode chosen)."""
     click.get_current_context().meta.setdefault(AUDIT_EXTRA, {}).update(fields)
-
-
-_audit_files: set[str] = set()
-
-
-def _audit_file() -> None:
-    """Every audit event of this command also goes to audit.log in the data folder."""
-    path = str(_svc().config.data_dir / AUDIT_FILE)
-    if path not in _audit_files:
-        _audit_files.add(path)
-        audit_to_file(path)
 
 
 def _os_user() -> str | None:

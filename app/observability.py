@@ -10,7 +10,7 @@ request, and an audit event for every security-relevant act.
 - `audit(event, **fields)` logs a security-relevant act on the `mcp_oauth.audit`
   logger. Callers pass ids, names, scopes and reasons: never a secret, a token, a code
   or a password.
-- `audit_to_file(path)` also appends every audit event to a file (the CLI's
+- `audit_to_file(path)` (a context) also appends every audit event to a file (the CLI's
   `audit.log` in the data folder), one JSON object per line.
 - `configure_logging` writes every line (waitress's and Flask's too) as text or, with
   OAUTH_LOG_FORMAT=json, as one JSON object.
@@ -20,6 +20,7 @@ This module imports nothing of the app's, so every layer may report through it.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
 import logging
@@ -305,13 +306,19 @@ class AuditFile(logging.Handler):
             print(f"Warning: cannot append to {self.path}: {exc.strerror or exc}", file=sys.stderr)
 
 
-def audit_to_file(path: str) -> AuditFile:
-    """Every audit event from now on also goes to `path` (see AuditFile)."""
+@contextlib.contextmanager
+def audit_to_file(path: str) -> Iterator[AuditFile]:
+    """Within the block, every audit event also goes to `path` (see AuditFile)."""
     handler = AuditFile(path)
+    level = audit_log.level
     audit_log.addHandler(handler)
-    if audit_log.level == logging.NOTSET or audit_log.level > logging.INFO:
+    if not audit_log.isEnabledFor(logging.INFO):
         audit_log.setLevel(logging.INFO)
-    return handler
+    try:
+        yield handler
+    finally:
+        audit_log.removeHandler(handler)
+        audit_log.setLevel(level)
 
 
 def audit_quietly(event: str, **fields: Any) -> None:
