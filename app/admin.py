@@ -64,7 +64,8 @@ class RestorePlan:
     def summary(self) -> str:
         counts = Counter((c.collection, c.action) for c in self.changes)
         parts = [
-            f"{name}: " + ", ".join(f"{counts[name, action]} {action}" for action in ACTIONS if counts[name, action])
+            f"{name}: "
+            + ", ".join(f"{counts[name, action]} {DONE[action]}" for action in ACTIONS if counts[name, action])
             for name in COLLECTIONS
             if any(counts[name, action] for action in ACTIONS)
         ]
@@ -74,6 +75,7 @@ class RestorePlan:
 
 
 ACTIONS = ("add", "replace", "remove")
+DONE = {"add": "added", "replace": "replaced", "remove": "removed"}
 
 
 @dataclass

@@ -173,6 +173,8 @@ def test_cron_commands_print_nothing_and_append_to_audit_log(server, tmp_path):
     (written,) = (p for p in backups.glob("oauth-backup-2*.json") if p not in old)
     assert str(written) in kept and "Deleted" in kept
     assert {p.name for p in backups.iterdir()} == {written.name, old[2].name, *(p.name for p in foreign)}
+    shown = json.loads(ok(server.cli("backup-show", written.name, "--dir", str(backups), "--json")))  # a bare name
+    assert shown["format"] == "mcp-oauth-backup" and len(shown["grants"]) == 1
 
     audit_log = server.data_dir / "audit.log"
     assert stat.S_IMODE(os.stat(audit_log).st_mode) == 0o600

@@ -174,7 +174,7 @@ def test_backup_from_files_restores_into_postgresql_and_back(tmp_path, make_serv
     alone = on_postgres.cli("restore", str(backup))
     assert alone.returncode == 1 and "choose --clear" in alone.stderr, alone.stderr
     merged = on_postgres.cli("restore", "--merge", str(backup))
-    assert "clients: 1 add" in merged.stdout and "restores no grant" in merged.stdout, merged.stderr
+    assert "clients: 1 added" in merged.stdout and "restores no grant" in merged.stdout, merged.stderr
     assert refresh(on_postgres, client, tokens["refresh_token"]).status_code == 400
     restored = on_postgres.cli("restore", "--clear", "--yes", str(backup))
     assert restored.returncode == 0, restored.stderr
