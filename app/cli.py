@@ -186,7 +186,9 @@ def _print_clients(rows: list[dict[str, Any]]) -> None:
     fixed_width = sum(max(len(c), *(len(t[c]) for t in table)) + 2 for c in fixed) if table else 0
     room = max(shutil.get_terminal_size().columns - fixed_width - 4, 2 * MIN_TEXT_COLUMN)
     widest_name = max((len(t["name"]) for t in table), default=0)
-    name_width = max(MIN_TEXT_COLUMN, min(widest_name, room // 2))
+    widest_uris = max((len(t["redirect uris"]) for t in table), default=0)
+    # Each gets what it needs when both fit; else the URIs at most half, the name the rest.
+    name_width = max(MIN_TEXT_COLUMN, min(widest_name, room - min(widest_uris, room // 2)))
     uris_width = max(MIN_TEXT_COLUMN, room - min(widest_name, name_width))
     for t in table:
         t["name"] = _cut(t["name"], name_width)
@@ -609,7 +611,8 @@ def _print_plan(title: str, plan: RestorePlan) -> None:
     click.echo(title)
     for change in plan.changes:
         noun = change.collection.rstrip("s").replace("_", " ")
-        click.echo(f"  {change.action} {noun} {change.key} ({_printable(change.label)})")
+        label = "" if change.label == change.key else f" ({_printable(change.label)})"
+        click.echo(f"  {change.action} {noun} {change.key}{label}")
     if plan.grants_left_out:
         click.echo(f"  not restored: the backup's {plan.grants_left_out} grant(s) (a merge restores no grant)")
     if not plan.changes:
