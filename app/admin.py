@@ -23,17 +23,59 @@ class AdminError(Exception):
     """An operation that cannot be done; the message is one line for the operator."""
 
 
+class AmbiguousClient(AdminError):
+    """A client id prefix that several clients' ids start with."""
+
+    def __init__(self, prefix: str, candidates: list[dict[str, Any]]):
+        super().__init__(f"{len(candidates)} client ids start with {prefix!r}; give more characters, nothing changed")
+        self.candidates = candidates
+
+
+#: How a backup goes in: `clear` replaces everything (disaster recovery); `merge` adds
+#: the clients, users and keys the store lacks and never a grant (a grant missing now
+#: was revoked, rotated or expired after the backup: bringing it back would make a
+#: revoked refresh token work again); `auto` is `clear` into an empty store and
+#: refuses into one with data.
+RESTORE_MODES = ("clear", "merge", "auto")
+#: What makes a store "with data" for `auto` (a fresh start's signing keys do not:
+#: no token can exist without a client).
+DATA_COLLECTIONS = ("clients", "grants", "users")
+
+
+@dataclass(frozen=True)
+class Change:
+    """One record a restore adds, replaces or removes."""
+
+    action: str  # "add", "replace" or "remove"
+    collection: str
+    key: str
+    label: str
+
+
 @dataclass(frozen=True)
 class RestorePlan:
-    clear: bool
-    #: collection -> (records restored, records replaced)
-    counts: dict[str, tuple[int, int]]
+    mode: str  # "clear" or "merge"
+    changes: list[Change]
+    #: the collections as they will be (only those that change)
+    result: dict[str, dict[str, Any]]
+    #: merge: the backup's grants that are not brought back
+    grants_left_out: int = 0
 
     def summary(self) -> str:
-        return ", ".join(
-            f"{name}: {added} restored" + (f", {dropped} replaced" if self.clear else "")
-            for name, (added, dropped) in self.counts.items()
-        )
+        counts = Counter((c.collection, c.action) for c in self.changes)
+        parts = [
+            f"{name}: "
+            + ", ".join(f"{counts[name, action]} {DONE[action]}" for action in ACTIONS if counts[name, action])
+            for name in COLLECTIONS
+            if any(counts[name, action] for action in ACTIONS)
+        ]
+        if self.grants_left_out:
+            parts.append(f"{self.grants_left_out} grant(s) of the backup left out (a merge restores no grant)")
+        return "; ".join(parts) or "nothing to change"
+
+
+ACTIONS = ("add", "replace", "remove")
+DONE = {"add": "added", "replace": "replaced", "remove": "removed"}
 
 
 @dataclass
@@ -69,6 +111,48 @@ class Admin:
         }
 
     # -- deleting ----------------------------------------------------------------------
+
+    def find_client(self, id_or_prefix: str) -> dict[str, Any]:
+        """The client with this id, or else the one whose id starts with it (an
+        operator copies a few characters from `list-clients`). AmbiguousClient when
+        several do."""
+        record = self.store.get("clients", id_or_prefix) if id_or_prefix else None
+        if record is not None:
+            return record
+        matches = [r for k, r in self.store.scan("clients").items() if id_or_prefix and k.startswith(id_or_prefix)]
+        if not matches:
+            raise AdminError(f"no client id is or starts with {id_or_prefix!r}")
+        if len(matches) > 1:
+            raise AmbiguousClient(id_or_prefix, sorted((client_row(r) for r in matches), key=lambda r: r["client_id"]))
+        return matches[0]
+
+    def client_grants(self, client_id: str) -> list[dict[str, Any]]:
+        return [g for g in self.grant_rows() if g["client_id"] == client_id]
+
+    def client_details(self, client_id: str) -> dict[str, Any]:
+        """Everything about one client an operator may see: its metadata, who approved
+        it for what, its grants; never a hash or a secret."""
+        record = self.find_client(client_id)
+        approvals = record.get("approvals") or {}
+        return {
+            **client_row(record),
+            "metadata": record.get("metadata", {}),
+            "client_id_issued_at": record.get("client_id_issued_at"),
+            "confidential": record.get("client_secret_hash") is not None,
+            "resource_server": record.get("resource_server") is True,
+            "document": record.get("document") is True,
+            "approvals": [{"subject": subject, **approval} for subject, approval in sorted(approvals.items())],
+            "grants": self.client_grants(record["client_id"]),
+        }
+
+    def unused_client_ids(self) -> set[str]:
+        """Clients that never completed an authorization (no token ever issued to them:
+        what OAUTH_UNUSED_CLIENT_TTL expires); resource servers aside."""
+        return {
+            k
+            for k, r in self.store.scan("clients").items()
+            if r.get("last_used_at") is None and r.get("resource_server") is not True
+        }
 
     def delete_client(self, client_id: str, dry_run: bool = False) -> tuple[str, int]:
         """(the client's name, its grants deleted or that would be)."""
@@ -111,11 +195,11 @@ class Admin:
             "short_lived_removed": shared.ephemeral_purge(dry_run) if shared is not None else 0,
         }
 
-    def test_cleanup(self, dry_run: bool = False) -> tuple[int, int]:
-        """Clients named 'TEST …' and their grants: (clients, grants)."""
-        doomed = [c["client_id"] for c in self.client_rows() if (c["name"] or "").startswith("TEST ")]
-        grants = sum(self.delete_client(client_id, dry_run)[1] for client_id in doomed)
-        return len(doomed), grants
+    def test_cleanup(self, dry_run: bool = False) -> tuple[list[dict[str, Any]], int]:
+        """Clients named 'TEST …' and their grants: (the clients' rows, grants)."""
+        doomed = [c for c in self.client_rows() if (c["name"] or "").startswith("TEST ")]
+        grants = sum(self.delete_client(c["client_id"], dry_run)[1] for c in doomed)
+        return doomed, grants
 
     # -- backups -----------------------------------------------------------------------
 
@@ -141,25 +225,101 @@ class Admin:
         if sum(1 for r in document["signing_keys"].values() if r.get("use") == "session") > 1:
             raise AdminError("more than one session secret; nothing was restored")
 
-    def restore_plan(self, document: dict[str, Any], clear: bool) -> RestorePlan:
-        counts = {}
-        for name in COLLECTIONS:
-            current = self.store.scan(name)
-            incoming = document[name]
-            added = len(incoming) if clear else sum(1 for k in incoming if k not in current)
-            counts[name] = (added, len(current) if clear else 0)
-        return RestorePlan(clear, counts)
+    def is_empty(self) -> bool:
+        return all(self.store.count(name) == 0 for name in DATA_COLLECTIONS)
 
-    def restore(self, document: dict[str, Any], clear: bool) -> None:
-        """All files change together or none does. Merging keeps what the store has
-        (it is newer than the backup)."""
+    def check_live_rules(self, document: dict[str, Any]) -> None:
+        """The rules live input is held to (app/records.py `live_input_problem`: a
+        client's redirect URIs as registration checks them), beyond shapes and types."""
+        for name in COLLECTIONS:
+            for key, record in document[name].items():
+                why = records.live_input_problem(name, record, self.config)
+                if why:
+                    raise AdminError(f"entry {key!r} of {name!r} {why}; nothing was restored")
+
+    def restore_plan(
+        self, document: dict[str, Any], mode: str, current: dict[str, dict[str, Any]] | None = None
+    ) -> RestorePlan:
+        """What a restore in `mode` would change, after every check (AdminError when
+        one fails). `current` is the store's snapshot (read now when not given)."""
+        if mode not in RESTORE_MODES:
+            raise AdminError(f"unknown restore mode {mode!r}")
         self.validate_backup(document)
-        if clear:
-            self.store.replace_all({name: dict(document[name]) for name in COLLECTIONS})
-            return
-        with self.store.lock():
+        self.check_live_rules(document)
+        if current is None:
             current = self.store.snapshot()
-            self.store.replace_all({name: {**document[name], **current[name]} for name in COLLECTIONS})
+        if mode == "auto":
+            held = {name: len(current[name]) for name in DATA_COLLECTIONS if current[name]}
+            if held:
+                what = ", ".join(f"{count} {name}" for name, count in held.items())
+                raise AdminError(
+                    f"the store already holds data ({what}): choose --clear (replace everything) "
+                    "or --merge (add only the clients, users and keys it lacks); nothing was restored"
+                )
+            mode = "clear"
+        names = _client_names(document["clients"], current["clients"])
+        changes: list[Change] = []
+        result: dict[str, dict[str, Any]] = {}
+        if mode == "clear":
+            for name in COLLECTIONS:
+                incoming, held_now = document[name], current[name]
+                for key in held_now.keys() - incoming.keys():
+                    changes.append(Change("remove", name, key, _label(name, held_now[key], names)))
+                for key, record in incoming.items():
+                    if key not in held_now:
+                        changes.append(Change("add", name, key, _label(name, record, names)))
+                    elif held_now[key] != record:
+                        changes.append(Change("replace", name, key, _label(name, record, names)))
+                result[name] = dict(incoming)
+            restored_clients = document["clients"]
+            grants_left_out = 0
+        else:
+            has_current_key = any(
+                r.get("use") == "sig" and r.get("retired_at") is None for r in current["signing_keys"].values()
+            )
+            now = time.time()
+            for name in ("clients", "users", "signing_keys"):
+                lacking = {k: r for k, r in document[name].items() if k not in current[name]}
+                if name == "signing_keys" and has_current_key:
+                    # The store's current key goes on signing; the backup's keys only
+                    # verify the tokens they signed, until those expire.
+                    lacking = {
+                        k: {**r, "retired_at": now} if r.get("use") == "sig" and r.get("retired_at") is None else r
+                        for k, r in lacking.items()
+                    }
+                changes.extend(Change("add", name, k, _label(name, r, names)) for k, r in lacking.items())
+                if lacking:
+                    result[name] = {**current[name], **lacking}
+            restored_clients = {k: r for k, r in document["clients"].items() if k not in current["clients"]}
+            grants_left_out = len(document["grants"])
+        users = set(result.get("users", current["users"]))
+        self._check_approvals(restored_clients, users)
+        return RestorePlan(mode, sorted(changes, key=_change_order), result, grants_left_out)
+
+    def _check_approvals(self, restored_clients: dict[str, Any], users: set[str]) -> None:
+        """With the Custom provider an approval's subject is a local user name: a
+        restored approval of a user the store will not hold is forged, or left over
+        from a deleted user (whose approvals go with them), and would let a new user
+        of that name skip the consent page."""
+        if self.config.provider != "custom":
+            return  # subjects of an upstream provider have no local record to check
+        for client_id, record in restored_clients.items():
+            for subject in record.get("approvals") or {}:
+                if subject not in users:
+                    raise AdminError(
+                        f"entry {client_id!r} of 'clients' has an approval by {subject!r}, "
+                        "who is no user of the restored store; nothing was restored"
+                    )
+
+    def restore(self, document: dict[str, Any], mode: str) -> RestorePlan:
+        """Check, then write: all the collections that change, together or not at all,
+        under the store's lock (so the plan is made from what the store holds when it
+        is written)."""
+        with self.store.lock():
+            plan = self.restore_plan(document, mode, self.store.snapshot())
+            if plan.result:
+                self.store.replace_all(plan.result)
+        return plan
 
     # -- users, keys, resource servers -----------------------------------------------------
 
@@ -210,6 +370,33 @@ def client_row(record: dict[str, Any]) -> dict[str, Any]:
         "created_at": record.get("created_at"),
         "last_used_at": record.get("last_used_at"),
     }
+
+
+def _client_names(*client_sets: dict[str, Any]) -> dict[str, str]:
+    names: dict[str, str] = {}
+    for clients in client_sets:
+        for client_id, record in clients.items():
+            meta = record.get("metadata") if isinstance(record, dict) else None
+            names.setdefault(client_id, (meta or {}).get("client_name") or "")
+    return names
+
+
+def _label(collection: str, record: dict[str, Any], client_names: dict[str, str]) -> str:
+    """What names a record for the operator, beside its id."""
+    if collection == "clients":
+        return client_names.get(record["client_id"], "") or "(no name)"
+    if collection == "grants":
+        client = client_names.get(record["client_id"]) or record["client_id"]
+        return f"{record.get('subject')} via {client}"
+    if collection == "users":
+        return record["username"]
+    if record.get("use") == "session":
+        return "session secret"
+    return "signing key, " + ("retired" if record.get("retired_at") is not None else "current")
+
+
+def _change_order(change: Change) -> tuple[int, int, str]:
+    return list(COLLECTIONS).index(change.collection), ACTIONS.index(change.action), change.key
 
 
 def _grant_row(record: dict[str, Any], client_names: dict[str, str]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import getpass
 import json
 import os
 import re
+import shutil
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -24,9 +25,9 @@ import click
 from flask import Flask
 from flask.cli import AppGroup
 
-from .admin import Admin, AdminError, client_row
+from .admin import Admin, AdminError, AmbiguousClient, RestorePlan, client_row
 from .deploycheck import run_checks
-from .observability import audit
+from .observability import AUDIT_FILE, audit, audit_quietly, audit_to_file
 from .operator_tokens import OperatorTokenError, inspect_token, issue_token
 from .providers.custom import MAX_PASSWORD
 from .storage import COLLECTIONS, StoreError
@@ -53,24 +54,34 @@ def _admin() -> Admin:
 
 
 #: the arguments an audit event of a command names (never a password: those come on stdin)
-AUDITED_ARGUMENTS = ("client_id", "prefix", "name", "file", "clear", "output")
+AUDITED_ARGUMENTS = ("client_id", "prefix", "name", "file", "clear", "merge", "output", "keep")
 
 
-def command(name: str, audited: bool = False, **kwargs: Any) -> Callable:
+def command(name: str, audited: bool = False, quiet: bool = False, **kwargs: Any) -> Callable:
     """An `oauth` subcommand whose failures print one line and exit 1. An `audited`
     one (it changes the store, or copies it out) leaves an audit event when it
-    succeeded, not on --dry-run."""
+    succeeded, not on --dry-run: in audit.log in the data folder, and on stderr unless
+    the command is `quiet` (made for cron, which mails whatever a job prints) and
+    was not asked to be `--verbose`. A command adds fields to its event with
+    `_audit_also`."""
 
     def decorate(func: Callable) -> Callable:
         @functools.wraps(func)
         def wrapper(*args: Any, **kw: Any) -> Any:
             try:
-                result = func(*args, **kw)
-                if audited and not kw.get("dry_run"):
-                    audit(
-                        f"cli.{name}", by=_os_user(), **{k: kw[k] for k in AUDITED_ARGUMENTS if kw.get(k) is not None}
-                    )
+                with audit_to_file(str(_svc().config.data_dir / AUDIT_FILE)):
+                    result = func(*args, **kw)
+                    if audited and not kw.get("dry_run"):
+                        fields = {k: kw[k] for k in AUDITED_ARGUMENTS if kw.get(k) not in (None, False)}
+                        fields.update(click.get_current_context().meta.get(AUDIT_EXTRA, {}))
+                        log = audit_quietly if quiet and not kw.get("verbose") else audit
+                        log(f"cli.{name}", by=_os_user(), **fields)
                 return result
+            except AmbiguousClient as exc:
+                for row in exc.candidates:
+                    click.echo(f"  {row['client_id']}  {_cut(_printable(row['name']), 60)}", err=True)
+                click.echo(f"Error: {exc}", err=True)
+                sys.exit(1)
             except (CommandError, AdminError, StoreError) as exc:
                 click.echo(f"Error: {exc}", err=True)
                 sys.exit(1)
@@ -86,6 +97,15 @@ def command(name: str, audited: bool = False, **kwargs: Any) -> Callable:
     return decorate
 
 
+AUDIT_EXTRA = "mcp_oauth.audit_extra"
+
+
+def _audit_also(**fields: Any) -> None:
+    """Fields for this command's audit event beyond its arguments (the whole id a
+    prefix named, the restore mode chosen)."""
+    click.get_current_context().meta.setdefault(AUDIT_EXTRA, {}).update(fields)
+
+
 def _os_user() -> str | None:
     try:
         return getpass.getuser()
@@ -96,6 +116,7 @@ def _os_user() -> str | None:
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 dry_run_option = click.option("--dry-run", is_flag=True, help="Show what would happen; change nothing.")
 yes_option = click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+verbose_option = click.option("-v", "--verbose", is_flag=True, help="Print a summary even when all went well.")
 
 
 def _when(ts: float | None) -> str:
@@ -113,6 +134,16 @@ def _table(rows: list[dict[str, Any]], columns: list[str], empty: str) -> None:
     click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
     for r in cells:
         click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _printable(text: str) -> str:
+    """A name as one terminal line: control and bidi characters (a client chose
+    its own name) shown as '?'."""
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
 
 
 def _emit(data: Any, as_json: bool, human: Callable[[], None]) -> None:
@@ -134,22 +165,37 @@ def _confirm(question: str, yes: bool) -> None:
 # -- views of the data -------------------------------------------------------------
 
 
+#: the narrowest the name and redirect-URI columns are cut to, however narrow the terminal
+MIN_TEXT_COLUMN = 20
+
+
 def _print_clients(rows: list[dict[str, Any]]) -> None:
-    _table(
-        [
-            {
-                "client id": r["client_id"],
-                "name": r["name"],
-                "redirect uris": " ".join(r["redirect_uris"]),
-                "auth": r["auth_method"],
-                "created": _when(r["created_at"]),
-                "last used": _when(r["last_used_at"]),
-            }
-            for r in rows
-        ],
-        ["client id", "name", "redirect uris", "auth", "created", "last used"],
-        "No clients.",
-    )
+    """One line per client, cut to the terminal's width (COLUMNS; 80 when it is not
+    a terminal): a client picks its own name, and one long one made every row
+    hundreds of columns wide. `--json` gives the whole values."""
+    table = [
+        {
+            "client id": r["client_id"],
+            "name": _printable(r["name"]),
+            "redirect uris": _printable(" ".join(r["redirect_uris"])),
+            "auth": r["auth_method"],
+            "created": _when(r["created_at"]),
+            "last used": _when(r["last_used_at"]),
+        }
+        for r in rows
+    ]
+    fixed = ["client id", "auth", "created", "last used"]
+    fixed_width = sum(max(len(c), *(len(t[c]) for t in table)) + 2 for c in fixed) if table else 0
+    room = max(shutil.get_terminal_size().columns - fixed_width - 4, 2 * MIN_TEXT_COLUMN)
+    widest_name = max((len(t["name"]) for t in table), default=0)
+    widest_uris = max((len(t["redirect uris"]) for t in table), default=0)
+    # Each gets what it needs when both fit; else the URIs at most half, the name the rest.
+    name_width = max(MIN_TEXT_COLUMN, min(widest_name, room - min(widest_uris, room // 2)))
+    uris_width = max(MIN_TEXT_COLUMN, room - min(widest_name, name_width))
+    for t in table:
+        t["name"] = _cut(t["name"], name_width)
+        t["redirect uris"] = _cut(t["redirect uris"], uris_width)
+    _table(table, ["client id", "name", "redirect uris", "auth", "created", "last used"], "No clients.")
 
 
 def _print_grants(rows: list[dict[str, Any]]) -> None:
@@ -192,11 +238,54 @@ def stats_command(as_json: bool) -> None:
 
 
 @command("list-clients", short_help="List the registered clients.")
+@click.option("--name", "name_part", help="Only clients whose name contains this text (any case).")
+@click.option("--unused", is_flag=True, help="Only clients that never completed an authorization.")
 @json_option
-def list_clients(as_json: bool) -> None:
-    """Registered clients: id, name, redirect URIs, auth method, created, last used."""
-    rows = _admin().client_rows()
+def list_clients(name_part: str | None, unused: bool, as_json: bool) -> None:
+    """Registered clients: id, name, redirect URIs, auth method, created, last used.
+    Long values are cut to fit the terminal; --json gives them whole."""
+    admin = _admin()
+    rows = admin.client_rows()
+    if name_part is not None:
+        rows = [r for r in rows if name_part.casefold() in (r["name"] or "").casefold()]
+    if unused:
+        never_used = admin.unused_client_ids()
+        rows = [r for r in rows if r["client_id"] in never_used]
     _emit(rows, as_json, lambda: _print_clients(rows))
+
+
+@command("show-client", short_help="Everything about one client.", context_settings={"ignore_unknown_options": True})
+@click.argument("client_id")
+@json_option
+def show_client(client_id: str, as_json: bool) -> None:
+    """One client (by id or a unique id prefix): its metadata, who approved it for
+    what, and its grants. No secret and no hash."""
+    details = _admin().client_details(client_id)
+    _emit(details, as_json, lambda: _print_client_details(details))
+
+
+def _print_client_details(d: dict[str, Any]) -> None:
+    kind = "resource server" if d["resource_server"] else "metadata document" if d["document"] else "registered"
+    click.echo(f"Client {d['client_id']}")
+    click.echo(f"  name:          {_printable(d['name'])}")
+    click.echo(f"  kind:          {kind}, {'confidential' if d['confidential'] else 'public'} ({d['auth_method']})")
+    click.echo(f"  created:       {_when(d['created_at'])}")
+    click.echo(f"  last used:     {_when(d['last_used_at'])}")
+    click.echo("  redirect uris: " + ("" if d["redirect_uris"] else "-"))
+    for uri in d["redirect_uris"]:
+        click.echo(f"    {_printable(uri)}")
+    click.echo("  metadata:")
+    for key, value in sorted(d["metadata"].items()):
+        if key != "redirect_uris":
+            click.echo(f"    {key}: {_printable(json.dumps(value, ensure_ascii=False))}")
+    click.echo(f"Approvals ({len(d['approvals'])}):")
+    for a in d["approvals"]:
+        resource = " ".join(a.get("resource", []))
+        click.echo(
+            f"  {a['subject']}: scope {a.get('scope')!r} resource {resource or '-'} at {_when(a.get('approved_at'))}"
+        )
+    click.echo(f"Grants ({len(d['grants'])}):")
+    _print_grants(d["grants"])
 
 
 @command("list-tokens", short_help="List the grants (refresh tokens).")
@@ -240,11 +329,25 @@ IDS_MAY_START_WITH_A_DASH = {"ignore_unknown_options": True}
 )
 @click.argument("client_id")
 @dry_run_option
-def delete_client(client_id: str, dry_run: bool) -> None:
-    """Delete a client registration and every grant of it."""
-    name, grants = _admin().delete_client(client_id, dry_run)
-    verb = "Would delete" if dry_run else "Deleted"
-    click.echo(f"{verb} client {client_id} ({name}) and {grants} grant(s).")
+@yes_option
+def delete_client(client_id: str, dry_run: bool, yes: bool) -> None:
+    """Delete a client registration and every grant of it. CLIENT_ID may be a unique
+    prefix of the id; what goes is listed, and asked about unless --yes."""
+    admin = _admin()
+    record = admin.find_client(client_id)
+    found = record["client_id"]
+    name = record.get("metadata", {}).get("client_name") or found
+    grants = admin.client_grants(found)
+    verb = "Would delete" if dry_run else "Deleting"
+    click.echo(f"{verb} client {found} ({_printable(name)}) and {len(grants)} grant(s):")
+    for g in grants:
+        click.echo(f"  grant {g['grant_id'][:12]}  {g['subject']}  {g['scope']}")
+    if dry_run:
+        return
+    _confirm(f"Delete client {found} and its {len(grants)} grant(s)?", yes)
+    _audit_also(client_id=found)
+    name, removed = admin.delete_client(found)
+    click.echo(f"Deleted client {found} ({_printable(name)}) and {removed} grant(s).")
 
 
 @command("delete-token", audited=True, context_settings=IDS_MAY_START_WITH_A_DASH)
@@ -295,12 +398,13 @@ def delete_all_tokens(dry_run: bool, yes: bool) -> None:
     _delete_all("grants", "grant(s)", dry_run, yes)
 
 
-@command("purge-expired", audited=True, short_help="Remove expired grants and idle clients.")
+@command("purge-expired", audited=True, quiet=True, short_help="Remove expired grants and idle clients.")
 @dry_run_option
 @json_option
-@click.option("-v", "--verbose", is_flag=True, help="Print a summary even when all went well.")
+@verbose_option
 def purge_expired(dry_run: bool, as_json: bool, verbose: bool) -> None:
-    """Remove expired grants and idle-expired clients (for a nightly cron job)."""
+    """Remove expired grants and idle-expired clients (for a nightly cron job: prints
+    nothing on success; -v prints a summary)."""
     summary = _admin().purge_expired(dry_run)
     clients, grants = summary["clients_removed"], summary["grants_removed"]
     if as_json:
@@ -318,7 +422,9 @@ def test_cleanup(dry_run: bool) -> None:
     """Delete clients whose name starts with 'TEST ' and their grants."""
     clients, grants = _admin().test_cleanup(dry_run)
     verb = "Would delete" if dry_run else "Deleted"
-    click.echo(f"{verb} {clients} test client(s) and {grants} grant(s).")
+    click.echo(f"{verb} {len(clients)} test client(s) and {grants} grant(s){':' if clients else '.'}")
+    for c in clients:
+        click.echo(f"  {c['client_id']}  {_cut(_printable(c['name']), 60)}")
 
 
 # -- backups --------------------------------------------------------------------------
@@ -328,18 +434,37 @@ def _backup_dir(output: str | None) -> Path:
     return Path(output) if output else Path("backups")
 
 
+def _backup_order(path: Path) -> tuple[str, int]:
+    """Oldest first: by the time in the name, then by the -N a second backup within
+    the same second gets (the first has none)."""
+    match = BACKUP_PATTERN.match(path.name)
+    suffix = match.group(1) if match else None
+    return path.name[len("oauth-backup-") : len("oauth-backup-YYYYMMDD-HHMMSS")], int(suffix[1:]) if suffix else 1
+
+
 def _backup_files(directory: Path) -> list[Path]:
+    """Our backups in `directory` (files named like them only), newest first."""
     if not directory.is_dir():
         return []
-    files = [p for p in directory.iterdir() if BACKUP_PATTERN.match(p.name)]
-    return sorted(files, key=lambda p: p.name, reverse=True)
+    files = [p for p in directory.iterdir() if BACKUP_PATTERN.match(p.name) and p.is_file()]
+    return sorted(files, key=_backup_order, reverse=True)
 
 
-@command("backup", audited=True, short_help="Write a consistent snapshot of the store.")
+@command("backup", audited=True, quiet=True, short_help="Write a consistent snapshot of the store.")
 @click.option("--output", "-o", type=click.Path(file_okay=False), help="Folder for the backup (default backups/).")
-def backup(output: str | None) -> None:
-    """Write a consistent snapshot of clients, grants, users and keys (mode 0600)."""
+@click.option("--keep", type=click.IntRange(min=1), help="Then delete all but the newest N backups in the folder.")
+@click.option("--dry-run", is_flag=True, help="Write nothing; list the backups --keep would delete.")
+@verbose_option
+def backup(output: str | None, keep: int | None, dry_run: bool, verbose: bool) -> None:
+    """Write a consistent snapshot of clients, grants, users and keys (mode 0600).
+    Prints nothing on success (for cron); -v names the file."""
     directory = _backup_dir(output)
+    if dry_run:
+        doomed = _backup_files(directory)[keep - 1 :] if keep else []
+        click.echo(f"Would write a backup into {directory}/ and delete {len(doomed)} older backup(s).")
+        for old in doomed:
+            click.echo(f"  {old}")
+        return
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     document = _admin().backup_document()
     stamp = datetime.now(tz=UTC).strftime("%Y%m%d-%H%M%S")
@@ -353,8 +478,18 @@ def backup(output: str | None) -> None:
         json.dump(document, handle, indent=1, sort_keys=True)
         handle.flush()
         os.fsync(handle.fileno())
-    counts = ", ".join(f"{len(document[name])} {name}" for name in COLLECTIONS)
-    click.echo(f"Wrote {path} ({counts}).")
+    removed = []
+    if keep:
+        for old in _backup_files(directory)[keep:]:
+            if old != path:
+                old.unlink()
+                removed.append(old.name)
+    _audit_also(path=str(path), **({"removed": removed} if removed else {}))
+    if verbose:
+        counts = ", ".join(f"{len(document[name])} {name}" for name in COLLECTIONS)
+        click.echo(f"Wrote {path} ({counts}).")
+        for name in removed:
+            click.echo(f"Deleted {directory / name} (--keep {keep}).")
 
 
 @command("backups")
@@ -367,19 +502,29 @@ def list_backups(directory: str | None, as_json: bool) -> None:
     _emit(rows, as_json, lambda: _table(rows, ["file", "size"], "No backups."))
 
 
+def _backup_path(file: str | None, directory: str | None) -> Path:
+    """The backup a command names: a path, a bare file name from the backups folder
+    (what `backups` lists), or none for the newest there."""
+    folder = _backup_dir(directory)
+    if not file:
+        files = _backup_files(folder)
+        if not files:
+            raise CommandError(f"no backups found in {folder}/")
+        return files[0]
+    path = Path(file)
+    if not path.exists() and path.name == file and (folder / file).is_file():
+        return folder / file
+    return path
+
+
 def _load_backup(file: str | None, directory: str | None = None) -> tuple[Path, dict[str, Any]]:
     """Read and validate a backup; raise CommandError naming what is wrong."""
-    if file:
-        path = Path(file)
-    else:
-        files = _backup_files(_backup_dir(directory))
-        if not files:
-            raise CommandError("no backups found in backups/")
-        path = files[0]
+    path = _backup_path(file, directory)
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise CommandError(f"backup file {path} does not exist") from None
+        where = f" (nor in {_backup_dir(directory)}/)" if path.name == file else ""
+        raise CommandError(f"backup file {path} does not exist{where}") from None
     except (OSError, ValueError) as exc:
         raise CommandError(f"{path} is not a readable JSON backup ({exc})") from None
     _validate_backup(path, document)
@@ -403,12 +548,19 @@ def _redact(value: Any, key: str = "") -> Any:
     return value
 
 
+backup_dir_option = click.option(
+    "--dir", "directory", type=click.Path(file_okay=False), help="Backups folder for a bare NAME (default backups/)."
+)
+
+
 @command("backup-show", short_help="Show a backup, secrets redacted.")
 @click.argument("file", required=False)
+@backup_dir_option
 @json_option
-def backup_show(file: str | None, as_json: bool) -> None:
-    """Show the newest (or the named) backup, secrets redacted."""
-    path, document = _load_backup(file)
+def backup_show(file: str | None, directory: str | None, as_json: bool) -> None:
+    """Show the newest (or the named) backup, secrets redacted. FILE may be a path or
+    a bare name from the backups folder."""
+    path, document = _load_backup(file, directory)
     redacted = _redact(document)
     if as_json:
         click.echo(json.dumps(redacted, indent=2, sort_keys=True))
@@ -420,23 +572,53 @@ def backup_show(file: str | None, as_json: bool) -> None:
     _print_clients([client_row(r) for r in document["clients"].values()])
 
 
-@command("restore", audited=True, short_help="Merge a backup in (--clear replaces).")
+MODE_WORDS = {"clear": "replace everything", "merge": "add what the store lacks"}
+
+
+@command("restore", audited=True, short_help="Restore a backup: --clear replaces, --merge adds.")
 @click.argument("file", required=False)
-@click.option("--clear", is_flag=True, help="Replace the store's contents instead of merging.")
+@click.option("--clear", is_flag=True, help="Replace everything in the store (disaster recovery).")
+@click.option("--merge", is_flag=True, help="Add the clients, users and keys the store lacks; never grants.")
+@backup_dir_option
 @dry_run_option
 @yes_option
-def restore(file: str | None, clear: bool, dry_run: bool, yes: bool) -> None:
-    """Merge a backup into the store (--clear replaces instead)."""
-    path, document = _load_backup(file)
+def restore(file: str | None, clear: bool, merge: bool, directory: str | None, dry_run: bool, yes: bool) -> None:
+    """Restore a backup (the newest, or FILE: a path or a bare name from the backups
+    folder). Every record is checked against the rules live input is held to first,
+    and a refused restore changes nothing.
+
+    --clear replaces everything. --merge adds the clients, users and keys the store
+    lacks and never a grant (a grant missing now was revoked, rotated or expired
+    after the backup). Neither: into an empty store as --clear, else refused."""
+    if clear and merge:
+        raise CommandError("choose one of --clear and --merge")
+    path, document = _load_backup(file, directory)
     admin = _admin()
-    summary = admin.restore_plan(document, clear).summary()
-    if dry_run:
-        click.echo(f"Would restore {path} ({'replace' if clear else 'merge'}): {summary}.")
-        return
-    if clear:
-        _confirm(f"Replace everything in {admin.store.location} with {path}?", yes)
-    admin.restore(document, clear)
-    click.echo(f"Restored {path} ({'replaced' if clear else 'merged'}): {summary}.")
+    mode = "clear" if clear else "merge" if merge else "auto"
+    try:
+        plan = admin.restore_plan(document, mode)
+        if dry_run:
+            _print_plan(f"Would restore {path} ({MODE_WORDS[plan.mode]}) into {admin.store.location}:", plan)
+            return
+        if clear:
+            _confirm(f"Replace everything in {admin.store.location} with {path}?", yes)
+        plan = admin.restore(document, mode)
+    except AdminError as exc:
+        raise CommandError(f"{path}: {exc}") from None
+    _audit_also(mode=plan.mode)
+    click.echo(f"Restored {path} ({MODE_WORDS[plan.mode]}): {plan.summary()}.")
+
+
+def _print_plan(title: str, plan: RestorePlan) -> None:
+    click.echo(title)
+    for change in plan.changes:
+        noun = change.collection.rstrip("s").replace("_", " ")
+        label = "" if change.label == change.key else f" ({_printable(change.label)})"
+        click.echo(f"  {change.action} {noun} {change.key}{label}")
+    if plan.grants_left_out:
+        click.echo(f"  not restored: the backup's {plan.grants_left_out} grant(s) (a merge restores no grant)")
+    if not plan.changes:
+        click.echo("  nothing would change")
 
 
 # -- users and keys ----------------------------------------------------------------------

@@ -10,6 +10,8 @@ request, and an audit event for every security-relevant act.
 - `audit(event, **fields)` logs a security-relevant act on the `mcp_oauth.audit`
   logger. Callers pass ids, names, scopes and reasons: never a secret, a token, a code
   or a password.
+- `audit_to_file(path)` (a context) also appends every audit event to a file (the CLI's
+  `audit.log` in the data folder), one JSON object per line.
 - `configure_logging` writes every line (waitress's and Flask's too) as text or, with
   OAUTH_LOG_FORMAT=json, as one JSON object.
 
@@ -18,6 +20,7 @@ This module imports nothing of the app's, so every layer may report through it.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
 import logging
@@ -35,6 +38,8 @@ from prometheus_client import Counter, Gauge, Histogram, Info
 
 request_log = logging.getLogger("mcp_oauth.request")
 audit_log = logging.getLogger("mcp_oauth.audit")
+#: where the CLI appends its audit events, in the data folder
+AUDIT_FILE = "audit.log"
 
 # -- metrics -------------------------------------------------------------------------
 
@@ -321,6 +326,65 @@ def audit(event: str, level: int = logging.INFO, **fields: Any) -> None:
     if context is not None:
         text += f" request_id={context.request_id}"
     audit_log.log(level, "%s %s", event, text, extra={"event": event, "fields": fields, "context": context})
+
+
+class AuditFile(logging.Handler):
+    """Audit events appended to a file (`audit.log` in the data folder), one JSON
+    object per line, created with mode 0600.
+
+    Each event opens the file with O_APPEND and writes its line in one `write`, so
+    several processes (the CLI beside the running server) may append to one file
+    without losing or tearing each other's lines. Events are rare (operator
+    commands), so an open per event costs nothing that matters and leaves no file
+    descriptor behind in a short-lived command."""
+
+    def __init__(self, path: str):
+        super().__init__(logging.INFO)
+        self.path = path
+        self.setFormatter(JSONFormatter())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = (self.format(record) + "\n").encode("utf-8")
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        try:
+            try:
+                fd = os.open(self.path, flags, 0o600)
+            except FileNotFoundError:  # a store in a database: the folder may not exist yet
+                os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
+                fd = os.open(self.path, flags, 0o600)
+            try:
+                os.write(fd, line)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            # One line, not logging's traceback: the command itself has succeeded.
+            print(f"Warning: cannot append to {self.path}: {exc.strerror or exc}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def audit_to_file(path: str) -> Iterator[AuditFile]:
+    """Within the block, every audit event also goes to `path` (see AuditFile)."""
+    handler = AuditFile(path)
+    level = audit_log.level
+    audit_log.addHandler(handler)
+    if not audit_log.isEnabledFor(logging.INFO):
+        audit_log.setLevel(logging.INFO)
+    try:
+        yield handler
+    finally:
+        audit_log.removeHandler(handler)
+        audit_log.setLevel(level)
+
+
+def audit_quietly(event: str, **fields: Any) -> None:
+    """An audit event for the audit file only, not the console: a cron job's
+    success is silent (cron mails whatever a job prints)."""
+    propagate = audit_log.propagate
+    audit_log.propagate = False
+    try:
+        audit(event, **fields)
+    finally:
+        audit_log.propagate = propagate
 
 
 # -- log format ----------------------------------------------------------------------

@@ -8,6 +8,8 @@ and types against these rules first, and changes nothing when one fails.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Callable
 from typing import Any
@@ -15,7 +17,8 @@ from typing import Any
 from joserfc.errors import JoseError
 from joserfc.jwk import RSAKey
 
-from .policy import AUTH_METHODS
+from .config import Config
+from .policy import AUTH_METHODS, check_redirect_uri
 
 Check = Callable[[Any], bool]
 
@@ -80,6 +83,57 @@ def token_hashes(value: Any) -> bool:
     return isinstance(value, dict) and all(sha256_hex(k) and optional(number)(v) for k, v in value.items())
 
 
+#: RSA signing keys shorter than this are refused (NIST SP 800-57: 2048 bits at least;
+#: keys.py makes 2048-bit keys): a restored short key would sign every token.
+MIN_RSA_BITS = 2048
+
+
+def rsa_modulus_bits(value: Any) -> int:
+    """The size in bits of an RSA JWK's modulus `n` (RFC 7518 §6.3.1.1), 0 when unreadable."""
+    n = value.get("n") if isinstance(value, dict) else None
+    if not isinstance(n, str) or not n:
+        return 0
+    try:
+        return int.from_bytes(base64.urlsafe_b64decode(n + "=" * (-len(n) % 4)), "big").bit_length()
+    except (ValueError, binascii.Error):
+        return 0
+
+
+def strong_private_rsa_jwk(value: Any) -> bool:
+    """A private RSA key of at least MIN_RSA_BITS, checked before it is parsed (a
+    short key would only make the library warn)."""
+    return rsa_modulus_bits(value) >= MIN_RSA_BITS and private_rsa_jwk(value)
+
+
+#: werkzeug's hash formats (`method$salt$hash`) that `check_password_hash` can check,
+#: with bounds on their cost: an unknown method made /login answer 500, and a huge
+#: scrypt cost would make each login take the server's memory.
+SCRYPT_METHOD = re.compile(r"^scrypt(?::(\d{1,8}):(\d{1,3}):(\d{1,3}))?$")
+PBKDF2_METHOD = re.compile(r"^pbkdf2(?::(sha256|sha512)(?::(\d{1,8}))?)?$")
+HASH_PART = re.compile(r"^[0-9a-f]{32,256}$")
+SALT_PART = re.compile(r"^[A-Za-z0-9]{1,64}$")
+
+
+def known_password_hash(value: Any) -> bool:
+    """A password hash werkzeug makes and checks: scrypt (N a power of two, 2^10..2^20,
+    r 1..32, p 1..16) or pbkdf2 with sha256/sha512 (1,000..10,000,000 iterations)."""
+    if not isinstance(value, str) or value.count("$") != 2:
+        return False
+    method, salt, digest = value.split("$")
+    if not SALT_PART.match(salt) or not HASH_PART.match(digest):
+        return False
+    scrypt = SCRYPT_METHOD.match(method)
+    if scrypt:
+        if scrypt.group(1) is None:
+            return True
+        n, r, p = (int(g) for g in scrypt.groups())
+        return 2**10 <= n <= 2**20 and n & (n - 1) == 0 and 1 <= r <= 32 and 1 <= p <= 16
+    pbkdf2 = PBKDF2_METHOD.match(method)
+    if pbkdf2:
+        return pbkdf2.group(2) is None or 1000 <= int(pbkdf2.group(2)) <= 10_000_000
+    return False
+
+
 def private_rsa_jwk(value: Any) -> bool:
     if not isinstance(value, dict) or value.get("kty") != "RSA" or "d" not in value:
         return False
@@ -132,7 +186,7 @@ RULES: dict[str, tuple[str, dict[str, Check]]] = {
         "username",
         {
             "username": lambda v: isinstance(v, str) and bool(USERNAME.match(v)),
-            "password_hash": text,
+            "password_hash": known_password_hash,
             "created_at": optional(number),
             "password_changed_at": optional(number),
         },
@@ -141,11 +195,18 @@ RULES: dict[str, tuple[str, dict[str, Check]]] = {
 SIGNING_KEY: dict[str, Check] = {
     "kid": text,
     "use": lambda v: v == "sig",
-    "jwk": private_rsa_jwk,
+    "jwk": strong_private_rsa_jwk,
     "created_at": number,
     "retired_at": optional(number),
 }
 SESSION_SECRET: dict[str, Check] = {"kid": text, "use": lambda v: v == "session", "secret": text}
+
+
+#: the rule a field breaks, where its name alone does not say it
+RULE_NAMES = {
+    "jwk": f"jwk (a private RSA key of at least {MIN_RSA_BITS} bits)",
+    "password_hash": "password_hash (a known method: werkzeug's scrypt or pbkdf2)",
+}
 
 
 def problem(collection: str, key: str, record: Any) -> str | None:
@@ -160,11 +221,23 @@ def problem(collection: str, key: str, record: Any) -> str | None:
         return f"belongs to no known collection {collection!r}"
     bad = [name for name, check in fields.items() if not check(record.get(name))]
     if bad:
-        return f"has a missing or invalid {', '.join(bad)}"
+        return f"has a missing or invalid {', '.join(RULE_NAMES.get(name, name) for name in bad)}"
     if collection == "grants":
         held = [record[name] for name in ("token_hashes", "refresh_token_hashes") if name in record]
         if len(held) != 1 or held[0] is None:
             return "has not exactly one of token_hashes, refresh_token_hashes"
     if record[id_field] != key:
         return f"has {id_field} {record[id_field]!r}, not its key"
+    return None
+
+
+def live_input_problem(collection: str, record: dict[str, Any], config: Config) -> str | None:
+    """Why a record (of the right shape: `problem` found none) breaks a rule live
+    input is held to, or None: a restored client's redirect URIs must pass the
+    registration's rules (app/policy.py), under this server's configuration."""
+    if collection == "clients":
+        for uri in record["metadata"].get("redirect_uris", []):
+            why = check_redirect_uri(uri, config)
+            if why:
+                return f"has a redirect URI registration refuses: {why}"
     return None

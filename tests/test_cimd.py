@@ -105,7 +105,7 @@ def test_whole_flow_with_a_metadata_document_then_refresh(cimd_server, documents
     stored = json.loads(cimd_server.cli("list-clients", "--json").stdout)
     assert [c["client_id"] for c in stored] == [client_id]
     # The CLI deletes it like any client, and its tokens die at once.
-    assert cimd_server.cli("delete-client", client_id).returncode == 0
+    assert cimd_server.cli("delete-client", "--yes", client_id).returncode == 0
     assert verify(cimd_server, renewed.json()["access_token"]).status_code == 401
 
 
@@ -255,7 +255,7 @@ def test_client_and_grant_ids_never_begin_with_a_dash():
 
 def test_the_cli_takes_double_dash_before_an_id(server):
     client = register(server)
-    result = server.cli("delete-client", "--", client["client_id"])
+    result = server.cli("delete-client", "--yes", "--", client["client_id"])
     assert result.returncode == 0, result.stderr
     assert json.loads(server.cli("list-clients", "--json").stdout) == []
 

@@ -46,6 +46,7 @@ def test_help_lists_every_command(server):
         "delete-user",
         "set-password",
         "rotate-keys",
+        "show-client",
     ):
         assert name in out, name
     commands = out.split("Commands:")[1]
@@ -70,7 +71,7 @@ def test_delete_client_revokes_live_tokens(server):
     client, tokens = tokens_for(server)
     dry = ok(server.cli("delete-client", client["client_id"], "--dry-run"))
     assert "Would delete" in dry and verify(server, tokens["access_token"]).status_code == 200
-    out = ok(server.cli("delete-client", client["client_id"]))
+    out = ok(server.cli("delete-client", client["client_id"], "--yes"))
     assert "1 grant" in out
     # The grants go with it (not merely unusable while the client is missing).
     assert server.app.extensions["oauth"].store.scan("grants") == {}
@@ -134,22 +135,24 @@ def test_purge_expired_is_quiet_for_cron(make_server):
 
     time.sleep(1.5)
     assert "grant" in ok(server.cli("purge-expired", "--dry-run"))
-    assert ok(server.cli("purge-expired")) == ""
+    quiet = server.cli("purge-expired")  # cron mails whatever a job prints, stderr too
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", "")
     assert json.loads((server.data_dir / "refresh_tokens.json").read_text())["grants"] == {}
     assert "Removed 0" in ok(server.cli("purge-expired", "-v"))
 
 
 def test_test_cleanup_removes_only_test_clients(server):
-    tokens_for(server, register(server, client_name="TEST smoke"))
+    test_client, _ = tokens_for(server, register(server, client_name="TEST smoke"))
     keep = register(server, client_name="Production")
-    assert "1 test client" in ok(server.cli("test-cleanup", "--dry-run"))
+    dry = ok(server.cli("test-cleanup", "--dry-run"))
+    assert "1 test client" in dry and f"{test_client['client_id']}  TEST smoke" in dry
     ok(server.cli("test-cleanup"))
     assert [c["client_id"] for c in json.loads(ok(server.cli("list-clients", "--json")))] == [keep["client_id"]]
 
 
 def test_backup_wipe_restore_roundtrip_into_fresh_dir(server, tmp_path, make_server):
     client, tokens = tokens_for(server)
-    out = ok(server.cli("backup", "--output", str(tmp_path / "bk")))
+    out = ok(server.cli("backup", "--output", str(tmp_path / "bk"), "-v"))
     files = list((tmp_path / "bk").glob("oauth-backup-*.json"))
     assert len(files) == 1 and str(files[0]) in out
     assert stat.S_IMODE(os.stat(files[0]).st_mode) == 0o600
@@ -169,10 +172,11 @@ def test_restore_merges_and_dry_run_changes_nothing(server, tmp_path):
     a, _ = tokens_for(server)
     ok(server.cli("backup", "--output", str(tmp_path)))
     backup = next(tmp_path.glob("oauth-backup-*.json"))
-    ok(server.cli("delete-client", a["client_id"]))
-    assert "Would restore" in ok(server.cli("restore", str(backup), "--dry-run"))
+    ok(server.cli("delete-client", a["client_id"], "--yes"))
+    dry = ok(server.cli("restore", str(backup), "--merge", "--dry-run"))
+    assert f"add client {a['client_id']}" in dry
     assert json.loads(ok(server.cli("list-clients", "--json"))) == []
-    ok(server.cli("restore", str(backup)))
+    ok(server.cli("restore", str(backup), "--merge"))
     assert [c["client_id"] for c in json.loads(ok(server.cli("list-clients", "--json")))] == [a["client_id"]]
 
 

@@ -35,7 +35,7 @@ def test_a_cached_token_is_refused_at_once_when_revoked_or_deleted(server):
 
     client, tokens = tokens_for(server)
     assert [verify(server, tokens["access_token"]).status_code for _ in range(2)] == [200, 200]
-    assert server.cli("delete-client", client["client_id"]).returncode == 0
+    assert server.cli("delete-client", "--yes", client["client_id"]).returncode == 0
     refused = verify(server, tokens["access_token"])
     assert refused.status_code == 401 and "no longer registered" in refused.json()["error_description"]
 

@@ -171,7 +171,7 @@ def test_a_deleted_client_frees_room_under_the_cap_within_a_second(make_server):
     tokens_for(server, browser=browser)  # both used: none may be evicted
     body = {"redirect_uris": ["https://a.example/cb"]}
     assert requests.post(server.url("/register"), json=body, timeout=10).status_code == 429
-    assert server.cli("delete-client", first["client_id"]).returncode == 0
+    assert server.cli("delete-client", "--yes", first["client_id"]).returncode == 0
     deadline = time.monotonic() + 5
     while (answer := requests.post(server.url("/register"), json=body, timeout=10)).status_code == 429:
         assert time.monotonic() < deadline, "the freed room was never seen"
@@ -513,7 +513,7 @@ def test_a_restore_that_fails_half_way_changes_no_file(make_server, small_disk, 
     }
     path = tmp_path / "oauth-backup-20260101-000000.json"
     path.write_text(json.dumps(document))
-    for args in (["--clear", "--yes"], []):
+    for args in (["--clear", "--yes"],):  # (--merge restores no grant: it would write nothing)
         result = server.cli("restore", str(path), *args)
         assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
         assert "cannot write" in result.stderr
@@ -558,7 +558,7 @@ def test_a_crafted_backup_is_refused_and_changes_nothing(server, tmp_path, colle
         key = json.loads(server.cli("list-tokens", "--json").stdout)[0]["grant_id"]
     path = _backup_with(tmp_path, server, collection, key, change)
     before = _files(server.data_dir)
-    for args in (["--clear", "--yes"], []):
+    for args in (["--clear", "--yes"], ["--merge"]):
         result = server.cli("restore", path, *args)
         assert result.returncode == 1, result.stdout
         assert "nothing was restored" in result.stderr and "Traceback" not in result.stderr

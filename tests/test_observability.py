@@ -221,7 +221,7 @@ def test_json_logs_one_object_per_line_with_requests_and_audit_events(make_serve
     flow_with_secrets(server)
     answer = requests.get(server.url("/healthz"), timeout=10)
     deleted = register(server)
-    cli = server.cli("delete-client", deleted["client_id"])
+    cli = server.cli("delete-client", "--yes", deleted["client_id"])
     assert cli.returncode == 0, cli.stderr
     requests.get(server.url("/no/such/path%0Aforged line"), timeout=10)
     server.stop()

@@ -100,7 +100,7 @@ def test_two_instances_behind_round_robin_nginx_act_as_one(tmp_path, postgres_ur
             # A CLI deletion is seen by both instances at once.
             client, tokens = tokens_for(front)
             assert all(verify(d, tokens["access_token"]).status_code == 200 for d in direct)
-            deleted = instances[0].cli("delete-client", "--", client["client_id"])
+            deleted = instances[0].cli("delete-client", "--yes", "--", client["client_id"])
             assert deleted.returncode == 0, deleted.stderr
             assert all(verify(d, tokens["access_token"]).status_code == 401 for d in direct)
 
@@ -169,6 +169,13 @@ def test_backup_from_files_restores_into_postgresql_and_back(tmp_path, make_serv
     files.stop()
 
     on_postgres = make_server(data_dir=tmp_path / "pg-data", OAUTH_STORE=postgres_url, PORT=str(files.port))
+    # The database holds a user already: `restore` alone refuses; --merge adds the
+    # client and the keys it lacks, and no grant (a grant missing may have been revoked).
+    alone = on_postgres.cli("restore", str(backup))
+    assert alone.returncode == 1 and "choose --clear" in alone.stderr, alone.stderr
+    merged = on_postgres.cli("restore", "--merge", str(backup))
+    assert "clients: 1 added" in merged.stdout and "restores no grant" in merged.stdout, merged.stderr
+    assert refresh(on_postgres, client, tokens["refresh_token"]).status_code == 400
     restored = on_postgres.cli("restore", "--clear", "--yes", str(backup))
     assert restored.returncode == 0, restored.stderr
     listed = json.loads(on_postgres.cli("list-clients", "--json").stdout)

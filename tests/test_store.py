@@ -232,7 +232,7 @@ def test_hot_paths_answer_503_not_500_when_the_keys_cannot_be_read(server):
 def test_cli_deletion_takes_effect_in_running_server(server):
     client, tokens = tokens_for(server)
     assert verify(server, tokens["access_token"]).status_code == 200
-    result = server.cli("delete-client", client["client_id"])
+    result = server.cli("delete-client", "--yes", client["client_id"])
     assert result.returncode == 0, result.stderr
     assert verify(server, tokens["access_token"]).status_code == 401
 
@@ -381,7 +381,7 @@ def test_a_cli_write_during_a_write_storm_from_the_server(make_server):
     with ThreadPoolExecutor(4) as pool:
         storm = pool.map(register_one, range(60))
         added = server.cli("add-user", "bob", "--password-stdin", input="a good password\n")
-        deleted = server.cli("delete-client", victim["client_id"])
+        deleted = server.cli("delete-client", "--yes", victim["client_id"])
         registered = list(storm)
     assert added.returncode == 0 and deleted.returncode == 0, added.stderr + deleted.stderr
     stored = {c["client_id"] for c in json.loads(server.cli("list-clients", "--json").stdout)}
