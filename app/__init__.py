@@ -141,6 +141,7 @@ def create_app(config: Config | None = None, *, for_cli: bool = False) -> Flask:
         atexit.register(_compact_quietly, store)
     else:
         store.check()
+        store.check_writable()  # before anything is written: one line naming the folder
         store.sweep()
         # The JSON files are the readable truth: made whole at once after a crash, and
         # kept current while the server runs.

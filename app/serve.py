@@ -43,8 +43,7 @@ def main() -> int:
         log_format = config.log_format
         check_listen(config.host, config.port)
         new_store = config.store == "file" and is_new_store(config.data_dir)
-        app = create_app(config)
-        app.extensions["oauth"].store.check_writable()
+        app = create_app(config)  # checks that the store can be read and written
         server = bind(app, config)
     except (ConfigError, StoreError, StartupError) as exc:
         report_error(log_format, exc)

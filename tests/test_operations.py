@@ -14,6 +14,7 @@ from pathlib import Path
 import requests
 from support.harness import run_cli
 from support.oauth import refresh, register, tokens_for, verify
+from support.records import stored
 
 from app.storage import PersistentStore
 
@@ -34,9 +35,10 @@ def refused(result, *texts: str) -> str:
     return lines[0]
 
 
-def store_files(data_dir: Path) -> dict[str, bytes]:
-    """Every file of the store (JSON and journals; not the lock files)."""
-    return {p.name: p.read_bytes() for p in sorted(data_dir.iterdir()) if p.is_file() and not p.name.startswith(".")}
+def store_files(data_dir: Path) -> dict:
+    """What the store holds (its JSON files and journals together: the running server
+    compacts them in the background, so their bytes may change while this does not)."""
+    return stored(data_dir)
 
 
 def revoke(server, client: dict, token: str) -> None:

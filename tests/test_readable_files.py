@@ -76,7 +76,9 @@ def test_under_a_write_load_the_files_follow_but_are_not_rewritten_per_write(mak
     data = tmp_path / "busy"
     record = {"client_id": "", "metadata": {"client_name": "x" * 200}, "created_at": time.time()}
     PersistentStore(data).replace_all({"clients": {f"c{n}": {**record, "client_id": f"c{n}"} for n in range(5000)}})
-    server = make_server(data_dir=data, OAUTH_REGISTRATION_RATE="0", OAUTH_MAX_CLIENTS="0")
+    server = make_server(
+        data_dir=data, OAUTH_REGISTRATION_RATE="0", OAUTH_MAX_CLIENTS="0", OAUTH_MAX_CLIENTS_PER_ADDRESS="0"
+    )
     path = server.data_dir / "clients.json"
     rewrites: list[int] = []
     stop = threading.Event()
