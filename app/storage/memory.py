@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TypeVar
 
-from .base import ExpiryRule, Record, WriteObserver, ignore_write, indexed_values, is_expired
+from .base import ExpiryRule, Record, WriteObserver, ignore_write, indexed_values, is_expired, storable_key
 from .store import COLLECTIONS, StoreError
 
 T = TypeVar("T")
@@ -55,7 +55,7 @@ class MemoryStore:
 
     def put(self, collection: str, key: str, record: Record) -> None:
         with self._lock:
-            self._collection(collection)[key] = copy.deepcopy(record)
+            self._collection(collection)[storable_key(key)] = copy.deepcopy(record)
             self._changed(collection)
 
     def add(self, collection: str, key: str, record: Record) -> bool:

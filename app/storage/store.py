@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .base import ExpiryRule, Record, WriteObserver, ignore_write, indexed_values, is_expired
+from .base import ExpiryRule, Record, WriteObserver, ignore_write, indexed_values, is_expired, storable_key
 
 FORMAT_VERSION = 1
 #: the journal is compacted once it is larger than this and than the snapshot
@@ -509,10 +509,12 @@ class PersistentStore:
         return state
 
     def put(self, collection: str, key: str, record: Record) -> None:
+        storable_key(key)
         self._write(collection, lambda items: (None, [{"put": key, "record": record}]))
 
     def add(self, collection: str, key: str, record: Record) -> bool:
         """Store `record` unless `key` exists; whether it was stored."""
+        storable_key(key)
 
         def decide(items: dict[str, Record]) -> tuple[bool, list[dict[str, Any]]]:
             existing = items.get(key)
