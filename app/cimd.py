@@ -54,8 +54,8 @@ MAX_TTL = 86400
 FAILURE_TTL = 30
 
 
-def _published(client_id: str, name: str, client_uri: str, redirect_uris: list[str]) -> dict[str, Any]:
-    return {
+def _published(client_id: str, name: str, client_uri: str | None, redirect_uris: list[str]) -> dict[str, Any]:
+    document = {
         "client_id": client_id,
         "client_name": name,
         "client_uri": client_uri,
@@ -64,6 +64,7 @@ def _published(client_id: str, name: str, client_uri: str, redirect_uris: list[s
         "response_types": ["code"],
         "token_endpoint_auth_method": "none",
     }
+    return {field: value for field, value in document.items() if value is not None}
 
 
 #: Documents of well-known clients, as their vendors publish them (the redirect URIs
@@ -90,6 +91,14 @@ SHIPPED: dict[str, dict[str, Any]] = {
             "https://claude.ai",
             ["http://localhost/callback", "http://127.0.0.1/callback"],
         ),
+        # Codex (CLI, IDE extension, ChatGPT desktop app): its stable document, with
+        # the shared `/callback` path on port-less 127.0.0.1 (Codex inserts its
+        # listener's port, RFC 8252 §7.3), as OpenAI's Codex MCP documentation states
+        # (learn.chatgpt.com/docs/extend/mcp, "OAuth client registration"). Codex
+        # uses it only where the server sends `iss` (RFC 9207), as this one does; its
+        # per-server documents (`/oauth/codex/<callback_id>/client.json`) cannot ship.
+        # Its client_uri is not documented, so none is given.
+        _published("https://chatgpt.com/oauth/codex/client.json", "Codex", None, ["http://127.0.0.1/callback"]),
         _published(
             "https://vscode.dev/oauth/client-metadata.json",
             "Visual Studio Code",
