@@ -116,6 +116,8 @@ def test_a_redirect_uri_the_document_does_not_list_is_refused(cimd_server, docum
         ("/big/doc.json", "64 KiB"),
         ("/slow/doc.json", "5 seconds"),
         ("/notjson/doc.json", "not JSON"),
+        ("/deep/doc.json", "nests deeper than 32 levels"),
+        ("/nul/doc.json", "NUL character"),
         ("/redirect/doc.json", "HTTP 302"),
         ("/secret/doc.json", "client secret"),
     ],

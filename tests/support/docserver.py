@@ -53,6 +53,10 @@ class Documents(BaseHTTPRequestHandler):
         elif kind == "slow":
             time.sleep(7)
             self._send(200, json.dumps(document).encode())
+        elif kind == "deep":  # 1,100 levels: Python's parser would recurse into a RecursionError
+            self._send(200, json.dumps(document)[:-1].encode() + b', "x": ' + b"[" * 1100 + b"]" * 1100 + b"}")
+        elif kind == "nul":
+            self._send(200, json.dumps({**document, "client_name": "Doc\x00Client"}).encode())
         elif kind == "notjson":
             self._send(200, b"<html>hello</html>", "text/html")
         elif kind == "redirect":
