@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from urllib.parse import unquote
 
 from flask import Flask, Response, render_template, request
 from werkzeug.exceptions import BadRequest, HTTPException, InternalServerError
@@ -79,9 +80,13 @@ def refuse_nul_parameters() -> None:
     values = [*request.args.keys(), *request.args.values(), *(request.view_args or {}).values()]
     if request.method == "POST" and request.mimetype in FORMS:
         values += [*request.form.keys(), *request.form.values()]
+    if not request.headers.get("Authorization", "").isascii():
+        # credentials are base64 or token68 (RFC 9110 §11.4); Werkzeug raises on others
+        raise BadRequest("The Authorization header must be ASCII.")
     basic = request.authorization
     if basic is not None and basic.type == "basic":
-        values += [basic.username or "", basic.password or ""]
+        # form-urlencoded inside (RFC 6749 §2.3.1): `a%00b` is a NUL too
+        values += [unquote(basic.username or ""), unquote(basic.password or "")]
     if any("\x00" in value for value in values if isinstance(value, str)):
         raise BadRequest("A request parameter holds a NUL character.")
 

@@ -740,4 +740,13 @@ def test_non_ascii_in_any_field_is_never_a_5xx(either_store):
     assert named.status_code == 201 and named.json()["client_name"] == "Zoë's ☃ client"
     unicode_uri = requests.post(server.url("/register"), json={"redirect_uris": ["https://exämple.com/cb"]}, timeout=10)
     _json_error(unicode_uri, 400, "invalid_redirect_uri")
+    # Basic credentials that are not base64's ASCII (Werkzeug raised ValueError on them)
+    for path in ("/token", "/revoke", "/register"):
+        response = requests.post(
+            server.url(path),
+            data={"grant_type": "refresh_token", "refresh_token": "x"},
+            headers={"Authorization": "Basic äöü"},
+            timeout=10,
+        )
+        _json_error(response, 400, "invalid_request")
     _no_server_error(server)
