@@ -6,18 +6,19 @@ Fetching a URL that anyone can name is a server-side request forgery risk, so th
 fetch is fenced: https only, the host's addresses checked and the connection made to
 the checked address itself (so DNS cannot answer differently between check and
 connect), loopback, private, link-local, multicast and reserved addresses refused
-unless OAUTH_CIMD_ALLOW_PRIVATE=1, no redirects, 5 s in all, 64 KiB at most, and at
-most a few fetches at once. A document must name itself as `client_id`, and its
-client is public (PKCE, no secret). Documents are cached as their `Cache-Control`
-allows, in a bounded map. The documents of well-known clients ship with the server
-and are used when a live fetch fails.
+unless OAUTH_CIMD_ALLOW_PRIVATE=1, no redirects, 5 s in all, 64 KiB at most, JSON
+nested at most 32 deep, and at most 2 fetches to one host and 8 in all at once. A
+document must name itself as `client_id`, and its client is public (PKCE, no
+secret). Documents are cached as their `Cache-Control` allows, in a bounded map, and
+so are failures, briefly; a fetch refused for being busy is not a failure of the
+document and is not remembered. The documents of well-known clients ship with the
+server and are used when a live fetch fails.
 """
 
 from __future__ import annotations
 
 import http.client
 import ipaddress
-import json
 import logging
 import os
 import re
@@ -25,11 +26,13 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from .config import Config
-from .policy import MetadataTooLarge, accepted_redirect_uris, check_bounds
+from .policy import URI_FORBIDDEN, InvalidJSON, UnacceptableMetadata, accepted_redirect_uris, check_bounds, parse_json
 from .storage import expiring_map
 
 if TYPE_CHECKING:
@@ -40,7 +43,10 @@ log = logging.getLogger(__name__)
 TIMEOUT = 5.0
 MAX_BYTES = 64 * 1024
 MAX_CACHED = 1000
-MAX_CONCURRENT_FETCHES = 4
+#: fetches at once: to one host (so that one slow host cannot take every slot), and in
+#: all (each holds a request thread for up to TIMEOUT; waitress has 16 by default)
+MAX_FETCHES_PER_HOST = 2
+MAX_FETCHES = 8
 #: how long a document is kept when its response says nothing (seconds), and at most
 DEFAULT_TTL = 300
 MAX_TTL = 86400
@@ -48,8 +54,8 @@ MAX_TTL = 86400
 FAILURE_TTL = 30
 
 
-def _published(client_id: str, name: str, client_uri: str, redirect_uris: list[str]) -> dict[str, Any]:
-    return {
+def _published(client_id: str, name: str, client_uri: str | None, redirect_uris: list[str]) -> dict[str, Any]:
+    document = {
         "client_id": client_id,
         "client_name": name,
         "client_uri": client_uri,
@@ -58,6 +64,7 @@ def _published(client_id: str, name: str, client_uri: str, redirect_uris: list[s
         "response_types": ["code"],
         "token_endpoint_auth_method": "none",
     }
+    return {field: value for field, value in document.items() if value is not None}
 
 
 #: Documents of well-known clients, as their vendors publish them (the redirect URIs
@@ -84,6 +91,14 @@ SHIPPED: dict[str, dict[str, Any]] = {
             "https://claude.ai",
             ["http://localhost/callback", "http://127.0.0.1/callback"],
         ),
+        # Codex (CLI, IDE extension, ChatGPT desktop app): its stable document, with
+        # the shared `/callback` path on port-less 127.0.0.1 (Codex inserts its
+        # listener's port, RFC 8252 §7.3), as OpenAI's Codex MCP documentation states
+        # (learn.chatgpt.com/docs/extend/mcp, "OAuth client registration"). Codex
+        # uses it only where the server sends `iss` (RFC 9207), as this one does; its
+        # per-server documents (`/oauth/codex/<callback_id>/client.json`) cannot ship.
+        # Its client_uri is not documented, so none is given.
+        _published("https://chatgpt.com/oauth/codex/client.json", "Codex", None, ["http://127.0.0.1/callback"]),
         _published(
             "https://vscode.dev/oauth/client-metadata.json",
             "Visual Studio Code",
@@ -99,10 +114,51 @@ class DocumentError(Exception):
     and logged, never containing the document)."""
 
 
+class DocumentBusy(DocumentError):
+    """The fetch was refused because too many are under way: nothing is known of the
+    document, so this is never remembered as its failure."""
+
+
+class FetchSlots:
+    """At most `per_host` fetches to one host and `total` in all at once. A fetch
+    beyond either is refused at once rather than queued: a request thread must not
+    wait behind a stranger's slow host."""
+
+    def __init__(self, total: int = MAX_FETCHES, per_host: int = MAX_FETCHES_PER_HOST):
+        self.total = total
+        self.per_host = per_host
+        self._lock = threading.Lock()
+        self._in_all = 0
+        self._by_host: dict[str, int] = {}
+
+    @contextmanager
+    def taken(self, host: str) -> Iterator[None]:
+        """Hold one slot for `host` (case and a trailing dot aside) while the block
+        runs, or raise DocumentBusy."""
+        host = host.lower().rstrip(".")
+        with self._lock:
+            if self._in_all >= self.total or self._by_host.get(host, 0) >= self.per_host:
+                raise DocumentBusy("too many metadata documents are being fetched; try again in a few seconds")
+            self._in_all += 1
+            self._by_host[host] = self._by_host.get(host, 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_all -= 1
+                left = self._by_host.pop(host) - 1
+                if left:
+                    self._by_host[host] = left
+
+
 def is_document_url(client_id: object) -> bool:
     """Whether a client_id is a metadata document URL: https, a host, a path beyond
-    `/`, no fragment, user info or dot segments (draft §3)."""
+    `/`, no fragment, user info or dot segments (draft §3); ASCII with nothing RFC 3986
+    forbids (a host in Unicode is written in its IDNA form, `xn--…`). Anything else
+    is no document, and so an unknown client."""
     if not isinstance(client_id, str) or not client_id.startswith("https://") or len(client_id) > 2000:
+        return False
+    if not client_id.isascii() or any(c in URI_FORBIDDEN for c in client_id):
         return False
     try:
         parts = urlsplit(client_id)
@@ -122,17 +178,41 @@ def is_document_url(client_id: object) -> bool:
     )
 
 
+#: RFC 6052 NAT64: the IPv4 address in its last 32 bits is the one reached.
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+#: IPv6 ranges that are never the public internet, though `is_global` says otherwise
+#: in some Python versions: site-local (RFC 3879, deprecated but still routed inside
+#: sites), local-use NAT64 (RFC 8215) and documentation (RFC 9637).
+NEVER_GLOBAL_V6 = tuple(ipaddress.ip_network(n) for n in ("fec0::/10", "64:ff9b:1::/48", "3fff::/20"))
+
+
 def address_allowed(address: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_private: bool) -> bool:
-    """Whether a fetch may connect to this address (IPv4-mapped IPv6 judged as IPv4)."""
+    """Whether a fetch may connect to this address. The rule is `is_global` (the IANA
+    special-purpose registries), and on top of it:
+
+    - an IPv6 address that carries an IPv4 one is judged by the IPv4 address:
+      IPv4-mapped `::ffff:a.b.c.d`, 6to4 `2002:AABB:CCDD::/48` and NAT64
+      `64:ff9b::a.b.c.d` (so `::ffff:10.0.0.1` and `64:ff9b::a9fe:a9fe` are private);
+    - refused whatever `is_global` says: multicast, unspecified, reserved (this
+      includes IPv4-compatible `::a.b.c.d` and all of `::/8`), link-local, loopback,
+      site-local `fec0::/10`, local-use NAT64 `64:ff9b:1::/48`, documentation
+      `3fff::/20`; Teredo `2001::/32`, ULA `fc00::/7`, CGNAT `100.64.0.0/10` and the
+      RFC 1918 ranges are not global in the first place.
+
+    OAUTH_CIMD_ALLOW_PRIVATE=1 admits all but multicast and unspecified."""
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped is not None:
             address = address.ipv4_mapped
         elif address.sixtofour is not None:
             address = address.sixtofour
+        elif address in NAT64:
+            address = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     if address.is_multicast or address.is_unspecified:
         return False
     if allow_private:
         return True
+    if isinstance(address, ipaddress.IPv6Address) and any(address in network for network in NEVER_GLOBAL_V6):
+        return False
     return address.is_global and not (address.is_reserved or address.is_link_local or address.is_loopback)
 
 
@@ -164,7 +244,7 @@ class DocumentFetcher:
         #: URL -> (validated metadata, or None with why the fetch failed); in the
         #: shared database when instances share one, so one fetch serves them all
         self._cache: Any = expiring_map(shared, "document", MAX_CACHED, encode=list, decode=tuple)
-        self._slots = threading.BoundedSemaphore(MAX_CONCURRENT_FETCHES)
+        self._slots = FetchSlots()
         self._context = ssl.create_default_context()
         extra = os.environ.get("SSL_CERT_FILE")
         if extra and os.path.isfile(extra):
@@ -181,6 +261,8 @@ class DocumentFetcher:
         try:
             document, ttl = self._fetch(url)
             metadata = self.validate(url, document)
+        except DocumentBusy as exc:  # says nothing of the document: not remembered
+            return self._shipped_or_raise(url, str(exc))
         except DocumentError as exc:
             self._remember(url, None, FAILURE_TTL, str(exc))
             return self._shipped_or_raise(url, str(exc))
@@ -198,12 +280,8 @@ class DocumentFetcher:
         self._cache.put(url, (metadata, reason), time.time() + ttl)
 
     def _fetch(self, url: str) -> tuple[Any, int]:
-        if not self._slots.acquire(blocking=False):
-            raise DocumentError("too many metadata documents are being fetched; try again")
-        try:
+        with self._slots.taken(urlsplit(url).hostname or ""):
             return self._fetch_fenced(url)
-        finally:
-            self._slots.release()
 
     def _fetch_fenced(self, url: str) -> tuple[Any, int]:
         deadline = time.monotonic() + TIMEOUT
@@ -247,9 +325,9 @@ class DocumentFetcher:
             finally:
                 conn.close()
             try:
-                return json.loads(body), ttl
-            except ValueError:
-                raise DocumentError("the document is not JSON") from None
+                return parse_json(body), ttl
+            except InvalidJSON as exc:
+                raise DocumentError(f"the document {exc}") from None
         raise DocumentError(f"the document could not be fetched ({last_error})")
 
     @staticmethod
@@ -275,8 +353,8 @@ class DocumentFetcher:
             raise DocumentError("a metadata document must not carry a client secret")
         try:
             check_bounds(document)
-        except MetadataTooLarge as exc:
-            raise DocumentError(f"the document is too large: {exc}") from None
+        except UnacceptableMetadata as exc:
+            raise DocumentError(f"the document is refused: {exc}") from None
         uris = document.get("redirect_uris")
         if not isinstance(uris, list) or not uris:
             raise DocumentError("the document lists no redirect_uris")

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
+from urllib.parse import unquote
 
 from flask import Flask, Response, render_template, request
-from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.exceptions import BadRequest, HTTPException, InternalServerError
 from werkzeug.http import HTTP_STATUS_CODES
 
 from .storage import StoreError
@@ -63,7 +64,36 @@ def error_response(status: int, error: str, description: str, headers: dict[str,
     return Response(body, status=status, headers=fields)
 
 
+#: bodies whose fields the endpoints read as a form
+FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def refuse_nul_parameters() -> None:
+    """No OAuth parameter holds NUL (RFC 6749 Appendix A: VSCHAR and friends are
+    printable), nor does a name, password or id: a query, form, path or Basic
+    credential that holds one is refused where it enters, with 400 in the format of
+    the path (JSON, or the error page at /authorize and the forms), before anything
+    is looked up or stored (PostgreSQL's text cannot hold NUL). The gateway's
+    requests are the upstream's business and are not read here."""
+    if request.blueprint == "gateway":
+        return
+    values = [*request.args.keys(), *request.args.values(), *(request.view_args or {}).values()]
+    if request.method == "POST" and request.mimetype in FORMS:
+        values += [*request.form.keys(), *request.form.values()]
+    if not request.headers.get("Authorization", "").isascii():
+        # credentials are base64 or token68 (RFC 9110 §11.4); Werkzeug raises on others
+        raise BadRequest("The Authorization header must be ASCII.")
+    basic = request.authorization
+    if basic is not None and basic.type == "basic":
+        # form-urlencoded inside (RFC 6749 §2.3.1): `a%00b` is a NUL too
+        values += [unquote(basic.username or ""), unquote(basic.password or "")]
+    if any("\x00" in value for value in values if isinstance(value, str)):
+        raise BadRequest("A request parameter holds a NUL character.")
+
+
 def init_app(app: Flask) -> None:
+    app.before_request(refuse_nul_parameters)
+
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         status = exc.code or 500

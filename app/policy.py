@@ -11,8 +11,10 @@ encoded slash, backslash or NUL is refused outright (`check_path_escapes`): whet
 
 from __future__ import annotations
 
+import json
 import re
 import string
+from typing import Any
 from urllib.parse import urlsplit
 
 from .config import Config, is_loopback_host
@@ -154,12 +156,19 @@ MAX_REDIRECT_URIS = 10
 MAX_CONTACTS = 10
 
 
-class MetadataTooLarge(ValueError):
+class UnacceptableMetadata(ValueError):
+    """Client metadata this server does not take; the message says why."""
+
+
+class MetadataTooLarge(UnacceptableMetadata):
     """Client metadata beyond what anyone needs."""
 
 
 def check_bounds(metadata: dict[str, object]) -> None:
-    """Refuse metadata larger than anyone needs, before anything is stored."""
+    """Refuse metadata larger than anyone needs, or holding a NUL character (no URI,
+    name or scope has one, and PostgreSQL's jsonb cannot store it: the file store
+    refuses it too, so that both stores take the same clients), before anything is
+    stored."""
     for key, limit in (("redirect_uris", MAX_REDIRECT_URIS), ("contacts", MAX_CONTACTS)):
         value = metadata.get(key)
         if isinstance(value, list) and len(value) > limit:
@@ -167,13 +176,53 @@ def check_bounds(metadata: dict[str, object]) -> None:
     pending: list[object] = [metadata]
     while pending:
         value = pending.pop()
-        if isinstance(value, str) and len(value) > MAX_STRING:
-            raise MetadataTooLarge(f"Each value may be at most {MAX_STRING} characters long.")
+        if isinstance(value, str):
+            if len(value) > MAX_STRING:
+                raise MetadataTooLarge(f"Each value may be at most {MAX_STRING} characters long.")
+            if "\x00" in value:
+                raise UnacceptableMetadata("No name or value may contain a NUL character.")
         if isinstance(value, dict):
             pending.extend(value.keys())
             pending.extend(value.values())
         elif isinstance(value, list):
             pending.extend(value)
+
+
+# -- JSON from strangers -------------------------------------------------------------
+
+#: How deep a registration body or a metadata document may nest. Client metadata needs
+#: four levels (`jwks` → `keys` → a key → `x5c`); Python's parser recurses, and about
+#: 1,000 levels raise RecursionError (a 500) rather than a refusal.
+MAX_JSON_DEPTH = 32
+
+
+class InvalidJSON(ValueError):
+    """Not JSON, or JSON nested deeper than MAX_JSON_DEPTH; the message says which, as
+    a predicate ("is not JSON") for the caller to name its subject."""
+
+
+def parse_json(text: str | bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """The value of a JSON text a stranger sent (a registration body, a metadata
+    document), or InvalidJSON: never RecursionError or a decoding error."""
+    too_deep = InvalidJSON(f"nests deeper than {max_depth} levels")
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise too_deep from None
+    except ValueError:  # JSONDecodeError, and UnicodeDecodeError for bytes
+        raise InvalidJSON("is not JSON") from None
+    # The parser stops only near Python's recursion limit: the depth is checked on
+    # what it built, without recursion (an object or array at the top is depth 1).
+    pending: list[tuple[object, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > max_depth:
+            raise too_deep
+        pending.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return value
 
 
 # -- redirect URIs -------------------------------------------------------------------

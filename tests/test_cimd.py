@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import threading
+import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -125,6 +127,8 @@ def test_a_redirect_uri_the_document_does_not_list_is_refused(cimd_server, docum
         ("/big/doc.json", "64 KiB"),
         ("/slow/doc.json", "5 seconds"),
         ("/notjson/doc.json", "not JSON"),
+        ("/deep/doc.json", "nests deeper than 32 levels"),
+        ("/nul/doc.json", "NUL character"),
         ("/redirect/doc.json", "HTTP 302"),
         ("/secret/doc.json", "client secret"),
     ],
@@ -155,15 +159,25 @@ def test_private_addresses_are_refused_without_a_connection(make_server, documen
 @pytest.mark.parametrize(
     "address",
     ["10.0.0.1", "172.16.5.4", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0", "224.0.0.1",
-     "fe80::1", "fc00::1", "::1", "::ffff:10.0.0.1", "::ffff:169.254.169.254", "2002:a00:1::1", "ff02::1"],
+     "fe80::1", "fc00::1", "::1", "::ffff:10.0.0.1", "::ffff:169.254.169.254", "2002:a00:1::1", "ff02::1",
+     # site-local (RFC 3879), which some Pythons' is_global admits
+     "fec0::1", "feff::ffff", "fec0::a9fe:a9fe",
+     # an IPv4 address wrapped in IPv6: compatible, translated, NAT64 (RFC 6052), 6to4, Teredo
+     "::a9fe:a9fe", "::ffff:0:a00:1", "64:ff9b::a00:1", "64:ff9b::a9fe:a9fe", "64:ff9b::7f00:1",
+     "2002:a9fe:a9fe::1", "2001:0:4136:e378:8000:63bf:f5ff:fffe",
+     # local-use NAT64 (RFC 8215), documentation (RFC 3849, RFC 9637), discard (RFC 6666)
+     "64:ff9b:1::808:808", "2001:db8::1", "3fff::1", "100::1"],
 )  # fmt: skip
 def test_the_address_guard_refuses_non_public_addresses(address):
     assert not address_allowed(ipaddress.ip_address(address), allow_private=False)
 
 
 def test_the_address_guard_admits_public_addresses():
-    for address in ("8.8.8.8", "1.1.1.1", "2606:4700:4700::1111"):
-        assert address_allowed(ipaddress.ip_address(address), allow_private=False)
+    """Public ones, also when IPv6 wraps a public IPv4 address (a NAT64 network's
+    DNS64 answers with 64:ff9b::/96 for an IPv4-only host)."""
+    for address in ("8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "::ffff:8.8.8.8", "2002:808:808::1",
+                    "64:ff9b::808:808"):  # fmt: skip
+        assert address_allowed(ipaddress.ip_address(address), allow_private=False), address
     assert address_allowed(ipaddress.ip_address("10.0.0.1"), allow_private=True)
     assert not address_allowed(ipaddress.ip_address("224.0.0.1"), allow_private=True)
 
@@ -178,6 +192,29 @@ def test_a_shipped_document_stands_in_when_the_live_one_cannot_be_fetched(server
     assert "Claude" in consent and 'class="document-host">claude.ai<' in consent
     code = parse_qs(urlsplit(final.headers["Location"]).query)["code"][0]
     assert exchange(server, client, code, verifier).status_code == 200
+
+
+def test_codex_works_with_its_shipped_document_and_documented_redirect_uri(server):
+    """Codex's stable document ships (chatgpt.com refuses some data-centre fetches,
+    and here there is no outbound network at all): its documented callback,
+    `http://127.0.0.1/callback` on the port Codex listens on, gets a code, with `iss`
+    (Codex uses this document only with issuer-bound responses, RFC 9207)."""
+    client_id = "https://chatgpt.com/oauth/codex/client.json"
+    redirect_uri = "http://127.0.0.1:49731/callback"
+    client = {"client_id": client_id, "redirect_uris": [redirect_uri]}
+    verifier, challenge = pkce_pair()
+    final, consent = _walk(server, _params(client_id, redirect_uri, challenge))
+    assert "Codex" in consent and 'class="document-host">chatgpt.com<' in consent
+    location = urlsplit(final.headers["Location"])
+    assert (location.scheme, location.netloc, location.path) == ("http", "127.0.0.1:49731", "/callback")
+    query = parse_qs(location.query)
+    assert query["iss"] == [server.issuer]
+    assert exchange(server, client, query["code"][0], verifier).status_code == 200
+    # a callback the document does not list (Codex's per-server path) is refused on a page
+    for other in ("http://127.0.0.1:49731/callback/XuuuHAzzHOni", "http://localhost:49731/callback"):
+        url = server.url("/authorize?" + urlencode(_params(client_id, other, challenge)))
+        response = requests.get(url, allow_redirects=False, timeout=10)
+        assert response.status_code == 400 and "Location" not in response.headers, other
 
 
 def test_documents_off_means_unknown_client(make_server):
@@ -278,3 +315,45 @@ def test_instances_sharing_postgresql_share_fetched_documents(make_server, docum
         assert started.status_code == 302 and "/login" in started.headers["Location"], started.text[:200]
     path = urlsplit(client_id).path
     assert log.read_text().splitlines().count(path) == 1
+
+
+def _authorize(server, client_id: str) -> requests.Response:
+    _, challenge = pkce_pair()
+    params = _params(client_id, "https://app.example/cb", challenge)
+    return requests.get(server.url("/authorize?" + urlencode(params)), allow_redirects=False, timeout=20)
+
+
+def test_one_slow_host_takes_two_fetch_slots_and_a_busy_refusal_is_not_remembered(cimd_server, documents):
+    """Two documents on a host that does not answer (held) take that host's two
+    slots: a third document there is refused at once as busy, with a page that says to
+    try again and without a connection; a document on another host still fetches;
+    and once the slow ones are done, the third fetches (the refusal was not cached as
+    its failure)."""
+    base, _, log = documents
+    port = urlsplit(base).port
+    gate = f"gate-{new_id(6)}"
+    held = [f"https://localhost:{port}/hold/{gate}/{n}.json" for n in (1, 2)]
+    answers: list[int] = []
+    threads = [threading.Thread(target=lambda u=url: answers.append(_authorize(cimd_server, u).status_code))
+               for url in held]  # fmt: skip
+    for thread in threads:
+        thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while sum(f"/hold/{gate}/" in line for line in log.read_text().splitlines()) < 2:
+            assert time.monotonic() < deadline, "the held fetches never reached the document server"
+            time.sleep(0.02)
+        third = f"https://localhost:{port}/good/third-{gate}.json"
+        busy = _authorize(cimd_server, third)
+        assert busy.status_code == 400 and "Location" not in busy.headers
+        assert "try again" in busy.text, busy.text[:800]
+        assert f"/good/third-{gate}.json" not in log.read_text()  # refused before connecting
+        elsewhere = _authorize(cimd_server, f"https://127.0.0.1:{port}/good/elsewhere-{gate}.json")
+        assert elsewhere.status_code == 302 and "/login" in elsewhere.headers["Location"], elsewhere.text[:500]
+    finally:
+        (log.parent / gate).touch()
+        for thread in threads:
+            thread.join(20)
+    assert answers == [302, 302]
+    again = _authorize(cimd_server, third)
+    assert again.status_code == 302 and "/login" in again.headers["Location"], again.text[:800]

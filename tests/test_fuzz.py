@@ -1,11 +1,13 @@
 """A bounded, seeded fuzzer: a few thousand hostile requests over every endpoint
 (methods, content types, invalid UTF-8, repeated parameters, huge values, hostile
-headers), some with real credentials so that the deeper paths run too. It fails on any
+headers, NUL bytes and non-ASCII in any field, JSON nested a thousand deep), some with
+real credentials so that the deeper paths run too. It fails on any
 5xx or traceback, then checks that /healthz is 200 and every store file parses. It runs
 on the file store and on PostgreSQL."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import random
@@ -49,6 +51,11 @@ FIELDS = [
     "redirect_uris", "token_endpoint_auth_method", "client_name", "grant_types", "contacts",
 ]  # fmt: skip
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"]
+NON_ASCII = [
+    "https://exämple.com/x", "https://xn--a.com/x", "https://a..b/x", "https://☃.net/c.json", "https://exa\u200bmple.com/x",
+    "https://" + "a" * 70 + ".com/x", "https://example.com/\u2028", "ünknown", "Zoë ☃", "\ufeffmcp", "𝒳" * 40,
+    "https://app.example/cb/ä", "http://127.0.0.1:1455/ä", "mcp\u00a0offline_access",
+]  # fmt: skip
 
 
 class Fuzzer:
@@ -60,7 +67,17 @@ class Fuzzer:
 
     def value(self) -> str:
         rng = self.rng
-        choice = rng.randrange(12)
+        choice = rng.randrange(15)
+        if choice == 12:  # a NUL inside an id, a token or a name (PostgreSQL's text cannot hold one)
+            held = rng.choice([*self.credentials.values(), "alice", "https://app.example/doc.json", "x"])
+            at = rng.randrange(len(held) + 1)
+            return held[:at] + "\x00" + held[at:]
+        if choice == 13:  # non-ASCII where ASCII is expected, and hosts IDNA refuses
+            return rng.choice(NON_ASCII)
+        if choice == 14:  # a credential or id with one character made non-ASCII
+            held = rng.choice(list(self.credentials.values()))
+            at = rng.randrange(len(held))
+            return held[:at] + rng.choice("äé☃\u2028\ufeff𝒳") + held[at + 1 :]
         if choice == 0:
             return "x" * rng.choice([2001, 20_000, 300_000])
         if choice == 1:
@@ -92,6 +109,15 @@ class Fuzzer:
             return [self.json_value(depth + 1) for _ in range(rng.randrange(0, 4))]
         return {rng.choice(FIELDS): self.json_value(depth + 1) for _ in range(rng.randrange(0, 6))}
 
+    def deep_json(self) -> bytes:
+        """JSON nested past any parser's recursion limit, bare or in a metadata object."""
+        depth = self.rng.choice([40, 1100, 5000])
+        opening, closing = self.rng.choice([("[", "]"), ('{"a":', "}")])
+        nested = opening * depth + ("1" if opening != "[" else "") + closing * depth
+        if self.rng.random() < 0.5:
+            return nested.encode()
+        return ('{"redirect_uris": ["' + CHATGPT_CALLBACK + '"], "client_name": ' + nested + "}").encode()
+
     def params(self) -> list[tuple[str, str]]:
         fields = [self.rng.choice(FIELDS) for _ in range(self.rng.randrange(0, 8))]
         return [(f, self.value()) for f in fields + fields[: self.rng.randrange(0, 2)]]  # some repeated
@@ -106,24 +132,29 @@ class Fuzzer:
             )  # fmt: skip
             value = self.value()
             if name == "Authorization":
+                basic = base64.b64encode(f"{self.value()}:{self.value()}".encode()).decode()  # NUL, non-ASCII too
                 value = rng.choice(["Bearer ", "Basic ", "Bearer  ", "", "Digest "]) + rng.choice(
-                    [value, self.credentials["access_token"], "Og==", "!!!", quote(value)]
+                    [value, self.credentials["access_token"], "Og==", "!!!", quote(value), basic]
                 )
             headers[name] = value.replace("\r", "").replace("\n", "").encode("utf-8").decode("latin-1")[:8000]
         return headers
 
     def one(self) -> tuple[str, str, int]:
         rng = self.rng
-        path = rng.choice(PATHS).format(client_id=rng.choice([self.credentials["client_id"], "-x", "%2e%2e"]))
+        client_id = rng.choice([self.credentials["client_id"], "-x", "%2e%2e", "a%00b", "ex%C3%A4mple", "%FF"])
+        path = rng.choice(PATHS).format(client_id=client_id)
         method = rng.choice(METHODS)
         query = self.params() if rng.random() < 0.6 else []
-        body_kind = rng.randrange(5)
+        body_kind = rng.randrange(6)
         kwargs: dict = {"params": query, "headers": self.headers(), "allow_redirects": False, "timeout": 20}
         if body_kind == 0:
             kwargs["data"] = self.params()
         elif body_kind == 1:
             kwargs["data"] = json.dumps(self.json_value()).encode()
             kwargs["headers"]["Content-Type"] = rng.choice(["application/json", "text/plain", "application/json; x"])
+        elif body_kind == 5:
+            kwargs["data"] = self.deep_json()
+            kwargs["headers"]["Content-Type"] = "application/json"
         elif body_kind == 2:
             kwargs["data"] = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 300)))  # invalid UTF-8
             kwargs["headers"]["Content-Type"] = rng.choice(

@@ -12,7 +12,18 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 from support.harness import PASSWORD
-from support.oauth import Browser, csrf_of, exchange, get_code, refresh, register, tokens_for, verify
+from support.oauth import (
+    Browser,
+    csrf_of,
+    exchange,
+    get_code,
+    pkce_pair,
+    refresh,
+    register,
+    request_id_of,
+    tokens_for,
+    verify,
+)
 from support.records import grant, stored
 
 # -- URLs come from OAUTH_ISSUER, never from Host ------------------------------------
@@ -575,3 +586,181 @@ def test_a_crafted_backup_is_refused_and_changes_nothing(server, tmp_path, colle
         assert _files(server.data_dir) == before
     assert requests.get(server.url("/jwks.json"), timeout=10).status_code == 200
     assert verify(server, tokens["access_token"]).status_code == 200
+
+
+# -- client input never a 5xx: deep JSON, NUL, non-ASCII (file store and PostgreSQL) ------
+
+
+@pytest.fixture(params=["file", "postgresql"])
+def either_store(request, make_server):
+    """A server process on the file store or on PostgreSQL (whose text cannot hold NUL)."""
+    backend = {"OAUTH_STORE": request.getfixturevalue("postgres_url")} if request.param == "postgresql" else {}
+    return make_server(**backend)
+
+
+def _no_server_error(server) -> None:
+    assert "Traceback" not in server.output and "unhandled" not in server.output, server.output[-3000:]
+    assert requests.get(server.url("/healthz"), timeout=10).status_code == 200
+
+
+def _json_error(response: requests.Response, status: int, error: str) -> None:
+    assert response.status_code == status, (response.status_code, response.text[:300])
+    assert response.json()["error"] == error, response.text[:300]
+
+
+def _error_page(response: requests.Response) -> None:
+    assert response.status_code == 400 and "Location" not in response.headers, response.text[:300]
+    assert response.headers["Content-Type"].startswith("text/html")
+
+
+def test_deeply_nested_json_is_refused_not_a_recursion_error(either_store):
+    """1,100 levels of nesting at POST /register and PUT /register/<id> (Python's JSON
+    parser recursed into a RecursionError: 500) are `invalid_client_metadata`, and so
+    is anything beyond 32 levels; 32 are accepted."""
+    server = either_store
+    client = register(server)
+    as_json = {"Content-Type": "application/json"}
+    for body in ("[" * 1100 + "]" * 1100, '{"a":' * 1100 + "1" + "}" * 1100):
+        _json_error(
+            requests.post(server.url("/register"), data=body, headers=as_json, timeout=10),
+            400,
+            "invalid_client_metadata",
+        )
+        put = requests.put(
+            server.url(f"/register/{client['client_id']}"),
+            data=body,
+            headers={**as_json, "Authorization": f"Bearer {client['registration_access_token']}"},
+            timeout=10,
+        )
+        assert put.status_code == 400 and put.json()["error"] in ("invalid_request", "invalid_client_metadata")
+
+    def nested(levels: int) -> str:  # the metadata object is level 1
+        return '{"redirect_uris": ["https://app.example/cb"], "x": ' + "[" * (levels - 1) + "]" * (levels - 1) + "}"
+
+    deep = requests.post(server.url("/register"), data=nested(33), headers=as_json, timeout=10)
+    _json_error(deep, 400, "invalid_client_metadata")
+    assert "32 levels" in deep.json()["error_description"]
+    assert requests.post(server.url("/register"), data=nested(32), headers=as_json, timeout=10).status_code == 201
+    _no_server_error(server)
+
+
+def test_nul_bytes_are_a_4xx_in_each_endpoints_format(either_store):
+    """A NUL in an id, a token, a name or a form field (PostgreSQL raised on every
+    lookup of one: 500) is `invalid_request` in JSON, or the error page at /authorize
+    and the forms; in client metadata, `invalid_client_metadata`. Nothing is stored."""
+    server = either_store
+    client, tokens = tokens_for(server)
+    client_id, redirect_uri = client["client_id"], client["redirect_uris"][0]
+    before = len(json.loads(server.cli("list-clients", "--json").stdout))
+    nul = "a\x00b"
+    for path, form in [
+        ("/token", {"grant_type": "refresh_token", "client_id": nul, "refresh_token": tokens["refresh_token"]}),
+        ("/token", {"grant_type": "refresh_token", "client_id": client_id, "refresh_token": nul}),
+        (
+            "/token",
+            {
+                "grant_type": "authorization_code",
+                "client_id": client_id,
+                "code": nul,
+                "code_verifier": "v" * 43,
+                "redirect_uri": redirect_uri,
+            },
+        ),
+        ("/revoke", {"client_id": nul, "token": tokens["refresh_token"]}),
+        ("/revoke", {"client_id": client_id, "token": nul}),
+        ("/introspect", {"client_id": nul, "token": nul}),
+    ]:
+        _json_error(requests.post(server.url(path), data=form, timeout=10), 400, "invalid_request")
+    basic = requests.post(server.url("/introspect"), data={"token": "x"}, auth=(nul, "secret"), timeout=10)
+    _json_error(basic, 400, "invalid_request")
+    _json_error(
+        requests.get(server.url("/register/a%00b"), headers={"Authorization": "Bearer x"}, timeout=10),
+        400,
+        "invalid_request",
+    )
+    named = requests.post(
+        server.url("/register"), json={"redirect_uris": [redirect_uri], "client_name": nul}, timeout=10
+    )
+    _json_error(named, 400, "invalid_client_metadata")
+    keyed = requests.post(server.url("/register"), json={"redirect_uris": [redirect_uri], nul: "x"}, timeout=10)
+    _json_error(keyed, 400, "invalid_client_metadata")
+    _, challenge = pkce_pair()
+    authorize = {
+        "response_type": "code",
+        "client_id": client_id,
+        "redirect_uri": redirect_uri,
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+        "state": "s",
+    }
+    for field in ("client_id", "state", "scope", "redirect_uri"):
+        _error_page(
+            requests.get(server.url("/authorize"), params={**authorize, field: nul}, timeout=10, allow_redirects=False)
+        )
+    browser = Browser(server)
+    login_url = browser.absolute(browser.get(server.url("/authorize"), params=authorize).headers["Location"])
+    page = browser.get(login_url)
+    form = {
+        "csrf_token": csrf_of(page.text),
+        "request_id": request_id_of(login_url),
+        "username": "al\x00ice",
+        "password": nul,
+    }
+    _error_page(browser.post(server.url("/login"), data=form))
+    _error_page(browser.get(server.url("/consent"), params={"request_id": nul}))
+    assert len(json.loads(server.cli("list-clients", "--json").stdout)) == before
+    _no_server_error(server)
+
+
+def test_non_ascii_in_any_field_is_never_a_5xx(either_store):
+    """A document URL with a Unicode host (`exämple.com`: a 500 from a Unicode error
+    description) or an IDNA-invalid one is an unknown client, shown on a page; a
+    Unicode id elsewhere is an unknown client; a Unicode name is kept."""
+    server = either_store
+    _, challenge = pkce_pair()
+    base = {
+        "response_type": "code",
+        "redirect_uri": "https://app.example/cb",
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+    }
+    for client_id in (
+        "https://exämple.com/x",
+        "https://xn--a.com/x",
+        "https://a..b/x",
+        "https://☃.net/c.json",
+        "https://" + "a" * 70 + ".com/x",
+        "https://example.com/\u2028",
+        "ünknown",
+    ):
+        response = requests.get(
+            server.url("/authorize"), params={**base, "client_id": client_id}, timeout=20, allow_redirects=False
+        )
+        _error_page(response)
+    _json_error(
+        requests.post(
+            server.url("/token"),
+            data={"grant_type": "refresh_token", "client_id": "ünknown", "refresh_token": "ü"},
+            timeout=10,
+        ),
+        401,
+        "invalid_client",
+    )
+    named = requests.post(
+        server.url("/register"),
+        json={"redirect_uris": ["https://app.example/cb"], "client_name": "Zoë's ☃ client"},
+        timeout=10,
+    )
+    assert named.status_code == 201 and named.json()["client_name"] == "Zoë's ☃ client"
+    unicode_uri = requests.post(server.url("/register"), json={"redirect_uris": ["https://exämple.com/cb"]}, timeout=10)
+    _json_error(unicode_uri, 400, "invalid_redirect_uri")
+    # Basic credentials that are not base64's ASCII (Werkzeug raised ValueError on them)
+    for path in ("/token", "/revoke", "/register"):
+        response = requests.post(
+            server.url(path),
+            data={"grant_type": "refresh_token", "refresh_token": "x"},
+            headers={"Authorization": "Basic äöü"},
+            timeout=10,
+        )
+        _json_error(response, 400, "invalid_request")
+    _no_server_error(server)

@@ -296,3 +296,25 @@ def test_a_block_that_assumes_known_records_never_acts_on_stale_ones(open_store)
     other.delete("clients", "c")
     assert attempt(lambda: store.get("clients", "c")) in (None, "stale")
     assert attempt(lambda: store.get("clients", "c")) is None
+
+
+def test_a_key_holding_nul_is_never_stored_and_reads_as_absent(store):
+    """PostgreSQL's text cannot hold NUL (psycopg raised on a lookup of `a%00b`: a
+    500); every backend agrees that such a key is never stored: reads, `change` and
+    `delete` answer as for an absent record, `put` and `add` refuse it, and nothing
+    else changes."""
+    store.put("clients", "a", {"client_id": "a"})
+    store.put("grants", "g", {"grant_id": "g", "hashes": {"h": None}})
+    for key in ("a\x00", "\x00", "a\x00b"):
+        assert store.get("clients", key) is None
+        assert store.find("grants", "hashes", key) is None
+        assert store.change("clients", key, lambda record: 1) is None
+        assert store.delete("clients", key) is None
+        with store.read_ahead([("clients", key), ("clients", "a")]):
+            assert store.get("clients", key) is None
+            assert store.get("clients", "a") == {"client_id": "a"}
+        with pytest.raises(ValueError):
+            store.put("clients", key, {"client_id": key})
+        with pytest.raises(ValueError):
+            store.add("clients", key, {"client_id": key})
+    assert set(store.scan("clients")) == {"a"} and store.get("grants", "g") is not None

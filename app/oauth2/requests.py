@@ -9,6 +9,8 @@ from authlib.oauth2.rfc6749 import OAuth2Request
 from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload, JsonPayload
 from werkzeug.datastructures import EnvironHeaders
 
+from ..policy import InvalidJSON, parse_json
+
 
 class EnvironFormRequest(OAuth2Request):
     """A form POST read straight from a WSGI environ (app/hotpath.py). Authlib's
@@ -36,13 +38,27 @@ class StoredPayload(BasicOAuth2Payload):
 
 
 class SafeJsonPayload(JsonPayload):
-    """Authlib's Flask JSON payload lets a malformed body raise an HTML 400; this one
-    yields an empty payload, which the endpoints answer in RFC 7591 error format."""
+    """Authlib's Flask JSON payload lets a malformed body raise an HTML 400 (and a
+    deeply nested one a RecursionError: a 500); this one yields an empty payload,
+    which the endpoints answer in RFC 7591 error format, and says why in `problem`.
+    The body is parsed once (`policy.parse_json`, depth-limited), however often
+    Authlib asks."""
 
     def __init__(self, request: Any):
         self._request = request
+        self._data: dict | None = None
+        #: why the body gave no metadata (not JSON, nested too deep), or ""
+        self.problem = ""
 
     @property
     def data(self) -> dict:
-        body = self._request.get_json(silent=True)
-        return body if isinstance(body, dict) else {}
+        if self._data is None:
+            self._data = {}
+            if self._request.is_json:
+                try:
+                    body = parse_json(self._request.get_data(cache=True))
+                except InvalidJSON as exc:
+                    self.problem = f"The body {exc}."
+                else:
+                    self._data = body if isinstance(body, dict) else {}
+        return self._data

@@ -18,7 +18,7 @@ from joserfc.errors import InvalidClaimError
 from ..config import Config
 from ..forwarded import network_key
 from ..observability import audit
-from ..policy import AUTH_METHODS, MAX_REDIRECT_URIS, MetadataTooLarge, accepted_redirect_uris, check_bounds
+from ..policy import AUTH_METHODS, MAX_REDIRECT_URIS, UnacceptableMetadata, accepted_redirect_uris, check_bounds
 
 if TYPE_CHECKING:
     from .server import OAuthServer
@@ -114,10 +114,11 @@ class RegistrationMixin:
 
     def extract_client_metadata(self, request: Any) -> dict[str, Any]:
         if not request.payload.data:
-            raise InvalidClientMetadataError("The body must be a JSON object of client metadata.")
+            problem = getattr(request.payload, "problem", "")
+            raise InvalidClientMetadataError(f"{problem} The body must be a JSON object of client metadata.".strip())
         try:
             check_bounds(request.payload.data)
-        except MetadataTooLarge as exc:
+        except UnacceptableMetadata as exc:
             raise InvalidClientMetadataError(str(exc)) from None
         return _clean(super().extract_client_metadata(request))  # type: ignore[misc]
 

@@ -26,6 +26,15 @@ def ignore_write(collection: str, seconds: float) -> None:
     """The default `WriteObserver`."""
 
 
+def storable_key(key: str) -> str:
+    """`key`, or ValueError when no backend can store it: it holds NUL (PostgreSQL's
+    text cannot, and every backend agrees). Such a key is never stored, so a read of
+    one answers as for an absent record (a client id `a%00b` is simply unknown)."""
+    if "\x00" in key:
+        raise ValueError("a store key cannot contain NUL")
+    return key
+
+
 def is_expired(rule: ExpiryRule | None, record: Record, now: float) -> bool:
     expires_at = rule(record) if rule else None
     return expires_at is not None and expires_at <= now
@@ -59,6 +68,8 @@ class Store(Protocol):
     observe_write: WriteObserver
 
     # -- one record at a time (the hot paths) --------------------------------------
+    # A key (or a `find` value) holding NUL is never stored: reads answer as for an
+    # absent record, writes raise ValueError (`storable_key`).
     def get(self, collection: str, key: str) -> Record | None:
         """The live record (None when absent or expired). Treat it as read-only."""
 

@@ -18,6 +18,7 @@ from .base import (
     ignore_write,
     indexed_values,
     is_expired,
+    storable_key,
     unused_client_network,
 )
 from .store import COLLECTIONS, StoreError
@@ -64,7 +65,7 @@ class MemoryStore:
 
     def put(self, collection: str, key: str, record: Record) -> None:
         with self._lock:
-            self._collection(collection)[key] = copy.deepcopy(record)
+            self._collection(collection)[storable_key(key)] = copy.deepcopy(record)
             self._changed(collection)
 
     def add(self, collection: str, key: str, record: Record) -> bool:

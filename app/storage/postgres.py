@@ -52,7 +52,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from .base import ExpiryRule, Record, WriteObserver, ignore_write, is_expired
+from .base import ExpiryRule, Record, WriteObserver, ignore_write, is_expired, storable_key
 from .store import COLLECTIONS, StaleRead, StoreError
 
 T = TypeVar("T")
@@ -218,6 +218,10 @@ UPSERT = (
     "INSERT INTO records (collection, key, record, expires_at) SELECT %s, %s, %s, %s{from_guard} "
     "ON CONFLICT (collection, key) DO UPDATE SET record = EXCLUDED.record, expires_at = EXCLUDED.expires_at"
 )
+
+
+#: what PostgreSQL's text cannot hold: a key with it is never stored (base.py)
+NUL = "\x00"
 
 
 def _collection_lock(collection: str) -> int:
@@ -653,6 +657,7 @@ class PostgresStore:
         with `assume_known` the rows remembered are used instead of a read."""
         for collection, _ in wanted:
             self._known(collection)
+        wanted = [name for name in wanted if NUL not in name[1]]  # never stored: `get` answers None
         now = time.time()
         known = self._known_rows.assumable(wanted, now) if assume_known and wanted else None
         if known is None and len(wanted) < 2:  # saves no round trip
@@ -681,6 +686,8 @@ class PostgresStore:
 
     def get(self, collection: str, key: str) -> Record | None:
         self._known(collection)
+        if NUL in key:  # PostgreSQL's text cannot hold it, so no record has it (base.py)
+            return None
         ahead: dict[tuple[str, str], tuple[str, str] | None] | None = getattr(self._ahead, "rows", None)
         if ahead and (collection, key) in ahead:
             row = ahead.pop((collection, key))
@@ -705,6 +712,8 @@ class PostgresStore:
 
     def find(self, collection: str, field: str, value: str) -> Record | None:
         self._known(collection)
+        if NUL in value:
+            return None
         # The collection is written into the statement, not passed: a prepared
         # statement's generic plan could not match a partial index to a parameter.
         # No `LIMIT 1`: with it the planner, guessing that 1 % of rows match `?`,
@@ -716,7 +725,7 @@ class PostgresStore:
 
     def put(self, collection: str, key: str, record: Record) -> None:
         self._known(collection)
-        self._write(collection, UPSERT, self._row(collection, key, record))
+        self._write(collection, UPSERT, self._row(collection, storable_key(key), record))
         self._known_rows.forget((collection, key))
 
     def add(self, collection: str, key: str, record: Record) -> bool:
@@ -725,7 +734,7 @@ class PostgresStore:
         rows = self._write(
             collection,
             UPSERT + " WHERE records.expires_at IS NOT NULL AND records.expires_at <= %s RETURNING 1",
-            (*self._row(collection, key, record), time.time()),
+            (*self._row(collection, storable_key(key), record), time.time()),
         )
         self._known_rows.forget((collection, key))
         return bool(rows)
@@ -739,6 +748,8 @@ class PostgresStore:
         twice, on the newer record the second time: it must be a function of the
         record alone."""
         self._known(collection)
+        if NUL in key:
+            return None
         last = getattr(self._last_read, "row", None)
         if last is None or last[:2] != (collection, key):
             if self.get(collection, key) is None:
@@ -804,6 +815,8 @@ class PostgresStore:
 
     def delete(self, collection: str, key: str) -> Record | None:
         self._known(collection)
+        if NUL in key:
+            return None
         self._known_rows.forget((collection, key))
         # Not one statement with the lock in it: a statement sees the rows as of its
         # start, so a delete that waited out a restore would miss the restored row.
@@ -1001,6 +1014,8 @@ class PostgresStore:
     # -- short-lived shared state (codes, pending logins) ----------------------------------
 
     def ephemeral_get(self, kind: str, key: str) -> Any:
+        if NUL in key:  # never stored (`storable_key`)
+            return None
         with self._connection() as conn:
             row = conn.execute(
                 "SELECT value FROM ephemeral WHERE kind = %s AND key = %s AND expires_at > %s",
@@ -1009,6 +1024,7 @@ class PostgresStore:
         return row[0] if row else None
 
     def ephemeral_put(self, kind: str, key: str, value: Any, expires_at: float) -> None:
+        storable_key(key)
         self._check_assumed()  # a write: see `read_ahead`
         with self._connection() as conn:
             conn.execute(
@@ -1040,6 +1056,8 @@ class PostgresStore:
             return conn.execute("DELETE FROM ephemeral WHERE expires_at <= %s", (cutoff,)).rowcount
 
     def ephemeral_pop(self, kind: str, key: str) -> Any:
+        if NUL in key:
+            return None
         self._check_assumed()  # a write: see `read_ahead`
         with self._connection() as conn:
             row = conn.execute(
@@ -1052,6 +1070,9 @@ class PostgresStore:
         """The value under `key`, held against every instance (`SELECT … FOR UPDATE`)
         until the block ends: yields `[value]` (None when absent); a value put back
         into the list is stored when the block ends without an exception."""
+        if NUL in key:  # never stored: absent, and nothing to put back
+            yield [None]
+            return
         self._check_assumed()  # a write: see `read_ahead`
         with self._connection() as conn, conn.transaction():
             row = conn.execute(
@@ -1073,6 +1094,7 @@ class PostgresStore:
         should another instance have come first, again, and then the row held in a
         transaction. `update` may run more than once: it must be a function of the
         value alone."""
+        storable_key(key)
         self._check_assumed()  # a write: see `read_ahead`
         for _ in range(EPHEMERAL_TRIES):
             done, result = self._ephemeral_update_unless_overtaken(kind, key, update)
@@ -1105,6 +1127,7 @@ class PostgresStore:
         events, oldest first), dropping those `window` or more before it, unless
         `limit` are left: whether it was appended. One statement, the row held while
         it decides, so callers on every instance at once never pass `limit`."""
+        storable_key(key)
         self._check_assumed()  # a write: see `read_ahead`
         with self._connection() as conn:
             params = {"kind": kind, "key": key, "at": at, "window": window, "limit": limit}
@@ -1122,7 +1145,7 @@ class PostgresStore:
         self._check_assumed()
         started = time.perf_counter()
         query = PUT_WITHIN[collection not in self._held_here()]
-        _, _, jsonb, expires_at = self._row(collection, key, record)
+        _, _, jsonb, expires_at = self._row(collection, storable_key(key), record)
         params = {
             "kind": kind,
             "key": event_key,
@@ -1175,6 +1198,8 @@ class PostgresStore:
         return written is not None, result
 
     def ephemeral_delete_where(self, kind: str, field: str, value: str) -> None:
+        if NUL in value:
+            return
         self._check_assumed()  # a write: see `read_ahead`
         with self._connection() as conn:
             conn.execute("DELETE FROM ephemeral WHERE kind = %s AND value ->> %s = %s", (kind, field, value))

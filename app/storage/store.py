@@ -56,6 +56,7 @@ from .base import (
     ignore_write,
     indexed_values,
     is_expired,
+    storable_key,
     unused_client_network,
 )
 
@@ -559,10 +560,12 @@ class PersistentStore:
         return state
 
     def put(self, collection: str, key: str, record: Record) -> None:
+        storable_key(key)
         self._write(collection, lambda items: (None, [{"put": key, "record": record}]))
 
     def add(self, collection: str, key: str, record: Record) -> bool:
         """Store `record` unless `key` exists; whether it was stored."""
+        storable_key(key)
 
         def decide(items: dict[str, Record]) -> tuple[bool, list[dict[str, Any]]]:
             existing = items.get(key)

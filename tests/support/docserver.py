@@ -1,6 +1,7 @@
 """An https server of client metadata documents for the CIMD tests, with misbehaving
 ones: `python docserver.py PORT CERT KEY LOG`. Every request's path is appended to LOG
-first, so a test can show that a refused fetch never connected."""
+first, so a test can show that a refused fetch never connected. `/hold/NAME/…` answers
+only once a file NAME exists beside LOG (or after 6 s): a slow host a test releases."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import ssl
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 port, cert, key, log_path = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 REDIRECT_URIS = ["https://app.example/cb", "cursor://anysphere.cursor-retrieval/oauth/callback"]
@@ -51,9 +53,19 @@ class Documents(BaseHTTPRequestHandler):
             self._send(200, json.dumps({**document, "client_id": "https://elsewhere.example/doc"}).encode())
         elif kind == "big":
             self._send(200, json.dumps({**document, "padding": ["x" * 1000] * 70}).encode())
+        elif kind == "hold":
+            gate = Path(log_path).parent / self.path.split("/")[2]
+            deadline = time.monotonic() + 6
+            while not gate.exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            self._send(200, json.dumps(document).encode())
         elif kind == "slow":
             time.sleep(7)
             self._send(200, json.dumps(document).encode())
+        elif kind == "deep":  # 1,100 levels: Python's parser would recurse into a RecursionError
+            self._send(200, json.dumps(document)[:-1].encode() + b', "x": ' + b"[" * 1100 + b"]" * 1100 + b"}")
+        elif kind == "nul":
+            self._send(200, json.dumps({**document, "client_name": "Doc\x00Client"}).encode())
         elif kind == "notjson":
             self._send(200, b"<html>hello</html>", "text/html")
         elif kind == "redirect":
