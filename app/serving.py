@@ -123,6 +123,10 @@ class PacedRequestParser(HTTPRequestParser):
     body_base = 0
     body_limit: int | None = None
     error: Any = None  # waitress's: an Error to answer instead of the request
+    #: waitress sets it once the request line is parsed, but logs it when a client
+    #: leaves while a refusal (a malformed or late request) is being sent: without a
+    #: default that log line raised AttributeError, a traceback in the server's log
+    path = ""
 
     def __init__(self, adj: Adjustments, channel: PacedChannel):
         super().__init__(adj)
