@@ -321,6 +321,7 @@ from app.storage import PersistentStore, store as module
 module.MIN_COMPACTION_BYTES = 2048  # compact often
 store = PersistentStore(sys.argv[1])
 i = int(sys.argv[2])  # each run its own keys
+print("writing", flush=True)
 while True:
     store.put("grants", f"g{i}", {"grant_id": f"g{i}", "padding": "p" * 200})
     print(f"g{i}", flush=True)  # acknowledged
@@ -349,6 +350,9 @@ def test_sigkill_at_any_instant_keeps_every_acknowledged_write(tmp_path):
             env=env,
             text=True,
         )
+        # Killed at a random moment of its writing (not of its start-up, which on a
+        # loaded machine can take longer than the whole window).
+        assert proc.stdout is not None and proc.stdout.readline() == "writing\n"
         deadline = time.time() + 0.3 + rng.random() * 0.5
         while time.time() < deadline:  # a reader throughout: never a torn file
             PersistentStore(tmp_path).scan("grants")
