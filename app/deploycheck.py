@@ -1,7 +1,7 @@
 """`check`: a deployment seen from the outside, the way an MCP client will see it.
 
 Every request goes to the public issuer URL (through the TLS proxy, with the system's
-trusted CAs and `SSL_CERT_FILE`/`REQUESTS_CA_BUNDLE`), never to the local port, so what
+trusted CAs plus those `SSL_CERT_FILE` names), never to the local port, so what
 passes here is what ChatGPT or Claude will find: the metadata names the same issuer
 (RFC 8414 §3.3: a mismatch makes clients refuse it), the issuer is https, the server is
 healthy, the protected-resource document (RFC 9728) points back at the issuer, the
@@ -11,12 +11,16 @@ gateway reaches its upstream, and the clocks agree (tokens carry `iat` and `exp`
 from __future__ import annotations
 
 import email.utils
+import os
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
 
 from .config import Config, is_loopback_host
 from .policy import same_resource
@@ -57,6 +61,7 @@ def run_checks(config: Config, issuer: str | None = None) -> Iterator[Result]:
     """Each check's result, in order; the later ones go on when one fails."""
     issuer = (issuer or config.issuer).rstrip("/")
     session = requests.Session()
+    session.mount("https://", _TrustingAdapter())
 
     def get(url: str) -> requests.Response:
         try:
@@ -151,6 +156,20 @@ def run_checks(config: Config, issuer: str | None = None) -> Iterator[Result]:
             yield Result(name, True, check())
         except _Failed as exc:
             yield Result(name, False, str(exc))
+
+
+class _TrustingAdapter(HTTPAdapter):
+    """https with the system's CAs plus those `SSL_CERT_FILE` names, as the metadata
+    document fetch trusts them (requests alone reads only REQUESTS_CA_BUNDLE, which
+    replaces its bundle instead of adding to it)."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        context = ssl.create_default_context()
+        extra = os.environ.get("SSL_CERT_FILE")
+        if extra and os.path.isfile(extra):
+            context.load_verify_locations(cafile=extra)
+        kwargs["ssl_context"] = context
+        super().init_poolmanager(*args, **kwargs)
 
 
 def _reason(exc: Exception) -> str:

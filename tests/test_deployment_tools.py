@@ -141,8 +141,8 @@ def test_check_from_the_outside_behind_a_tls_proxy(tmp_path, upstream, test_ca):
         environment["MCP_OAUTH_TEST_HOSTS"] = f"{TEST_HOST}=127.0.0.1"
         for name in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
             environment.pop(name, None)
-            if trust:
-                environment[name] = str(test_ca.ca_file)
+        if trust:  # the standard variable, as for metadata documents: the system's CAs and this one
+            environment["SSL_CERT_FILE"] = str(test_ca.ca_file)
         result = run_cli(server.data_dir, "check", *args, env=environment)
         assert "Traceback" not in result.stderr, result.stderr
         return result.returncode, result.stdout.splitlines()
