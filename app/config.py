@@ -1,6 +1,6 @@
 """Configuration from environment variables (and `.env`), validated once at start-up.
 
-Every OAUTH_* setting the README lists lives here with its default. A bad value
+Every OAUTH_* setting docs/configuration.md lists lives here with its default. A bad value
 raises `ConfigError`, whose message is one line naming the variable, so the operator
 sees exactly what to fix instead of a traceback.
 """

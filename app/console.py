@@ -46,7 +46,7 @@ def console(ctx: click.Context) -> None:
     """mcp-oauth: an OAuth 2.1 authorization server for MCP servers.
 
     Settings come from the environment (and a .env file in the current directory):
-    OAUTH_ISSUER, OAUTH_DATA_DIR and the rest the README lists."""
+    OAUTH_ISSUER, OAUTH_DATA_DIR and the rest docs/configuration.md lists."""
     # The `oauth` commands are Flask AppGroup commands: they build the app through
     # the ScriptInfo they find here, as `flask oauth …` builds it from FLASK_APP.
     ctx.obj = ScriptInfo(create_app=_cli_app, set_debug_flag=False)  # type: ignore[arg-type]
