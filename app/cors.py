@@ -19,7 +19,7 @@ HEADERS = {
     "Access-Control-Max-Age": "600",
 }
 
-#: The gateway (app/endpoints/gateway.py): the request headers of MCP's Streamable HTTP
+#: The gateway (app/endpoints/gateway/): the request headers of MCP's Streamable HTTP
 #: transport (2026-07-28: Mcp-Method, Mcp-Name, Mcp-Param-*; before it, the session
 #: and resumption headers) besides the token and the content negotiation.
 GATEWAY_REQUEST_HEADERS = (

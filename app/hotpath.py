@@ -11,7 +11,7 @@ a verified token does. This WSGI layer answers only the plain successful cases:
   (`verify.verified_headers`), sharing the verified-token cache;
 - POST /introspect that Authlib's RFC 7662 endpoint answers with 200: the same
   endpoint class the Flask view uses, given a request read from the WSGI environ;
-- the gateway's GET, POST or DELETE whose token passes (app/endpoints/gateway.py,
+- the gateway's GET, POST or DELETE whose token passes (app/endpoints/gateway/,
   `GatewayPath`).
 
 Everything else (HEAD, OPTIONS, a missing or refused token, a bad `scope`, a store
