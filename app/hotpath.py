@@ -30,7 +30,7 @@ from urllib.parse import parse_qs
 from authlib.consts import default_json_headers
 
 from .endpoints.gateway import GatewayPath
-from .endpoints.metadata import Document, static_documents
+from .endpoints.metadata import Document
 from .endpoints.verify import verified_headers
 from .errors import SECURITY_HEADERS
 from .oauth2.requests import EnvironFormRequest
@@ -38,6 +38,7 @@ from .oauth2.rfc7662 import Introspection
 
 if TYPE_CHECKING:
     from . import Services
+    from .routes import Routes
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -47,16 +48,23 @@ FORM = "application/x-www-form-urlencoded"
 
 
 class HotPaths:
-    def __init__(self, app: WSGIApp, services: Services, gateway: GatewayPath | None = None):
+    def __init__(
+        self,
+        app: WSGIApp,
+        services: Services,
+        routes: Routes,
+        documents: dict[str, Document],
+        gateway: GatewayPath | None = None,
+    ):
         self.app = app
         self.services = services
         self.gateway = gateway
-        prefix = services.config.issuer_path
-        self.documents: dict[str, Document] = static_documents(services.config)
-        self.jwks_path = prefix + "/jwks.json"
-        self.verify_path = prefix + "/verify"
-        self.introspect_path = prefix + "/introspect"
-        self.introspect_url = services.config.url("/introspect")
+        # Paths from the URL map, read once (app/routes.py): no routing per request.
+        self.documents = documents
+        self.jwks_path = routes.path("metadata.jwks")
+        self.verify_path = routes.path("verify.verify")
+        self.introspect_path = routes.path("token.introspect")
+        self.introspect_url = services.config.issuer_origin + self.introspect_path
         self.introspection = Introspection(services.server)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:

@@ -10,9 +10,10 @@ from flask import Blueprint, Response, request
 from .. import services
 from ..observability import count_token_error
 from ..repositories import grant_named_by
+from ..routes import authenticates_clients, cross_origin
 from ..storage import StaleRead
 
-bp = Blueprint("token", __name__)
+bp = authenticates_clients(Blueprint("token", __name__))
 
 
 def _what_a_refresh_reads() -> list[tuple[str, str]]:
@@ -26,6 +27,7 @@ def _what_a_refresh_reads() -> list[tuple[str, str]]:
 
 
 @bp.post("/token")
+@cross_origin
 def token() -> Response:
     app = services()
     wanted = _what_a_refresh_reads()
@@ -45,6 +47,7 @@ def token() -> Response:
 
 
 @bp.post("/revoke")
+@cross_origin
 def revoke() -> Response:
     return services().server.create_endpoint_response("revocation")
 

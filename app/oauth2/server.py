@@ -56,8 +56,10 @@ class OAuthServer(AuthorizationServer):
         self.registration_rate = sliding_window(shared, "registration", config.registration_rate, 60)
         self._query_client = clients.resolve
         self.scopes_supported = list(config.scopes)
-        #: where a failed client authentication is a 401 (see handle_error_response)
-        self.client_authenticated_paths = {config.issuer_path + p for p in ("/token", "/revoke", "/introspect")}
+        #: where a failed client authentication is a 401 (see handle_error_response): the
+        #: paths of the endpoints declared `authenticates_clients`, read from the URL map
+        #: once every route is registered (app/routes.py)
+        self.client_authenticated_paths: frozenset[str] = frozenset()
 
         self.register_token_generator("default", AccessTokenGenerator(config, keys))
         self.register_grant(AuthorizationCodeGrant, [S256CodeChallenge(required=True), ResourceIndicator(config)])
