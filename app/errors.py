@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from urllib.parse import unquote
 
 from flask import Flask, Response, current_app, render_template, request
@@ -19,6 +20,10 @@ from .routes import Routes
 from .storage import StoreError
 
 log = logging.getLogger(__name__)
+
+#: a WSGI answer: status line, headers, body (the paths answered in front of Flask, and
+#: the answers a fast front and a Flask view share: app/endpoints/once.py)
+Answer = tuple[str, list[tuple[str, str]], Iterable[bytes]]
 
 #: on every response
 SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}

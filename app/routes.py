@@ -47,9 +47,9 @@ def authenticates_clients(blueprint: B) -> B:
 
 
 def path_of(app: Flask, endpoint: str) -> str:
-    """The path Flask routes to `endpoint` (its first rule: the one without variables,
-    for the gateway's pair), the issuer's path included."""
-    return next(iter(app.url_map.iter_rules(endpoint))).rule
+    """The path Flask routes to `endpoint`, the issuer's path included (the shortest of
+    its rules: for the gateway's pair, the resource path without what follows)."""
+    return min((rule.rule for rule in app.url_map.iter_rules(endpoint)), key=len)
 
 
 class Routes:

@@ -12,6 +12,7 @@ from ..observability import count_token_error
 from ..repositories import grant_named_by
 from ..routes import authenticates_clients, cross_origin
 from ..storage import StaleRead
+from .once import handed
 
 bp = authenticates_clients(Blueprint("token", __name__))
 
@@ -54,6 +55,6 @@ def revoke() -> Response:
 
 @bp.post("/introspect")
 def introspect() -> Response:
-    # A 200 is usually answered in front of Flask (app/hotpath.py); the same
-    # endpoint answers here whatever that path leaves.
-    return services().server.create_endpoint_response("introspection")
+    server = services().server
+    answer = handed(request.environ, server.introspect) or server.introspect(server.create_oauth2_request(None))
+    return server.handle_response(*answer)

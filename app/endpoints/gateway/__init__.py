@@ -3,10 +3,11 @@ OAUTH_UPSTREAM_URL as a stream in both directions by `upstream.Upstream` (its HT
 client, the stream relay and what is passed on).
 
 Every MCP request passes here, so the plain case (GET, POST or DELETE with a token
-that passes) is answered in front of Flask (`GatewayPath`, called by app/hotpath.py),
-at the WSGI level; everything else (a refused token, a bad path, OPTIONS, HEAD, a body
-too large) goes on to the Flask view, which answers it in full. Both forward through
-`Upstream.forward`, which works on the WSGI environ.
+that passes) is answered in front of Flask (`Gateway`, called by app/hotpath.py), at
+the WSGI level; everything else (a refused token, a bad path, OPTIONS, HEAD, a body of
+unknown length) is answered by the Flask view. Both judge a request with
+`Gateway.judge`, once (app/endpoints/once.py), and forward through `Upstream.forward`,
+which works on the WSGI environ.
 
 The client's `Authorization` header is never passed upstream (MCP forbids token
 passthrough); the upstream gets `X-Auth-Subject`, `X-Auth-Client-Id` and `X-Auth-Scope`
@@ -17,28 +18,29 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Flask, Response, request
 from werkzeug.routing import PathConverter
 from werkzeug.wsgi import get_content_length
 
-from ... import services
 from ...config import Config
 from ...cors import GATEWAY_HEADERS, gateway_preflight
-from ...errors import error_response
+from ...errors import Answer, json_error
 from ...observability import note
 from ...policy import InvalidPath, normalize_path, same_resource, within
+from ...routes import path_of
 from ...security import bearer_token
 from ...streams import StreamSlots
+from ..once import ahead, handed
 from ..verify import Refusal, challenge, check_bearer
-from .upstream import MAX_BODY, Answer, Upstream
+from .upstream import MAX_BODY, Upstream
 
 if TYPE_CHECKING:
     from ... import Services
 
-__all__ = ["MAX_BODY", "GatewayPath", "Upstream", "init_app"]
+__all__ = ["MAX_BODY", "Gateway", "Upstream", "init_app"]
 
 
 def gateway_resource(config: Config) -> str:
@@ -47,45 +49,86 @@ def gateway_resource(config: Config) -> str:
     return next((r for r in config.resources if same_resource(r, own)), config.default_resource)
 
 
-class GatewayPath:
-    """The gateway's plain case, in front of Flask: a GET, POST or DELETE below the
-    resource path whose token passes is forwarded here; None leaves any other
-    request to the Flask view (`init_app`), which applies the same rules and answers
-    in full. The decision is made before anything is read or sent."""
+@dataclass(frozen=True, slots=True)
+class Passage:
+    """A request the gateway forwards: `rest` is its normalised, encoded path below the
+    resource path ('' or '/…'), `identity` the X-Auth-* headers its token earned,
+    `grant` the grant whose stream slots it counts against."""
+
+    rest: str
+    identity: dict[str, str]
+    grant: str
+
+
+class Gateway:
+    """The gateway's rules (`judge`), and the fast front's part (`__call__`): a GET,
+    POST or DELETE below the resource path whose token passes is forwarded in front of
+    Flask; whatever else it judged (a refusal, a bad path) it hands to the Flask view
+    with its judgement (app/endpoints/once.py), and what it did not judge (another
+    method, a body of unknown length) the view judges. The decision is made before
+    anything is read or sent."""
 
     METHODS = frozenset({"GET", "POST", "DELETE"})
 
-    def __init__(self, svc: Services, upstream: Upstream):
+    def __init__(self, svc: Services, upstream: Upstream, prefix: str):
         self.services = svc
         self.upstream = upstream
         self.config = svc.config
-        self.prefix = svc.config.issuer_path + svc.config.resource_path
+        #: the resource path as routed (the issuer's path included), from the URL map
+        self.prefix = prefix
         self.resource = gateway_resource(svc.config)
+        #: RFC 6750 §3: a challenge names the scopes a token here needs (all the
+        #: configured ones: the gateway asks for no particular one)
+        self.scope = " ".join(svc.config.scopes)
 
     def matches(self, path_info: str) -> bool:
         """Whether Flask would route this path to the gateway view."""
         return path_info == self.prefix or path_info.startswith(self.prefix + "/")
 
-    def __call__(self, environ: dict[str, Any]) -> Answer | None:
-        if environ.get("REQUEST_METHOD") not in self.METHODS:
-            return None
+    def judge(self, environ: dict[str, Any]) -> Passage | Answer:
+        """The request to forward, or the answer to give instead."""
+        # Route on the raw path, normalised: the decoded one Flask matched on would
+        # let `/mcp/%2e%2e/admin` through as `/mcp/../admin`.
         try:
             path = normalize_path(environ.get("REQUEST_URI") or environ.get("PATH_INFO", ""))
         except InvalidPath:
+            return json_error(400, "invalid_request", "The request path is not a valid URI path.")
+        if not within(path, self.prefix):
+            return json_error(404, "not_found", "Nothing is served at this path.")
+        if environ.get("REQUEST_METHOD") == "OPTIONS":
+            return (
+                PREFLIGHT,
+                list(gateway_preflight(environ.get("HTTP_ACCESS_CONTROL_REQUEST_HEADERS", "")).items()),
+                [],
+            )
+        result = check_bearer(self.services, environ, self.resource)
+        if isinstance(result, Refusal):
+            return challenge(
+                self.config, self.resource, replace(result, scope=result.scope or self.scope), GATEWAY_HEADERS
+            )
+        return Passage(path[len(self.prefix) :], result, grant_of(environ))
+
+    def forward(self, environ: dict[str, Any], passage: Passage) -> Answer:
+        return self.upstream.forward(environ, passage.rest, passage.identity, self.config, passage.grant)
+
+    def __call__(self, environ: dict[str, Any]) -> Answer | None:
+        """The fast front: the upstream's answer, or None for the view to answer."""
+        if environ.get("REQUEST_METHOD") not in self.METHODS:
             return None
         length = get_content_length(environ)
-        if not within(path, self.prefix) or (length or 0) > MAX_BODY:
+        if (length or 0) > MAX_BODY:
             return None
         if length is None and environ.get("HTTP_TRANSFER_ENCODING"):
             return None  # a body of unknown length: Flask reads it under its limit
-        try:
-            result = check_bearer(self.services, environ, self.resource)
-        except Exception:  # noqa: BLE001 - e.g. an unreadable store: Flask answers 503
-            return None
-        if isinstance(result, Refusal):
+        passage = ahead(environ, self.judge, environ)
+        if not isinstance(passage, Passage):
             return None
         note(endpoint="gateway.proxy")
-        return self.upstream.forward(environ, path[len(self.prefix) :], result, self.config, grant_of(environ))
+        return self.forward(environ, passage)
+
+
+#: a preflight's answer (its headers: app/cors.py)
+PREFLIGHT = "204 No Content"
 
 
 def grant_of(environ: dict[str, Any]) -> str:
@@ -110,47 +153,30 @@ class AnyPath(PathConverter):
     part_isolating = False  # Werkzeug would infer True from a regex without "/"
 
 
-def init_app(app: Flask, config: Config) -> GatewayPath | None:
-    """The Flask view for every gateway request; the `GatewayPath` that answers the
-    plain ones in front of it (None without OAUTH_UPSTREAM_URL)."""
+def init_app(app: Flask, config: Config) -> Gateway | None:
+    """The Flask view for every gateway request; the `Gateway` that answers the plain
+    ones in front of it (None without OAUTH_UPSTREAM_URL)."""
     if not config.upstream_url:
         return None
     slots = StreamSlots(config.max_streams, config.max_streams_per_grant)
     upstream = Upstream(config.upstream_url, config.upstream_timeout, slots)
-    resource = gateway_resource(config)
     bp = Blueprint("gateway", __name__, url_prefix=config.issuer_path)
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
-
-    prefix = config.issuer_path + config.resource_path
 
     app.url_map.converters["anything"] = AnyPath
 
     @bp.route(config.resource_path, defaults={"rest": ""}, methods=methods, strict_slashes=False)
     @bp.route(f"{config.resource_path}/<anything:rest>", methods=methods)
     def proxy(rest: str) -> Response:
-        # Route on the raw path, normalised: the decoded one Flask matched on would
-        # let `/mcp/%2e%2e/admin` through as `/mcp/../admin`.
-        try:
-            path = normalize_path(request.environ.get("REQUEST_URI") or request.full_path)
-        except InvalidPath:
-            return error_response(400, "invalid_request", "The request path is not a valid URI path.")
-        if not within(path, prefix):
-            return error_response(404, "not_found", "Nothing is served at this path.")
-        if request.method == "OPTIONS":
-            asked = request.headers.get("Access-Control-Request-Headers", "")
-            return Response(status=204, headers=gateway_preflight(asked))
         request.max_content_length = MAX_BODY
-        result = check_bearer(services(), request.environ, resource)
-        if isinstance(result, Refusal):
-            # RFC 6750 §3: the challenge names the scopes a token here needs (all the
-            # configured ones: the gateway asks for no particular one).
-            response = challenge(config, resource, replace(result, scope=result.scope or " ".join(config.scopes)))
-            response.headers.update(GATEWAY_HEADERS)
-            return response
         environ = request.environ
-        status, headers, body = upstream.forward(environ, path[len(prefix) :], result, config, grant_of(environ))
+        verdict = handed(environ, gateway.judge) or gateway.judge(environ)
+        if isinstance(verdict, Passage):
+            verdict = gateway.forward(environ, verdict)
+        status, headers, body = verdict
         return Response(body, status=status, headers=headers, direct_passthrough=True)
 
     app.register_blueprint(bp)
+    gateway = Gateway(app.extensions["oauth"], upstream, path_of(app, "gateway.proxy"))
     app.extensions["gateway_upstream"] = upstream  # wsgi.py ends its streams at a stop
-    return GatewayPath(app.extensions["oauth"], upstream)
+    return gateway

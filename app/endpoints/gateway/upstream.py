@@ -46,7 +46,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 from urllib.parse import unquote_plus, urlsplit
 
@@ -56,16 +56,13 @@ from werkzeug.wsgi import get_content_length, get_input_stream
 
 from ...config import Config
 from ...cors import GATEWAY_HEADERS
-from ...errors import SECURITY_HEADERS, json_error
+from ...errors import SECURITY_HEADERS, Answer, json_error
 from ...forwarded import client_address
 from ...observability import OPEN_STREAMS, UPSTREAM_ERRORS
 from ...policy import encode_query
 from ...streams import RETRY_AFTER, StreamSlots
 
 log = logging.getLogger(__name__)
-
-#: a WSGI answer: status line, headers, body
-Answer = tuple[str, list[tuple[str, str]], Iterable[bytes]]
 
 #: RFC 9110 §7.6.1 hop-by-hop headers, plus what we set or must not forward: the
 #: token, our identity headers, and forwarding headers only we may write.
