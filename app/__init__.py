@@ -114,22 +114,30 @@ def create_app(config: Config | None = None, *, for_cli: bool = False) -> Flask:
 
     from . import cli, cors, errors
     from .endpoints import authorize, gateway, metadata, metrics, registration, token, verify
+    from .routes import Routes, for_people
     from .security import csrf_token
 
     app.jinja_env.globals["csrf_token"] = csrf_token
     errors.init_app(app)
-    cors.init_app(app, config)
     for blueprint in (registration.bp, authorize.bp, token.bp, verify.bp, metrics.bp):
         app.register_blueprint(blueprint, url_prefix=config.issuer_path)
-    # Their URLs come from the configuration (resources, the gateway's path).
-    metadata.init_app(app, config)
+    # Their URLs come from the configuration (resources, the gateway's path); discovery
+    # reads the URLs of the endpoints above from the URL map.
+    documents = metadata.init_app(app, config)
     gateway_path = gateway.init_app(app, config)
+    before = set(app.blueprints)
     provider.init_app(app)
+    for name in set(app.blueprints) - before:  # a provider's login page and callback
+        for_people(app.blueprints[name])
+    # Every route is registered: what needs a path reads it from the URL map, once.
+    routes = app.extensions["routes"] = Routes(app)
+    cors.init_app(app, routes)
+    server.client_authenticated_paths = routes.client_authenticated_paths
     cli.init_app(app)
     app.before_request(lambda: note(endpoint=request.endpoint))
     store.observe_write = observe_store_write
     app.wsgi_app = RequestLog(  # type: ignore[method-assign]
-        HotPaths(IssuerOrigin(app.wsgi_app, config.issuer), app.extensions["oauth"], gateway_path),
+        HotPaths(IssuerOrigin(app.wsgi_app, config.issuer), app.extensions["oauth"], routes, documents, gateway_path),
         exact_endpoints={rule.rule: rule.endpoint for rule in app.url_map.iter_rules() if not rule.arguments},
         trust_request_id=functools.partial(peer_is_trusted, config),
         client_address=functools.partial(client_address, config),

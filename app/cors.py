@@ -1,7 +1,8 @@
-"""CORS for the endpoints browser-based MCP clients call directly: discovery, JWKS,
-registration, token and revocation, and the gateway's MCP path. None of them reads a
-cookie, so any origin may call them. The pages (login, consent) and /verify get no
-CORS headers."""
+"""CORS for the endpoints browser-based MCP clients call directly, each declared
+`cross_origin` where its route is (discovery, JWKS, registration, token and revocation),
+and the gateway's MCP path (its own headers, below). None of them reads a cookie, so any
+origin may call them. The pages (login, consent), /verify and introspection get no CORS
+headers."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import re
 
 from flask import Flask, Response, request
 
-from .config import Config
+from .routes import Routes
 
 HEADERS = {
     "Access-Control-Allow-Origin": "*",
@@ -19,7 +20,7 @@ HEADERS = {
     "Access-Control-Max-Age": "600",
 }
 
-#: The gateway (app/endpoints/gateway.py): the request headers of MCP's Streamable HTTP
+#: The gateway (app/endpoints/gateway/): the request headers of MCP's Streamable HTTP
 #: transport (2026-07-28: Mcp-Method, Mcp-Name, Mcp-Param-*; before it, the session
 #: and resumption headers) besides the token and the content negotiation.
 GATEWAY_REQUEST_HEADERS = (
@@ -58,13 +59,23 @@ def gateway_preflight(requested: str) -> dict[str, str]:
     }
 
 
-def init_app(app: Flask, config: Config) -> None:
-    prefix = config.issuer_path
-    api = tuple(prefix + p for p in ("/register", "/token", "/revoke", "/jwks.json"))
+#: RFC 8615: discovery looks here, and a probe that finds nothing (a 404) must be
+#: readable by a browser-based client too, to move on to the next place it looks
+WELL_KNOWN = "/.well-known/"
+
+
+def init_app(app: Flask, routes: Routes) -> None:
+    """CORS on the endpoints declared `cross_origin` (app/routes.py), read from the URL
+    map once every route is registered."""
+    endpoints, paths = routes.cross_origin, routes.cross_origin_paths
 
     @app.after_request
     def add_cors(response: Response) -> Response:
-        path = request.path
-        if "/.well-known/" in path or path.startswith(api):
+        rule = request.url_rule
+        if rule is not None:
+            allowed = rule.endpoint in endpoints
+        else:  # routed nowhere: a 404, or a 405 at a path that is routed
+            allowed = request.path in paths or WELL_KNOWN in request.path
+        if allowed:
             response.headers.update(HEADERS)
         return response

@@ -1,24 +1,29 @@
 """Error responses and security headers.
 
 API endpoints answer errors in RFC 6749 §5.2 JSON (`error`, `error_description`);
-pages a person sees answer with a plain HTML page. Never a stack trace.
+pages a person sees (their blueprint declared `for_people`, app/routes.py) answer with
+a plain HTML page. Never a stack trace.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from urllib.parse import unquote
 
-from flask import Flask, Response, render_template, request
+from flask import Flask, Response, current_app, render_template, request
 from werkzeug.exceptions import BadRequest, HTTPException, InternalServerError
 from werkzeug.http import HTTP_STATUS_CODES
 
+from .routes import Routes
 from .storage import StoreError
 
 log = logging.getLogger(__name__)
 
-PAGES = ("/authorize", "/consent", "/login", "/oauth/")
+#: a WSGI answer: status line, headers, body (the paths answered in front of Flask, and
+#: the answers a fast front and a Flask view share: app/endpoints/once.py)
+Answer = tuple[str, list[tuple[str, str]], Iterable[bytes]]
 
 #: on every response
 SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
@@ -26,7 +31,12 @@ CSP = "default-src 'none'; style-src 'self'; img-src 'self' data:; frame-ancesto
 
 
 def _is_page() -> bool:
-    return any(part in request.path for part in PAGES)
+    """Whether a person sees this answer: its endpoint's blueprint is declared
+    `for_people` (app/routes.py); routed nowhere (a 405), whether its path is such an
+    endpoint's."""
+    routes: Routes = current_app.extensions["routes"]
+    rule = request.url_rule
+    return rule.endpoint in routes.pages if rule is not None else request.path in routes.page_paths
 
 
 def _error_code(status: int) -> str:
@@ -72,7 +82,7 @@ def refuse_nul_parameters() -> None:
     """No OAuth parameter holds NUL (RFC 6749 Appendix A: VSCHAR and friends are
     printable), nor does a name, password or id: a query, form, path or Basic
     credential that holds one is refused where it enters, with 400 in the format of
-    the path (JSON, or the error page at /authorize and the forms), before anything
+    the endpoint (JSON, or the error page at /authorize and the forms), before anything
     is looked up or stored (PostgreSQL's text cannot hold NUL). The gateway's
     requests are the upstream's business and are not read here."""
     if request.blueprint == "gateway":

@@ -3,20 +3,20 @@
 A reverse proxy asks /verify once per MCP request, and clients fetch metadata and the
 JWKS on every connection, so what these cost sets what the deployment costs. Flask's
 request machinery (request and app contexts, routing, session, hooks) costs more than
-a verified token does. This WSGI layer answers only the plain successful cases:
+a verified token does. This WSGI layer answers the plain successful cases itself:
 
 - GET of a metadata document or the JWKS: bytes computed once (the JWKS again when
-  the keys change), with the headers the Flask views send;
-- GET /verify whose token passes: the same checks as the Flask view
-  (`verify.verified_headers`), sharing the verified-token cache;
-- POST /introspect that Authlib's RFC 7662 endpoint answers with 200: the same
-  endpoint class the Flask view uses, given a request read from the WSGI environ;
-- the gateway's GET, POST or DELETE whose token passes (app/endpoints/gateway.py,
-  `GatewayPath`).
+  the keys change), the documents the Flask views serve;
+- GET /verify whose token passes (`verify.judge`);
+- POST /introspect that RFC 7662 answers with 200 (the server's `introspect`, given a
+  request read from the WSGI environ);
+- the gateway's GET, POST or DELETE whose token passes (`Gateway`).
 
-Everything else (HEAD, OPTIONS, a missing or refused token, a bad `scope`, a store
-that cannot be read) goes on to the Flask app, which answers it in full. So the
-rules live in one place and this module only decides who answers.
+It judges each of those requests with the function the Flask view uses; a judgement
+that is not a plain success (a refused token, a bad `scope`, a non-200 introspection, a
+store that cannot be read) goes on to Flask with the request, and the view answers it
+without judging again (app/endpoints/once.py). Everything else (HEAD, OPTIONS, other
+paths) Flask judges and answers. Paths come from the URL map, read once at start-up.
 """
 
 from __future__ import annotations
@@ -29,15 +29,16 @@ from urllib.parse import parse_qs
 
 from authlib.consts import default_json_headers
 
-from .endpoints.gateway import GatewayPath
-from .endpoints.metadata import Document, static_documents
-from .endpoints.verify import verified_headers
+from .endpoints import verify
+from .endpoints.gateway import Gateway
+from .endpoints.metadata import Document
+from .endpoints.once import ahead
 from .errors import SECURITY_HEADERS
 from .oauth2.requests import EnvironFormRequest
-from .oauth2.rfc7662 import Introspection
 
 if TYPE_CHECKING:
     from . import Services
+    from .routes import Routes
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -47,17 +48,24 @@ FORM = "application/x-www-form-urlencoded"
 
 
 class HotPaths:
-    def __init__(self, app: WSGIApp, services: Services, gateway: GatewayPath | None = None):
+    def __init__(
+        self,
+        app: WSGIApp,
+        services: Services,
+        routes: Routes,
+        documents: dict[str, Document],
+        gateway: Gateway | None = None,
+    ):
         self.app = app
         self.services = services
         self.gateway = gateway
-        prefix = services.config.issuer_path
-        self.documents: dict[str, Document] = static_documents(services.config)
-        self.jwks_path = prefix + "/jwks.json"
-        self.verify_path = prefix + "/verify"
-        self.introspect_path = prefix + "/introspect"
-        self.introspect_url = services.config.url("/introspect")
-        self.introspection = Introspection(services.server)
+        # Paths from the URL map, read once (app/routes.py): no routing per request.
+        self.documents = documents
+        self.jwks_path = routes.path("metadata.jwks")
+        self.verify_path = routes.path("verify.verify")
+        self.introspect_path = routes.path("token.introspect")
+        self.introspect_url = services.config.issuer_origin + self.introspect_path
+        self.server = services.server
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if self.gateway is not None and self.gateway.matches(environ.get("PATH_INFO", "")):
@@ -82,16 +90,20 @@ class HotPaths:
                 start_response("200 OK", list(headers.items()))
                 return [body]
             if path == self.verify_path:
-                passed = self._verify(environ)
-                if passed is not None:
-                    start_response("200 OK", [*passed.items(), ("Content-Length", "0")])
-                    return [b""]
+                answer = ahead(environ, verify.judge, self.services, environ)
+                if answer is not None and answer[0] == verify.PASSED:
+                    start_response(answer[0], answer[1])
+                    return answer[2]
         elif environ.get("REQUEST_METHOD") == "POST" and environ.get("PATH_INFO") == self.introspect_path:
-            answer = self._introspect(environ)
-            if answer is not None:
-                json_headers = [*default_json_headers, *SECURITY_HEADERS.items(), ("Content-Length", str(len(answer)))]
+            answered = self._introspect(environ)
+            if answered is not None:
+                json_headers = [
+                    *default_json_headers,
+                    *SECURITY_HEADERS.items(),
+                    ("Content-Length", str(len(answered))),
+                ]
                 start_response("200 OK", json_headers)
-                return [answer]
+                return [answered]
         return self.app(environ, start_response)
 
     def _jwks(self) -> Document | None:
@@ -102,7 +114,8 @@ class HotPaths:
 
     def _introspect(self, environ: dict[str, Any]) -> bytes | None:
         """The body of a 200 introspection answer; None leaves the request to Flask
-        (which then reads the same body: it is put back as it was read)."""
+        (which then reads the same body: it is put back as it was read), with the
+        judgement when one was made."""
         length = environ.get("CONTENT_LENGTH") or ""
         content_type = (environ.get("CONTENT_TYPE") or "").partition(";")[0].strip().lower()
         if content_type != FORM or not length.isdigit() or int(length) > MAX_FORM:
@@ -111,13 +124,8 @@ class HotPaths:
         environ["wsgi.input"] = io.BytesIO(raw)
         try:
             params = parse_qs(raw.decode("ascii"), keep_blank_values=True, errors="strict")
-            status, payload, _ = self.introspection(EnvironFormRequest(self.introspect_url, environ, params))
-        except Exception:  # noqa: BLE001 - an OAuth error, a store error, bad bytes: Flask answers
+        except ValueError:  # not ASCII, a bad escape: Flask judges what it reads
             return None
-        return json.dumps(payload).encode() if status == 200 else None
-
-    def _verify(self, environ: dict[str, Any]) -> dict[str, str] | None:
-        try:
-            return verified_headers(self.services, environ)
-        except Exception:  # noqa: BLE001 - e.g. an unreadable store: Flask answers 503
-            return None
+        request = EnvironFormRequest(self.introspect_url, environ, params)
+        answer = ahead(environ, self.server.introspect, request)
+        return json.dumps(answer[1]).encode() if answer is not None and answer[0] == 200 else None

@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 
 #: seconds a refused client is told to wait: a stream whose client has gone gives its
-#: slot back within a few seconds (app/endpoints/gateway.py checks every second)
+#: slot back within a few seconds (app/endpoints/gateway/upstream.py checks every second)
 RETRY_AFTER = 5
 
 

@@ -156,3 +156,27 @@ def test_ttl_cache_is_bounded_keeps_what_is_used_and_expires():
     for i in range(10_000):
         cache.put(f"flood{i}", i, now + 60)
     assert len(cache) == 3
+
+
+class CountingVerifier:
+    """The app's own verifier, counting the tokens it is asked to verify."""
+
+    def __init__(self, verifier):
+        self.verifier = verifier
+        self.calls = 0
+
+    def verify(self, token, resource):
+        self.calls += 1
+        return self.verifier.verify(token, resource)
+
+
+def test_a_refused_verify_is_judged_once(app):
+    """One answer per request: a forged token at /verify is checked in front of Flask
+    and answered by the view from that judgement, not verified a second time."""
+    services = app.extensions["oauth"]
+    counting = services.verifier = CountingVerifier(services.verifier)
+    forged = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
+    refused = app.test_client().get("/verify", headers={"Authorization": f"Bearer {forged}"})
+    assert refused.status_code == 401 and refused.json["error"] == "invalid_token"
+    assert "Bearer error=" in refused.headers["WWW-Authenticate"]
+    assert counting.calls == 1

@@ -32,6 +32,7 @@ from ..observability import CONSENTS, audit
 from ..pending import MAX_QUERY_BYTES, PendingAuthorization, TooManyPending
 from ..policy import redirect_destination
 from ..providers.base import browser_id, current_identity
+from ..routes import for_people
 from ..security import check_csrf
 
 
@@ -78,7 +79,7 @@ def _asks_for_consent(params: dict[str, list[str]]) -> bool:
     return "consent" in (params.get("prompt") or [""])[0].split()
 
 
-bp = Blueprint("authorize", __name__)
+bp = for_people(Blueprint("authorize", __name__))
 
 
 @bp.get("/authorize")
@@ -174,8 +175,10 @@ def consent() -> ResponseReturnValue:
             resource=" ".join(resource) or None,
         )
         return _finish(pending, grant, identity if decision == "approve" else None)
-    if not changed and not _asks_for_consent(pending.params) and svc.clients.approved(
-        client, identity.subject, scope, resource, grant.redirect_uri
+    if (
+        not changed
+        and not _asks_for_consent(pending.params)
+        and svc.clients.approved(client, identity.subject, scope, resource, grant.redirect_uri)
     ):
         CONSENTS.labels("remembered").inc()
         return _finish(pending, grant, identity)

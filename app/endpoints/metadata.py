@@ -17,17 +17,29 @@ from ..cors import HEADERS as CORS_HEADERS
 from ..errors import SECURITY_HEADERS
 from ..keys import KeyManager
 from ..policy import AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS
+from ..routes import cross_origin, path_of
+
+#: RFC 8414 §2: the endpoints the metadata names, by the Flask endpoint that serves each
+#: (their URLs are read from the URL map: `endpoint_urls`)
+ENDPOINTS = {
+    "authorization_endpoint": "authorize.authorize",
+    "token_endpoint": "token.token",
+    "registration_endpoint": "registration.register",
+    "revocation_endpoint": "token.revoke",
+    "introspection_endpoint": "token.introspect",
+    "jwks_uri": "metadata.jwks",
+}
 
 
-def authorization_server_metadata(config: Config) -> dict:
+def endpoint_urls(app: Flask, config: Config) -> dict[str, str]:
+    """RFC 8414 member -> the absolute URL Flask routes to its endpoint."""
+    return {member: config.issuer_origin + path_of(app, endpoint) for member, endpoint in ENDPOINTS.items()}
+
+
+def authorization_server_metadata(config: Config, urls: dict[str, str]) -> dict:
     return {
         "issuer": config.issuer,
-        "authorization_endpoint": config.url("/authorize"),
-        "token_endpoint": config.url("/token"),
-        "registration_endpoint": config.url("/register"),
-        "revocation_endpoint": config.url("/revoke"),
-        "introspection_endpoint": config.url("/introspect"),
-        "jwks_uri": config.url("/jwks.json"),
+        **urls,
         "scopes_supported": list(config.scopes),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
@@ -74,26 +86,31 @@ def json_document(value: object, cache_control: str | None = None) -> Document:
     return body, headers
 
 
-def static_documents(config: Config) -> dict[str, Document]:
-    """Path -> document, for everything in discovery that never changes while the
-    server runs: RFC 8414 metadata (root and path-inserted, since clients look in
-    both places) and RFC 9728 metadata, one per resource of ours at its path-inserted
-    URL, the bare well-known URL answering for the default resource."""
-    documents: dict[str, Document] = {}
-    server = json_document(authorization_server_metadata(config), "public, max-age=3600")
+def document_paths(config: Config) -> dict[str, str | None]:
+    """Path -> the resource whose RFC 9728 metadata it serves, None for RFC 8414
+    metadata: that at the root and path-inserted (clients look in both places), and
+    one per resource of ours at its path-inserted URL, the bare well-known URL
+    answering for the default resource."""
     well_known = "/.well-known/oauth-authorization-server"
-    documents[well_known] = server
+    paths: dict[str, str | None] = {well_known: None}
     if config.issuer_path:
-        documents[well_known + config.issuer_path] = server
-        documents[config.issuer_path + well_known] = server
-    origin = config.issuer_origin
-    served = {"/.well-known/oauth-protected-resource": config.default_resource}
+        paths[well_known + config.issuer_path] = None
+        paths[config.issuer_path + well_known] = None
+    paths["/.well-known/oauth-protected-resource"] = config.default_resource
     for resource in config.resources:
-        if resource.startswith(origin):
-            served[urlsplit(resource_metadata_url(config, resource)).path] = resource
-    for path, resource in served.items():
-        documents[path] = json_document(protected_resource_metadata(config, resource))
-    return documents
+        if resource.startswith(config.issuer_origin):
+            paths[urlsplit(resource_metadata_url(config, resource)).path] = resource
+    return paths
+
+
+def static_documents(config: Config, urls: dict[str, str]) -> dict[str, Document]:
+    """Path -> document, for everything in discovery that never changes while the
+    server runs (`document_paths`); `urls` are the endpoints' (`endpoint_urls`)."""
+    server = json_document(authorization_server_metadata(config, urls), "public, max-age=3600")
+    return {
+        path: server if resource is None else json_document(protected_resource_metadata(config, resource))
+        for path, resource in document_paths(config).items()
+    }
 
 
 class JWKSDocument:
@@ -111,18 +128,28 @@ class JWKSDocument:
         return built[1]
 
 
-def init_app(app: Flask, config: Config) -> None:
+def init_app(app: Flask, config: Config) -> dict[str, Document]:
+    """Register discovery, once the endpoints it names are registered (their URLs are
+    read from the URL map); the documents, path -> bytes and headers, are returned for
+    the fast front (app/hotpath.py), which serves their GETs."""
     bp = Blueprint("metadata", __name__)
-    for i, (path, (body, headers)) in enumerate(static_documents(config).items()):
-
-        def view(body: bytes = body, headers: dict[str, str] = headers) -> Response:
-            return Response(body, headers=headers)
-
-        bp.add_url_rule(path, f"document_{i}", view)
+    documents: dict[str, Document] = {}  # filled below, once every rule is in the map
 
     @bp.get(f"{config.issuer_path}/jwks.json")
+    @cross_origin
     def jwks() -> Response:
         body, headers = services().jwks.get()
         return Response(body, headers=headers)
 
+    for i, path in enumerate(document_paths(config)):
+
+        @cross_origin
+        def document(path: str = path) -> Response:
+            body, headers = documents[path]
+            return Response(body, headers=headers)
+
+        bp.add_url_rule(path, f"document_{i}", document)
+
     app.register_blueprint(bp)
+    documents.update(static_documents(config, endpoint_urls(app, config)))
+    return documents

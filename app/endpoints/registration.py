@@ -16,6 +16,7 @@ from ..forwarded import network_key
 from ..oauth2.rfc7591 import MAX_BODY
 from ..observability import REGISTRATIONS, audit
 from ..repositories import RegistrationRefused
+from ..routes import cross_origin
 from ..throttle import LimitReached
 
 bp = Blueprint("registration", __name__)
@@ -34,6 +35,7 @@ def body_too_large() -> bool:
 
 
 @bp.post("/register")
+@cross_origin
 def register() -> Response:
     svc = services()
     config = svc.config
@@ -74,6 +76,7 @@ def refused(reason: str, address: str) -> None:
 
 
 @bp.route("/register/<client_id>", methods=["GET", "PUT", "DELETE"])
+@cross_origin
 def configure(client_id: str) -> Response:
     if body_too_large():
         return error_response(400, "invalid_client_metadata", TOO_LARGE)

@@ -10,9 +10,11 @@ from flask import Blueprint, Response, request
 from .. import services
 from ..observability import count_token_error
 from ..repositories import grant_named_by
+from ..routes import authenticates_clients, cross_origin
 from ..storage import StaleRead
+from .once import handed
 
-bp = Blueprint("token", __name__)
+bp = authenticates_clients(Blueprint("token", __name__))
 
 
 def _what_a_refresh_reads() -> list[tuple[str, str]]:
@@ -26,6 +28,7 @@ def _what_a_refresh_reads() -> list[tuple[str, str]]:
 
 
 @bp.post("/token")
+@cross_origin
 def token() -> Response:
     app = services()
     wanted = _what_a_refresh_reads()
@@ -45,12 +48,13 @@ def token() -> Response:
 
 
 @bp.post("/revoke")
+@cross_origin
 def revoke() -> Response:
     return services().server.create_endpoint_response("revocation")
 
 
 @bp.post("/introspect")
 def introspect() -> Response:
-    # A 200 is usually answered in front of Flask (app/hotpath.py); the same
-    # endpoint answers here whatever that path leaves.
-    return services().server.create_endpoint_response("introspection")
+    server = services().server
+    answer = handed(request.environ, server.introspect) or server.introspect(server.create_oauth2_request(None))
+    return server.handle_response(*answer)

@@ -18,7 +18,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from .. import __version__, services
 from ..config import Config
-from ..errors import SECURITY_HEADERS, error_response
+from ..errors import SECURITY_HEADERS, Answer, json_error
 from ..forwarded import WSGIEnviron, forwarded_url
 from ..oauth2 import InvalidAccessToken
 from ..observability import note
@@ -26,6 +26,7 @@ from ..policy import InvalidPath, check_path_escapes, resource_for_url
 from ..security import bearer_token
 from ..storage import StoreError
 from .metadata import resource_metadata_url
+from .once import handed
 
 if TYPE_CHECKING:
     from .. import Services
@@ -81,26 +82,26 @@ class Refusal:
     scope: str = ""
 
 
-def challenge(config: Config, resource: str, refusal: Refusal) -> Response:
-    """An RFC 6750 §3 challenge with the RFC 9728 pointer to our resource metadata.
-    With no token at all there is no error code (RFC 6750 §3.1)."""
+def challenge(config: Config, resource: str, refusal: Refusal, headers: dict[str, str] | None = None) -> Answer:
+    """An RFC 6750 §3 challenge with the RFC 9728 pointer to our resource metadata,
+    as a WSGI answer. With no token at all there is no error code (RFC 6750 §3.1)."""
     params = [f"error={quoted(refusal.error)}"] if refusal.error else []
     params.append(f"resource_metadata={quoted(resource_metadata_url(config, resource))}")
     if refusal.scope:
         params.append(f"scope={quoted(refusal.scope)}")
     if refusal.error:
         params.append(f"error_description={quoted(refusal.description)}")
-    return error_response(
+    return json_error(
         refusal.status,
         refusal.error or "invalid_request",
         refusal.description,
-        {"WWW-Authenticate": "Bearer " + ", ".join(params)},
+        {"WWW-Authenticate": "Bearer " + ", ".join(params), **(headers or {})},
     )
 
 
 def check_bearer(svc: Services, environ: WSGIEnviron, resource: str, scope: str = "") -> dict[str, str] | Refusal:
     """The X-Auth-* headers for the request's bearer token, or why it is refused.
-    Shared by /verify (in Flask and on the hot path) and the gateway."""
+    Shared by /verify and the gateway."""
     token = bearer_token(environ)
     # The scopes a request needs go in its 401 too, so a client asks for those
     # (RFC 6750 §3; the MCP authorization spec's scope selection reads them first).
@@ -121,27 +122,31 @@ def check_bearer(svc: Services, environ: WSGIEnviron, resource: str, scope: str 
     }
 
 
-def verified_headers(svc: Services, environ: WSGIEnviron) -> dict[str, str] | None:
-    """/verify's success, when it is one: the headers of the 200 answer. None for any
-    other outcome, which the Flask view answers in full."""
-    scope = required_scope(environ)
-    if scope is None:
-        return None
-    try:
-        result = check_bearer(svc, environ, forwarded_resource(svc.config, environ), scope)
-    except (NoResource, InvalidPath):
-        return None
-    if isinstance(result, Refusal):
-        return None
-    return {**result, **PASSED_HEADERS}
-
-
-#: on every 200 from /verify, whichever path answered it
+#: on every 200 from /verify
 PASSED_HEADERS = {
     "Content-Type": "text/plain; charset=utf-8",
     "Cache-Control": "no-store",
     **SECURITY_HEADERS,
 }
+PASSED = "200 OK"
+
+
+def judge(svc: Services, environ: WSGIEnviron) -> Answer:
+    """/verify's answer to a request, whoever sends it: the fast front (app/hotpath.py)
+    when it passes, else the view (app/endpoints/once.py)."""
+    scope = required_scope(environ)
+    if scope is None:
+        return json_error(400, "invalid_request", "scope must be space-separated scope tokens.")
+    try:
+        resource = forwarded_resource(svc.config, environ)
+    except NoResource:
+        return json_error(403, "invalid_target", "The request names no resource this server protects.")
+    except InvalidPath:
+        return json_error(400, "invalid_request", "The forwarded path is not a valid URI path.")
+    result = check_bearer(svc, environ, resource, scope)
+    if isinstance(result, Refusal):
+        return challenge(svc.config, resource, result)
+    return PASSED, [*result.items(), *PASSED_HEADERS.items(), ("Content-Length", "0")], [b""]
 
 
 bp = Blueprint("verify", __name__)
@@ -149,23 +154,9 @@ bp = Blueprint("verify", __name__)
 
 @bp.route("/verify", methods=["GET", "HEAD", "POST"])
 def verify() -> Response:
-    # A plain GET that passes is answered by the hot path (app/hotpath.py) before
-    # it gets here; the same checks run here for everything else.
-    svc = services()
     environ = request.environ
-    scope = required_scope(environ)
-    if scope is None:
-        return error_response(400, "invalid_request", "scope must be space-separated scope tokens.")
-    try:
-        resource = forwarded_resource(svc.config, environ)
-    except NoResource:
-        return error_response(403, "invalid_target", "The request names no resource this server protects.")
-    except InvalidPath:
-        return error_response(400, "invalid_request", "The forwarded path is not a valid URI path.")
-    result = check_bearer(svc, environ, resource, scope)
-    if isinstance(result, Refusal):
-        return challenge(svc.config, resource, result)
-    return Response(b"", 200, headers={**result, **PASSED_HEADERS})
+    status, headers, body = handed(environ, judge) or judge(services(), environ)
+    return Response(body, status=status, headers=headers)
 
 
 @bp.get("/healthz")

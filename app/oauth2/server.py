@@ -56,15 +56,18 @@ class OAuthServer(AuthorizationServer):
         self.registration_rate = sliding_window(shared, "registration", config.registration_rate, 60)
         self._query_client = clients.resolve
         self.scopes_supported = list(config.scopes)
-        #: where a failed client authentication is a 401 (see handle_error_response)
-        self.client_authenticated_paths = {config.issuer_path + p for p in ("/token", "/revoke", "/introspect")}
+        #: where a failed client authentication is a 401 (see handle_error_response): the
+        #: paths of the endpoints declared `authenticates_clients`, read from the URL map
+        #: once every route is registered (app/routes.py)
+        self.client_authenticated_paths: frozenset[str] = frozenset()
 
         self.register_token_generator("default", AccessTokenGenerator(config, keys))
         self.register_grant(AuthorizationCodeGrant, [S256CodeChallenge(required=True), ResourceIndicator(config)])
         self.register_grant(RefreshTokenGrant)
         self.register_extension(Issuer(config.issuer))
         self.register_endpoint(Revocation)
-        self.register_endpoint(Introspection)
+        self.introspection = Introspection(self)
+        self.register_endpoint(self.introspection)
         claims = [claims_class(config)]
         self.register_endpoint(RegistrationEndpoint(self, claims_classes=claims))
         self.register_endpoint(ConfigurationEndpoint(self, claims_classes=claims))
@@ -77,14 +80,26 @@ class OAuthServer(AuthorizationServer):
             raise InvalidScopeError(f"Unknown scope; this server offers: {' '.join(self.config.scopes)}.")
 
     def handle_error_response(self, request: Any, error: OAuth2Error) -> Response:
-        """RFC 6749 §5.2 allows 401 for every `invalid_client`, and MCP clients need
-        it: Claude registers again on a 401 from /token, whichever way it sent its
-        credentials (Authlib answers 400 unless they came in the Authorization header)."""
+        return self.handle_response(*self.error_answer(request, error))
+
+    def error_answer(self, request: Any, error: OAuth2Error) -> tuple[int, Any, list]:
+        """An OAuth error's status, body and headers. RFC 6749 §5.2 allows 401 for every
+        `invalid_client`, and MCP clients need it: Claude registers again on a 401 from
+        /token, whichever way it sent its credentials (Authlib answers 400 unless they
+        came in the Authorization header)."""
         if isinstance(error, InvalidClientError) and error.status_code == 400:
             path = urlsplit(getattr(request, "uri", "") or "").path
             if path in self.client_authenticated_paths:
                 error.status_code = 401
-        return super().handle_error_response(request, error)
+        return error(self.get_error_uri(request, error))
+
+    def introspect(self, request: OAuth2Request) -> tuple[int, Any, list]:
+        """RFC 7662's answer to a request, errors included: the fast front's
+        (app/hotpath.py, for a 200) and the Flask view's (app/endpoints/token.py)."""
+        try:
+            return self.introspection(request)
+        except OAuth2Error as error:
+            return self.error_answer(request, error)
 
     def create_oauth2_request(self, request: Any) -> OAuth2Request:
         """A request already built (from a WSGI environ, app/hotpath.py), a stored
