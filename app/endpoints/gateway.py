@@ -64,7 +64,6 @@ from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.routing import PathConverter
 from werkzeug.wsgi import get_content_length, get_input_stream
 
-from .. import services
 from ..config import Config
 from ..cors import GATEWAY_HEADERS, gateway_preflight
 from ..errors import SECURITY_HEADERS, error_response, json_error
@@ -72,6 +71,7 @@ from ..forwarded import client_address
 from ..observability import OPEN_STREAMS, UPSTREAM_ERRORS, note
 from ..policy import InvalidPath, encode_query, normalize_path, same_resource, within
 from ..security import bearer_token
+from ..services import services
 from ..streams import RETRY_AFTER, StreamSlots
 from .verify import Refusal, challenge, check_bearer
 

@@ -11,12 +11,12 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, Response
 
-from .. import services
 from ..config import Config
 from ..cors import HEADERS as CORS_HEADERS
 from ..errors import SECURITY_HEADERS
 from ..keys import KeyManager
 from ..policy import AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS
+from ..services import services
 
 
 def authorization_server_metadata(config: Config) -> dict:

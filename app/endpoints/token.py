@@ -7,9 +7,9 @@ from urllib.parse import unquote
 
 from flask import Blueprint, Response, request
 
-from .. import services
 from ..observability import count_token_error
 from ..repositories import grant_named_by
+from ..services import services
 from ..storage import StaleRead
 
 bp = Blueprint("token", __name__)
