@@ -276,7 +276,7 @@ def _parse(env: Mapping[str, str]) -> Config:
 class Setting:
     """One environment variable a part of the server declares and reads itself (an
     identity provider its client id, its upstream's URL, its allow-lists): its name,
-    its default (stated here only), whether it must be set, and its kind: `text`,
+    its default (stated in the declaration only), whether it must be set, its kind: `text`,
     `url` (an absolute http(s) URL) or `list` (a comma list, `lower`-cased if asked)."""
 
     name: str
