@@ -436,12 +436,10 @@ class GrantRepository:
         The token is hashed and looked up once, replay or not."""
         token_hash = hash_secret(refresh_token)
         found = self._lookup(refresh_token, token_hash)
-        if found is None or token_hash not in found.get(_token_hashes_field(found), {}):
-            return None  # unknown, or rotated out of the grant long ago
         grant = self._usable(found, token_hash)
-        if grant is not None:
+        if grant is not None or found is None:
             return grant
-        # Held by the grant but rotated more than the grace window ago: a replay.
+        # The grant holds the token, rotated more than the grace window ago: a replay.
         grant_id = found["grant_id"]
         revoked = self.store.delete("grants", grant_id) if grant_id else None
         if revoked is not None:
@@ -468,7 +466,7 @@ class GrantRepository:
         if record is None:
             return None
         hashes = record.get(_token_hashes_field(record), {})
-        if token_hash not in hashes:  # rotated out between the lookup and the read
+        if token_hash not in hashes:  # not a token of this grant
             return None
         rotated_at = hashes[token_hash]
         if rotated_at is not None and time.time() - rotated_at > self.config.refresh_grace:
