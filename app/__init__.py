@@ -1,7 +1,9 @@
 """A self-hosted OAuth 2.1 authorization server (and optional gateway) for MCP servers.
 
-`create_app` is the application factory: it wires the store, the repositories, the
-Authlib server and the identity provider together, then registers the endpoints.
+`create_app` is the application factory: configuration -> store backend -> services
+(app/services.py) -> blueprints. It wires the store, the repositories, the Authlib
+server and the identity provider together, then registers the endpoints. Nothing below
+the endpoints imports it: what a layer needs is handed to it here.
 """
 
 from __future__ import annotations
@@ -10,11 +12,9 @@ import atexit
 import contextlib
 import functools
 import sys
-from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
-from flask import Flask, Request, current_app, request
+from flask import Flask, Request, request
 from flask.json.provider import DefaultJSONProvider
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from itsdangerous import URLSafeTimedSerializer
@@ -24,15 +24,15 @@ from .cimd import DocumentFetcher
 from .config import Config, ConfigError
 from .forwarded import IssuerOrigin, client_address, peer_is_trusted
 from .keys import KeyManager
-from .oauth2 import AccessTokenVerifier, OAuthServer
+from .oauth2 import OAuthServer
 from .observability import RequestLog, configure_logging, note, observe_store_write
 from .pending import PendingAuthorizations
-from .providers import IdentityProvider, load_provider
+from .providers import provider_class
 from .repositories import ClientRepository, GrantRepository, UserRepository, open_store
+from .services import Services, services
 from .storage import Store, StoreError, shared_state
 
-if TYPE_CHECKING:
-    from .endpoints.metadata import JWKSDocument
+__all__ = ["Services", "__version__", "create_app", "create_cli_app", "services"]
 
 #: the release: stated here only (pyproject.toml reads it; /healthz, /metrics and
 #: `mcp-oauth --version` report it). A plain literal, so that the build reads it
@@ -40,32 +40,14 @@ if TYPE_CHECKING:
 __version__ = "1.0.0"
 
 
-@dataclass
-class Services:
-    """Everything the endpoints use, created once per app."""
-
-    config: Config
-    store: Store
-    keys: KeyManager
-    clients: ClientRepository
-    grants: GrantRepository
-    users: UserRepository
-    server: OAuthServer
-    verifier: AccessTokenVerifier
-    pending: PendingAuthorizations
-    provider: IdentityProvider
-    admin: Admin
-    jwks: JWKSDocument
-
-
-def services() -> Services:
-    return current_app.extensions["oauth"]
-
-
 def create_app(config: Config | None = None, *, for_cli: bool = False) -> Flask:
     """Build the app. With `for_cli`, touch no file yet: the CLI commands open the
     store themselves and report a broken one in a single line."""
     config = config or Config.from_env()
+    provider_type = provider_class(config.provider)
+    # The provider's own variables, checked before anything is touched (a bad one is a
+    # ConfigError naming it, like the server's).
+    provider_settings = provider_type.read_settings(config.env)
     app = Flask(__name__, static_url_path=f"{config.issuer_path}/static")
     app.config.update(
         SESSION_COOKIE_NAME="mcp_oauth_session",
@@ -96,7 +78,8 @@ def create_app(config: Config | None = None, *, for_cli: bool = False) -> Flask:
     grants = GrantRepository(store, config)
     users = UserRepository(store)
     server = OAuthServer(config, clients, grants, keys)
-    provider = load_provider(config, users)
+    pending = PendingAuthorizations(ttl=config.auth_code_ttl, shared=shared_state(store))
+    provider = provider_type.create(config, provider_settings, users=users, pending=pending)
     app.extensions["oauth"] = Services(
         config=config,
         store=store,
@@ -106,7 +89,7 @@ def create_app(config: Config | None = None, *, for_cli: bool = False) -> Flask:
         users=users,
         server=server,
         verifier=server.verifier,
-        pending=PendingAuthorizations(ttl=config.auth_code_ttl, shared=shared_state(store)),
+        pending=pending,
         provider=provider,
         admin=Admin(config, store, clients, grants, users, keys),
         jwks=JWKSDocument(keys),

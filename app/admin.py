@@ -161,7 +161,7 @@ class Admin:
             raise AdminError(f"no client with id {client_id!r}")
         name = record.get("metadata", {}).get("client_name") or client_id
         if dry_run:
-            return name, sum(1 for g in self.store.scan("grants").values() if g["client_id"] == client_id)
+            return name, self.grants.delete_for_client(client_id, dry_run=True)
         return name, self.clients.delete(client_id)[1]
 
     def grants_starting_with(self, prefix: str) -> list[dict[str, Any]]:
@@ -329,11 +329,7 @@ class Admin:
         if self.users.get(name) is None:
             raise AdminError(f"no user {name!r}")
         if dry_run:
-            return sum(
-                1
-                for g in self.store.scan("grants").values()
-                if g.get("subject") == name and g.get("provider") == "custom"
-            )
+            return self.grants.delete_for_subject("custom", name, dry_run=True)
         self.users.delete(name)
         self.clients.forget_approvals_of(name)
         return self.grants.delete_for_subject("custom", name)

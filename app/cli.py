@@ -30,6 +30,7 @@ from .deploycheck import run_checks
 from .observability import AUDIT_FILE, audit, audit_quietly, audit_to_file
 from .operator_tokens import OperatorTokenError, inspect_token, issue_token
 from .providers.custom import MAX_PASSWORD
+from .services import Services, services
 from .storage import COLLECTIONS, StoreError
 
 oauth = AppGroup("oauth", help="Manage clients, grants, users, signing keys and backups.")
@@ -43,9 +44,7 @@ class CommandError(Exception):
     """A failure to report in one line."""
 
 
-def _svc():
-    from . import services
-
+def _svc() -> Services:
     return services()
 
 

@@ -1,8 +1,10 @@
 """Configuration from environment variables (and `.env`), validated once at start-up.
 
-Every OAUTH_* setting docs/configuration.md lists lives here with its default. A bad value
-raises `ConfigError`, whose message is one line naming the variable, so the operator
-sees exactly what to fix instead of a traceback.
+Every OAUTH_* setting of the server itself lives here with its default; an identity
+provider declares and reads its own variables (`Setting`, in app/providers/), from the
+environment the `Config` keeps. A bad value raises `ConfigError`, whose message is one
+line naming the variable, so the operator sees exactly what to fix instead of a
+traceback.
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
-
-PROVIDERS = ("custom", "google", "azure")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -58,8 +60,6 @@ class Config:
     scopes: tuple[str, ...] = ("mcp",)
     resources: tuple[str, ...] = ()
     redirect_hosts: tuple[str, ...] = ()
-    allowed_emails: tuple[str, ...] = ()
-    allowed_domains: tuple[str, ...] = ()
     upstream_url: str | None = None
     upstream_timeout: int = 120
     #: gateway mode: forwarded requests open at once, in all and per grant (app/streams.py)
@@ -77,8 +77,9 @@ class Config:
     cimd_allow_private: bool = False
     metrics_allow: tuple[IPNetwork, ...] = (ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("::1/128"))
     log_format: str = "text"
-    google: dict[str, str] = field(default_factory=dict)
-    azure: dict[str, str] = field(default_factory=dict)
+    #: the environment this was read from, for the identity provider's own variables
+    #: (`Setting`); never printed (it holds secrets)
+    env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def issuer_is_https(self) -> bool:
@@ -208,9 +209,11 @@ def _parse(env: Mapping[str, str]) -> Config:
         # set the public https URL here.
         raise ConfigError(f"OAUTH_ISSUER must use https unless it is a loopback address, got {issuer!r}")
 
+    from .providers import REGISTRY  # the providers' names only: imported once both exist
+
     provider = _get(env, "OAUTH_PROVIDER", "custom").lower()
-    if provider not in PROVIDERS:
-        raise ConfigError(f"OAUTH_PROVIDER must be one of {', '.join(PROVIDERS)}, got {provider!r}")
+    if provider not in REGISTRY:
+        raise ConfigError(f"OAUTH_PROVIDER must be one of {', '.join(REGISTRY)}, got {provider!r}")
 
     resource_path = _get(env, "OAUTH_RESOURCE_PATH", "/mcp")
     if not resource_path.startswith("/") or resource_path == "/" or "?" in resource_path:
@@ -228,26 +231,6 @@ def _parse(env: Mapping[str, str]) -> Config:
     upstream = env.get("OAUTH_UPSTREAM_URL", "").strip() or None
     if upstream:
         upstream = _absolute_url("OAUTH_UPSTREAM_URL", upstream).rstrip("/")
-
-    google = {
-        "client_id": _get(env, "GOOGLE_CLIENT_ID", ""),
-        "client_secret": _get(env, "GOOGLE_CLIENT_SECRET", ""),
-        "discovery_url": _get(
-            env, "GOOGLE_DISCOVERY_URL", "https://accounts.google.com/.well-known/openid-configuration"
-        ),
-    }
-    azure = {
-        "client_id": _get(env, "AZURE_CLIENT_ID", ""),
-        "client_secret": _get(env, "AZURE_CLIENT_SECRET", ""),
-        "tenant_id": _get(env, "AZURE_TENANT_ID", ""),
-        "authority": _get(env, "AZURE_AUTHORITY", "https://login.microsoftonline.com").rstrip("/"),
-    }
-    if provider == "google":
-        _require(env, "GOOGLE_CLIENT_ID", "GOOGLE_CLIENT_SECRET")
-        _absolute_url("GOOGLE_DISCOVERY_URL", google["discovery_url"])
-    if provider == "azure":
-        _require(env, "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "AZURE_TENANT_ID")
-        _absolute_url("AZURE_AUTHORITY", azure["authority"])
 
     return Config(
         issuer=issuer,
@@ -267,8 +250,6 @@ def _parse(env: Mapping[str, str]) -> Config:
         scopes=scopes,
         resources=resources,
         redirect_hosts=tuple(h.lower() for h in _list(env, "OAUTH_REDIRECT_HOSTS")),
-        allowed_emails=tuple(e.lower() for e in _list(env, "OAUTH_ALLOWED_EMAILS")),
-        allowed_domains=tuple(d.lower() for d in _list(env, "OAUTH_ALLOWED_DOMAINS")),
         upstream_url=upstream,
         upstream_timeout=_int(env, "OAUTH_UPSTREAM_TIMEOUT", 120, minimum=1),
         max_streams=_int(env, "OAUTH_MAX_STREAMS", 100, minimum=1),
@@ -287,12 +268,37 @@ def _parse(env: Mapping[str, str]) -> Config:
         cimd_allow_private=_flag(env, "OAUTH_CIMD_ALLOW_PRIVATE", False),
         metrics_allow=_networks(env, "OAUTH_METRICS_ALLOW", "127.0.0.1,::1"),
         log_format=parse_log_format(env),
-        google=google,
-        azure=azure,
+        env=MappingProxyType(dict(env)),
     )
 
 
-def _require(env: Mapping[str, str], *names: str) -> None:
-    for name in names:
-        if not (env.get(name) or "").strip():
-            raise ConfigError(f"{name} is required when OAUTH_PROVIDER is set to this provider")
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable a part of the server declares and reads itself (an
+    identity provider its client id, its upstream's URL, its allow-lists): its name,
+    its default (stated in the declaration only), whether it must be set, its kind: `text`,
+    `url` (an absolute http(s) URL) or `list` (a comma list, `lower`-cased if asked)."""
+
+    name: str
+    default: str = ""
+    required: bool = False
+    kind: Literal["text", "url", "list"] = "text"
+    lower: bool = False
+
+    def read(self, env: Mapping[str, str], required_by: str) -> Any:
+        """The value, checked: a `ConfigError` naming the variable when it is bad or,
+        being `required`, unset (`required_by` says who needs it)."""
+        if self.kind == "list":
+            items = _list(env, self.name, default=self.default)
+            return tuple(item.lower() for item in items) if self.lower else items
+        value = _get(env, self.name, self.default)
+        if self.required and not value:
+            raise ConfigError(f"{self.name} is required {required_by}")
+        if self.kind == "url" and value:
+            value = _absolute_url(self.name, value)
+        return value.lower() if self.lower else value
+
+
+def read_settings(env: Mapping[str, str], settings: tuple[Setting, ...], required_by: str) -> dict[str, Any]:
+    """The declared variables' values by name, each checked (the first bad one raises)."""
+    return {setting.name: setting.read(env, required_by) for setting in settings}

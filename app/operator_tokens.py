@@ -25,7 +25,7 @@ from .policy import same_resource
 from .security import new_id
 
 if TYPE_CHECKING:
-    from . import Services
+    from .services import Services
 
 
 class OperatorTokenError(Exception):

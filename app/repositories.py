@@ -432,12 +432,15 @@ class GrantRepository:
 
         Presenting is an act, not a lookup: a token rotated more than
         OAUTH_REFRESH_GRACE seconds ago is a replay, so the whole grant is revoked
-        here (RFC 9700 §4.14.2) and None returned. `peek_refresh_token` only looks."""
-        grant = self.peek_refresh_token(refresh_token)
-        if grant is not None:
+        here (RFC 9700 §4.14.2) and None returned. `peek_refresh_token` only looks.
+        The token is hashed and looked up once, replay or not."""
+        token_hash = hash_secret(refresh_token)
+        found = self._lookup(refresh_token, token_hash)
+        grant = self._usable(found, token_hash)
+        if grant is not None or found is None:
             return grant
-        found = self._lookup(refresh_token, hash_secret(refresh_token))
-        grant_id = found["grant_id"] if found else None
+        # The grant holds the token, rotated more than the grace window ago: a replay.
+        grant_id = found["grant_id"]
         revoked = self.store.delete("grants", grant_id) if grant_id else None
         if revoked is not None:
             REPLAYS.labels("refresh_token").inc()
@@ -455,11 +458,15 @@ class GrantRepository:
     def peek_refresh_token(self, refresh_token: str) -> Grant | None:
         """The grant of a refresh token that may still be used, without side effects."""
         token_hash = hash_secret(refresh_token)
-        record = self._lookup(refresh_token, token_hash)
+        return self._usable(self._lookup(refresh_token, token_hash), token_hash)
+
+    def _usable(self, record: Record | None, token_hash: str) -> Grant | None:
+        """The grant, if the token of this hash it holds may still be used: live, or
+        rotated within OAUTH_REFRESH_GRACE."""
         if record is None:
             return None
         hashes = record.get(_token_hashes_field(record), {})
-        if token_hash not in hashes:  # rotated out between the lookup and the read
+        if token_hash not in hashes:  # not a token of this grant
             return None
         rotated_at = hashes[token_hash]
         if rotated_at is not None and time.time() - rotated_at > self.config.refresh_grace:
@@ -519,15 +526,20 @@ class GrantRepository:
             return False
         return self.store.delete("grants", grant_id) is not None
 
-    def delete_for_client(self, client_id: str) -> int:
-        return len(self.store.delete_where("grants", lambda record: record.get("client_id") == client_id))
+    def delete_for_client(self, client_id: str, dry_run: bool = False) -> int:
+        """The grants of a client deleted (with `dry_run`: counted)."""
+        return self._delete_where(lambda record: record.get("client_id") == client_id, dry_run)
 
-    def delete_for_subject(self, provider: str, subject: str) -> int:
-        return len(
-            self.store.delete_where(
-                "grants", lambda record: record.get("subject") == subject and record.get("provider") == provider
-            )
+    def delete_for_subject(self, provider: str, subject: str, dry_run: bool = False) -> int:
+        """The grants of a person deleted (with `dry_run`: counted)."""
+        return self._delete_where(
+            lambda record: record.get("subject") == subject and record.get("provider") == provider, dry_run
         )
+
+    def _delete_where(self, doomed: Callable[[Record], bool], dry_run: bool) -> int:
+        if dry_run:
+            return sum(1 for record in self.store.scan("grants").values() if doomed(record))
+        return len(self.store.delete_where("grants", doomed))
 
 
 class UserRepository:

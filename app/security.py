@@ -3,7 +3,7 @@
 Client secrets, registration access tokens and refresh tokens carry 256 bits of
 randomness, so a fast SHA-256 is the right hash for them (a slow password hash would
 cap every confidential-client request at a few per second). Only user passwords get
-a slow hash (werkzeug's scrypt, in `app.users`).
+a slow hash (werkzeug's scrypt, in `repositories.UserRepository`).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ import time
 
 from app.pending import PendingAuthorizations
 from app.providers.custom import LoginThrottle
-from app.providers.oidc import StateCache
+from app.providers.upstream import StateCache
 from app.throttle import SlidingWindow
 
 

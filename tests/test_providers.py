@@ -220,6 +220,75 @@ def test_provider_config_is_validated(tmp_path):
     assert "GOOGLE_CLIENT_ID" in failed_start(tmp_path, tmp_path / "d", OAUTH_PROVIDER="google")
 
 
+def test_a_bad_provider_variable_stops_startup_before_the_data_folder_is_made(tmp_path):
+    """A provider reads and checks its own variables, before the factory touches the
+    store: one line naming the variable, and no data folder left behind."""
+    azure = {"AZURE_CLIENT_ID": CLIENT_ID, "AZURE_CLIENT_SECRET": SECRET, "AZURE_TENANT_ID": "t"}
+    line = failed_start(tmp_path, tmp_path / "d", OAUTH_PROVIDER="azure", **azure, AZURE_AUTHORITY="ftp://x")
+    assert "AZURE_AUTHORITY" in line
+    assert not (tmp_path / "d").exists()
+
+
+def test_each_provider_declares_reads_and_checks_its_own_variables():
+    """The registry is the one list of providers; each declares its variables (its
+    bases' too: the upstream ones share the allow-lists), with their defaults, and
+    reading them names the first bad or missing one."""
+    from app.config import ConfigError
+    from app.providers import REGISTRY, provider_class
+
+    declared = {name: [s.name for s in provider_class(name).declared_settings()] for name in REGISTRY}
+    assert declared == {
+        "custom": [],
+        "google": [
+            "OAUTH_ALLOWED_EMAILS", "OAUTH_ALLOWED_DOMAINS",
+            "GOOGLE_CLIENT_ID", "GOOGLE_CLIENT_SECRET", "GOOGLE_DISCOVERY_URL",
+        ],
+        "azure": [
+            "OAUTH_ALLOWED_EMAILS", "OAUTH_ALLOWED_DOMAINS",
+            "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "AZURE_TENANT_ID", "AZURE_AUTHORITY",
+        ],
+    }  # fmt: skip
+    google = provider_class("google")
+    settings = google.read_settings(
+        {"GOOGLE_CLIENT_ID": " id ", "GOOGLE_CLIENT_SECRET": "s", "OAUTH_ALLOWED_EMAILS": "A@X.example, b@x.example"}
+    )
+    assert settings["GOOGLE_CLIENT_ID"] == "id"
+    assert settings["GOOGLE_DISCOVERY_URL"] == "https://accounts.google.com/.well-known/openid-configuration"
+    assert settings["OAUTH_ALLOWED_EMAILS"] == ("a@x.example", "b@x.example")
+    assert settings["OAUTH_ALLOWED_DOMAINS"] == ()
+    with pytest.raises(ConfigError, match="^GOOGLE_CLIENT_SECRET is required when OAUTH_PROVIDER is google$"):
+        google.read_settings({"GOOGLE_CLIENT_ID": "id", "GOOGLE_CLIENT_SECRET": " "})
+    with pytest.raises(ConfigError, match="^GOOGLE_DISCOVERY_URL "):
+        google.read_settings({"GOOGLE_CLIENT_ID": "id", "GOOGLE_CLIENT_SECRET": "s", "GOOGLE_DISCOVERY_URL": "x"})
+    assert provider_class("custom").read_settings({}) == {}
+
+
+def test_nothing_below_the_endpoints_imports_the_factory():
+    """Providers, the CLI, the admin service and the rest get what they need handed to
+    them (or, at the endpoints' level, from app/services.py): only the endpoints, the
+    fast front and the entry points may import the `app` package itself."""
+    import ast
+
+    from support.harness import ROOT
+
+    allowed = {"__init__.py", "hotpath.py", "serve.py", "console.py"}
+    offenders = []
+    for path in sorted((ROOT / "app").rglob("*.py")):
+        relative = path.relative_to(ROOT / "app")
+        if relative.parts[0] == "endpoints" or str(relative) in allowed:
+            continue
+        depth = len(relative.parts)  # the level of a relative import that names `app`
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = {alias.name for alias in node.names} - {"__version__"}
+                # a module of the package is no part of the factory
+                names = {n for n in names if n == "services" or not (ROOT / "app" / f"{n}.py").exists()}
+                to_app = (node.level == depth and not node.module) or (node.level == 0 and node.module == "app")
+                if to_app and names:
+                    offenders.append(f"{relative}: {sorted(names)}")
+    assert offenders == []
+
+
 def test_expired_pending_authorization_is_a_clear_page(google, idp):
     import time
 

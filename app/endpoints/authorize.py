@@ -23,7 +23,6 @@ from authlib.oauth2.rfc6749 import OAuth2Error
 from flask import Blueprint, render_template, request
 from flask.typing import ResponseReturnValue
 
-from .. import services
 from ..cimd import DocumentError, is_document_url
 from ..config import is_loopback_host
 from ..forwarded import network_key
@@ -31,9 +30,10 @@ from ..models import Person
 from ..observability import CONSENTS, audit
 from ..pending import MAX_QUERY_BYTES, PendingAuthorization, TooManyPending
 from ..policy import redirect_destination
-from ..providers.base import browser_id, current_identity
+from ..providers.base import browser_id, current_person
 from ..routes import for_people
 from ..security import check_csrf
+from ..services import services
 
 
 def _error_page(error: OAuth2Error) -> ResponseReturnValue:
@@ -97,7 +97,7 @@ def authorize() -> ResponseReturnValue:
             return _error_page(
                 OAuth2Error(f"The client's metadata document cannot be used: {exc}.", error="invalid_client")
             )
-    identity = current_identity(svc.provider)
+    identity = current_person(svc.provider)
     try:
         grant = _validate(params, identity)
     except OAuth2Error as error:
@@ -146,7 +146,7 @@ def consent() -> ResponseReturnValue:
             ),
             400,
         )
-    identity = current_identity(svc.provider)
+    identity = current_person(svc.provider)
     if identity is None:
         return svc.provider.start_login(pending)
     try:

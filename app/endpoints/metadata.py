@@ -11,13 +11,13 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, Response
 
-from .. import services
 from ..config import Config
 from ..cors import HEADERS as CORS_HEADERS
 from ..errors import SECURITY_HEADERS
 from ..keys import KeyManager
 from ..policy import AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS
 from ..routes import cross_origin, path_of
+from ..services import services
 
 #: RFC 8414 §2: the endpoints the metadata names, by the Flask endpoint that serves each
 #: (their URLs are read from the URL map: `endpoint_urls`)

@@ -12,10 +12,11 @@ from __future__ import annotations
 from flask import Blueprint, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .. import __version__, services
+from .. import __version__
 from ..errors import error_response
 from ..forwarded import address_in, client_address
 from ..observability import BUILD_INFO, CLIENTS, GRANTS, USERS
+from ..services import services
 from ..storage import StoreError
 
 bp = Blueprint("metrics", __name__)

@@ -10,13 +10,13 @@ from flask import Blueprint, Response
 from flask import request as flask_request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from .. import services
 from ..errors import error_response
 from ..forwarded import network_key
 from ..oauth2.rfc7591 import MAX_BODY
 from ..observability import REGISTRATIONS, audit
 from ..repositories import RegistrationRefused
 from ..routes import cross_origin
+from ..services import services
 from ..throttle import LimitReached
 
 bp = Blueprint("registration", __name__)

@@ -7,10 +7,10 @@ from urllib.parse import unquote
 
 from flask import Blueprint, Response, request
 
-from .. import services
 from ..observability import count_token_error
 from ..repositories import grant_named_by
 from ..routes import authenticates_clients, cross_origin
+from ..services import services
 from ..storage import StaleRead
 from .once import handed
 

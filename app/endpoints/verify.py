@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl
 
 from flask import Blueprint, Response, jsonify, request
 
-from .. import __version__, services
+from .. import __version__
 from ..config import Config
 from ..errors import SECURITY_HEADERS, Answer, json_error
 from ..forwarded import WSGIEnviron, forwarded_url
@@ -24,6 +24,7 @@ from ..oauth2 import InvalidAccessToken
 from ..observability import note
 from ..policy import InvalidPath, check_path_escapes, resource_for_url
 from ..security import bearer_token
+from ..services import services
 from ..storage import StoreError
 from .metadata import resource_metadata_url
 from .once import handed

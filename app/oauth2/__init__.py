@@ -2,7 +2,7 @@
 
 - `server.py`: the `AuthorizationServer`; registers every grant and endpoint.
 - `grants.py`: authorization code (+ PKCE) and refresh token, with their state.
-- `codes.py`: authorization codes in memory.
+- `codes.py`: authorization codes, in memory or in the database instances share.
 - `tokens.py`: RFC 9068 access tokens, issued and verified.
 - `requests.py`: requests built from a stored authorization or a WSGI environ.
 - one module per extension or endpoint standard: `rfc7009` (revocation),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..config import Setting
 from ..models import Person
 from .oidc import NotAllowed, OIDCProvider
 
@@ -23,27 +24,35 @@ MULTI_TENANT = {"common", "organizations", "consumers"}
 class AzureProvider(OIDCProvider):
     name = "azure"
     title = "Microsoft"
+    SETTINGS = (
+        Setting("AZURE_CLIENT_ID", required=True),
+        Setting("AZURE_CLIENT_SECRET", required=True),
+        Setting("AZURE_TENANT_ID", required=True),
+        Setting("AZURE_AUTHORITY", "https://login.microsoftonline.com", kind="url"),
+    )
 
     def client_id(self) -> str:
-        return self.config.azure["client_id"]
+        return self.settings["AZURE_CLIENT_ID"]
 
     def client_secret(self) -> str:
-        return self.config.azure["client_secret"]
+        return self.settings["AZURE_CLIENT_SECRET"]
 
     @property
     def authority(self) -> str:
-        return f"{self.config.azure['authority']}/{self.config.azure['tenant_id']}/v2.0"
+        """`{AZURE_AUTHORITY}/{AZURE_TENANT_ID}/v2.0`: a tenant's issuer, the one a
+        pinned tenant's ID tokens must name."""
+        return f"{self.settings['AZURE_AUTHORITY'].rstrip('/')}/{self.settings['AZURE_TENANT_ID']}/v2.0"
 
     def discovery_url(self) -> str:
         return f"{self.authority}/.well-known/openid-configuration"
 
     def claims_options(self) -> dict[str, Any]:
         template = self.client.load_server_metadata()["issuer"]
-        tenant = self.config.azure["tenant_id"].lower()
+        tenant = self.settings["AZURE_TENANT_ID"].lower()
         pinned = tenant not in MULTI_TENANT
         # A tenant id configured: that tenant's own issuer and nothing else, whatever
         # the discovery document claims (it could name another tenant).
-        own_issuer = f"{self.config.azure['authority']}/{self.config.azure['tenant_id']}/v2.0"
+        own_issuer = self.authority
 
         def issuer_names_token_tenant(claims: dict[str, Any], value: Any) -> bool:
             tid = claims.get("tid")
@@ -55,7 +64,7 @@ class AzureProvider(OIDCProvider):
 
         return {**super().claims_options(), "iss": {"essential": True, "validate": issuer_names_token_tenant}}
 
-    def identity(self, claims: dict[str, Any]) -> Person:
+    def person(self, claims: dict[str, Any]) -> Person:
         tid, oid = claims.get("tid"), claims.get("oid")
         if not isinstance(tid, str) or not tid or not isinstance(oid, str) or not oid:
             raise NotAllowed("Microsoft sent no tenant or object id for this account.")
@@ -63,6 +72,6 @@ class AzureProvider(OIDCProvider):
         email = email if isinstance(email, str) and "@" in email else None
         return Person(subject=f"{tid}:{oid}", provider=self.name, name=claims.get("name") or email or oid, email=email)
 
-    def is_allowed(self, identity: Person, claims: dict[str, Any]) -> bool:
-        domain = identity.email.rsplit("@", 1)[1] if identity.email else None
-        return self._allowed_by_lists(identity.email, domain)
+    def is_allowed(self, person: Person, claims: dict[str, Any]) -> bool:
+        domain = person.email.rsplit("@", 1)[1] if person.email else None
+        return self.allowed_by_lists(person.email, domain)

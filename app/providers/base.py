@@ -3,6 +3,11 @@
 A provider logs a person in (locally or upstream) and reports a `Person`; it never
 touches tokens, codes or the store's internals. Everything after that (consent, the
 code, tokens) is the same whichever provider is configured.
+
+A provider owns its configuration: it declares the variables it reads (`SETTINGS`, its
+bases' included), which are read and checked before anything else starts
+(`read_settings`), and it is built from them and what the factory hands it (`create`):
+it imports nothing of the factory's.
 """
 
 from __future__ import annotations
@@ -11,35 +16,60 @@ import logging
 import secrets
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import asdict
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from flask import Flask, redirect, session, url_for
 from flask.typing import ResponseReturnValue
 
+from ..config import Setting, read_settings
 from ..models import Person
 from ..observability import LOGINS, audit, note
 from ..security import CSRF_FIELD
 
 if TYPE_CHECKING:
     from ..config import Config
-    from ..pending import PendingAuthorization
+    from ..pending import PendingAuthorization, PendingAuthorizations
     from ..repositories import UserRepository
 
-IDENTITY_KEY = "identity"
+#: the session's key for the logged-in person (its value, "identity", is what sessions
+#: issued before carry)
+PERSON_KEY = "identity"
 BROWSER_KEY = "browser_id"
 
 
 class IdentityProvider(ABC):
     name: ClassVar[str]
+    #: the variables this class reads; a subclass adds its own (`declared_settings`)
+    SETTINGS: ClassVar[tuple[Setting, ...]] = ()
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, settings: Mapping[str, Any], pending: PendingAuthorizations):
         self.config = config
+        #: the declared variables' values, by name (`read_settings`)
+        self.settings = settings
+        #: the authorization requests waiting for a login (the provider's views resume them)
+        self.pending = pending
 
     @classmethod
-    def create(cls, config: Config, users: UserRepository) -> IdentityProvider:
-        """The provider for this configuration (the local one also needs the users)."""
-        return cls(config)
+    def declared_settings(cls) -> tuple[Setting, ...]:
+        """Every variable this provider reads: its bases' first, then its own."""
+        return tuple(s for klass in reversed(cls.__mro__) for s in vars(klass).get("SETTINGS", ()))
+
+    @classmethod
+    def read_settings(cls, env: Mapping[str, str]) -> dict[str, Any]:
+        """This provider's variables from the environment, checked: a bad or missing
+        one raises `ConfigError` with one line naming it. Pure, so that the factory
+        calls it before it touches any file."""
+        return read_settings(env, cls.declared_settings(), f"when OAUTH_PROVIDER is {cls.name}")
+
+    @classmethod
+    def create(
+        cls, config: Config, settings: Mapping[str, Any], *, users: UserRepository, pending: PendingAuthorizations
+    ) -> IdentityProvider:
+        """The provider for this configuration and its `read_settings` (the local one
+        also needs the users)."""
+        return cls(config, settings, pending)
 
     def init_app(self, app: Flask) -> None:
         """Register the provider's own routes (login page, upstream callback)."""
@@ -61,7 +91,7 @@ class IdentityProvider(ABC):
     def to_consent(pending: PendingAuthorization) -> ResponseReturnValue:
         return redirect(url_for("authorize.consent", request_id=pending.id))
 
-    def identity_still_valid(self, identity: Person) -> bool:
+    def person_still_valid(self, person: Person) -> bool:
         """Whether a remembered login may still be used (e.g. the user still exists)."""
         return True
 
@@ -81,28 +111,29 @@ def browser_id() -> str:
     return value
 
 
-def remember_login(identity: Person) -> None:
-    LOGINS.labels(identity.provider, "succeeded").inc()
-    note(subject=identity.subject)
-    audit("login.succeeded", provider=identity.provider, subject=identity.subject)
+def remember_login(person: Person) -> None:
+    LOGINS.labels(person.provider, "succeeded").inc()
+    note(subject=person.subject)
+    audit("login.succeeded", provider=person.provider, subject=person.subject)
     session.permanent = True
-    session[IDENTITY_KEY] = {**asdict(identity), "login_at": time.time()}
+    session[PERSON_KEY] = {**asdict(person), "login_at": time.time()}
     # A fresh CSRF token after login (the pre-login one may have been seen by others).
     session.pop(CSRF_FIELD, None)
 
 
-def current_identity(provider: IdentityProvider) -> Person | None:
-    data = session.get(IDENTITY_KEY)
+def current_person(provider: IdentityProvider) -> Person | None:
+    """The person this browser's session is logged in as, if that login still counts."""
+    data = session.get(PERSON_KEY)
     if not isinstance(data, dict) or data.get("provider") != provider.name:
         return None
-    identity = Person(
+    person = Person(
         subject=data["subject"],
         provider=data["provider"],
         name=data.get("name", ""),
         email=data.get("email"),
         login_at=float(data.get("login_at", 0)),
     )
-    if not provider.identity_still_valid(identity):
-        session.pop(IDENTITY_KEY, None)
+    if not provider.person_still_valid(person):
+        session.pop(PERSON_KEY, None)
         return None
-    return identity
+    return person

@@ -12,23 +12,23 @@ import secrets
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Flask, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
-from .. import services
 from ..config import Config
 from ..forwarded import client_address, network_key
 from ..models import Person
 from ..observability import audit
-from ..pending import PendingAuthorization
+from ..pending import PendingAuthorization, PendingAuthorizations
 from ..repositories import UserRepository
 from ..security import check_csrf
 from ..storage import expiring_map, shared_state
 from ..throttle import sliding_window
-from .base import IdentityProvider, browser_id, current_identity, login_failed, remember_login
+from .base import IdentityProvider, browser_id, current_person, login_failed, remember_login
 
 if TYPE_CHECKING:
     from ..storage.postgres import PostgresStore
@@ -139,11 +139,15 @@ class CustomProvider(IdentityProvider):
     name = "custom"
 
     @classmethod
-    def create(cls, config: Config, users: UserRepository) -> CustomProvider:
-        return cls(config, users)
+    def create(
+        cls, config: Config, settings: Mapping[str, Any], *, users: UserRepository, pending: PendingAuthorizations
+    ) -> CustomProvider:
+        return cls(config, settings, pending, users)
 
-    def __init__(self, config: Config, users: UserRepository):
-        super().__init__(config)
+    def __init__(
+        self, config: Config, settings: Mapping[str, Any], pending: PendingAuthorizations, users: UserRepository
+    ):
+        super().__init__(config, settings, pending)
         self.users = users
         self.throttle = LoginThrottle(shared=shared_state(users.store))
 
@@ -185,10 +189,10 @@ class CustomProvider(IdentityProvider):
     def start_login(self, pending: PendingAuthorization) -> ResponseReturnValue:
         return redirect(url_for("custom.login", request_id=pending.id))
 
-    def identity_still_valid(self, identity: Person) -> bool:
+    def person_still_valid(self, person: Person) -> bool:
         """The user still exists and the password did not change since this login."""
-        user = self.users.get(identity.subject)
-        return user is not None and user.get("password_changed_at", 0) <= identity.login_at
+        user = self.users.get(person.subject)
+        return user is not None and user.get("password_changed_at", 0) <= person.login_at
 
     def _known(self, username: str) -> str | None:
         """The name typed, if it is a user's: what else was typed in the name field
@@ -197,9 +201,9 @@ class CustomProvider(IdentityProvider):
 
     def login_view(self) -> ResponseReturnValue:
         request_id = request.values.get("request_id", "")
-        pending = services().pending.get(request_id, browser_id())
+        pending = self.pending.get(request_id, browser_id())
         if request.method == "GET":
-            if pending and current_identity(self):
+            if pending and current_person(self):
                 return self.to_consent(pending)
             return render_template("login.html", request_id=request_id, pending=pending, error=None)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..config import Setting
 from ..models import Person
 from .oidc import NotAllowed, OIDCProvider
 
@@ -14,23 +15,29 @@ from .oidc import NotAllowed, OIDCProvider
 class GoogleProvider(OIDCProvider):
     name = "google"
     title = "Google"
+    SETTINGS = (
+        Setting("GOOGLE_CLIENT_ID", required=True),
+        Setting("GOOGLE_CLIENT_SECRET", required=True),
+        # Anywhere: the tests point it at a local OpenID Provider.
+        Setting("GOOGLE_DISCOVERY_URL", "https://accounts.google.com/.well-known/openid-configuration", kind="url"),
+    )
 
     def client_id(self) -> str:
-        return self.config.google["client_id"]
+        return self.settings["GOOGLE_CLIENT_ID"]
 
     def client_secret(self) -> str:
-        return self.config.google["client_secret"]
+        return self.settings["GOOGLE_CLIENT_SECRET"]
 
     def discovery_url(self) -> str:
-        return self.config.google["discovery_url"]
+        return self.settings["GOOGLE_DISCOVERY_URL"]
 
-    def identity(self, claims: dict[str, Any]) -> Person:
+    def person(self, claims: dict[str, Any]) -> Person:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise NotAllowed("Google sent no subject for this account.")
         email = claims.get("email") if claims.get("email_verified") is True else None
         return Person(subject=subject, provider=self.name, name=claims.get("name") or email or subject, email=email)
 
-    def is_allowed(self, identity: Person, claims: dict[str, Any]) -> bool:
+    def is_allowed(self, person: Person, claims: dict[str, Any]) -> bool:
         hd = claims.get("hd")
-        return self._allowed_by_lists(identity.email, hd if isinstance(hd, str) else None)
+        return self.allowed_by_lists(person.email, hd if isinstance(hd, str) else None)
