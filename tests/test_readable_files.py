@@ -45,7 +45,10 @@ def test_first_start_writes_every_file(make_server):
     for name in FILES:
         assert document(server.data_dir, name)["version"] == 1, name
     until_in_file(server.data_dir, "users.json", "users", {"admin"})
-    assert document(server.data_dir, "signing_keys.json")["signing_keys"]
+    deadline = time.monotonic() + WITHIN
+    while not document(server.data_dir, "signing_keys.json")["signing_keys"]:  # made at the first start
+        assert time.monotonic() < deadline, "the signing key never reached signing_keys.json"
+        time.sleep(0.1)
 
 
 def test_registrations_refreshes_and_cli_writes_reach_the_files_within_seconds(make_server):
