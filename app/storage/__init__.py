@@ -1,13 +1,13 @@
 """Storage: the interface (`Store`, in base.py) and its backends: the JSON file store
-with its journal (`PersistentStore`, the default), memory (`memory.py`, for tests) and
+with its journal (`jsonfile.py`: `PersistentStore`, the default), memory (`memory.py`, for tests) and
 PostgreSQL (`postgres.py`, for several instances)."""
 
 from collections.abc import Callable
 from typing import Any
 
 from ..cache import TTLCache
-from .base import Store
-from .store import COLLECTIONS, CorruptStoreError, PersistentStore, StaleRead, StoreError
+from .base import COLLECTIONS, CorruptStoreError, StaleRead, Store, StoreError
+from .jsonfile import PersistentStore
 
 
 def shared_state(store: Any) -> Any:

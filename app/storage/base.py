@@ -1,6 +1,7 @@
 """The store's interface: what repositories, the key manager and the admin service may
-ask of a backend, and nothing more. The file store (`store.PersistentStore`) is the
-default; a backend for PostgreSQL or memory implements the same methods.
+ask of a backend, and nothing more. The file store (`jsonfile.PersistentStore`) is the
+default; a backend for PostgreSQL or memory implements the same methods. The errors
+and the collection names live here too, so that no backend imports another.
 
 Records are plain dicts reached one at a time; a backend keeps the mechanics (locks,
 journals, transactions, indexes), the repositories keep the policy (rotation's grace
@@ -20,6 +21,29 @@ ExpiryRule = Callable[[Record], float | None]
 #: Told (collection, seconds) after each write, once it is durable: the operator's
 #: metrics (app/observability.py) set it; a backend knows nothing of them.
 WriteObserver = Callable[[str, float], None]
+
+
+#: collection name -> file name (the file store's, and what operators back up and read)
+COLLECTIONS: dict[str, str] = {
+    "clients": "clients.json",
+    "grants": "refresh_tokens.json",
+    "users": "users.json",
+    "signing_keys": "signing_keys.json",
+}
+
+
+class StoreError(Exception):
+    """The store cannot be used; the message says which file and why."""
+
+
+class StaleRead(StoreError):
+    """Raised out of `read_ahead(…, assume_known=True)`: a record the block assumed had
+    changed elsewhere, and nothing was written; run the block again (it then reads).
+    Uncaught, it is answered like any StoreError (503)."""
+
+
+class CorruptStoreError(StoreError):
+    """A store file exists but is not a valid store document."""
 
 
 def ignore_write(collection: str, seconds: float) -> None:

@@ -11,8 +11,10 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TypeVar
 
 from .base import (
+    COLLECTIONS,
     ExpiryRule,
     Record,
+    StoreError,
     WriteObserver,
     evictable_since,
     ignore_write,
@@ -21,7 +23,6 @@ from .base import (
     storable_key,
     unused_client_network,
 )
-from .store import COLLECTIONS, StoreError
 
 T = TypeVar("T")
 

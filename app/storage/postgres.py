@@ -52,8 +52,17 @@ from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from .base import ExpiryRule, Record, WriteObserver, ignore_write, is_expired, storable_key
-from .store import COLLECTIONS, StaleRead, StoreError
+from .base import (
+    COLLECTIONS,
+    ExpiryRule,
+    Record,
+    StaleRead,
+    StoreError,
+    WriteObserver,
+    ignore_write,
+    is_expired,
+    storable_key,
+)
 
 T = TypeVar("T")
 

@@ -49,8 +49,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .base import (
+    COLLECTIONS,
+    CorruptStoreError,
     ExpiryRule,
     Record,
+    StoreError,
     WriteObserver,
     evictable_since,
     ignore_write,
@@ -77,30 +80,8 @@ UPKEEP_TICK = 0.25
 #: seconds after which a temporary file is a crash's leftover (`sweep`)
 LEFTOVER_AGE = 3600
 
-#: collection name -> file name (what operators back up and read)
-COLLECTIONS: dict[str, str] = {
-    "clients": "clients.json",
-    "grants": "refresh_tokens.json",
-    "users": "users.json",
-    "signing_keys": "signing_keys.json",
-}
-
 T = TypeVar("T")
 FileId = tuple[int, int] | None  # (device, inode); None = no file
-
-
-class StoreError(Exception):
-    """The store cannot be used; the message says which file and why."""
-
-
-class StaleRead(StoreError):
-    """Raised out of `read_ahead(…, assume_known=True)`: a record the block assumed had
-    changed elsewhere, and nothing was written; run the block again (it then reads).
-    Uncaught, it is answered like any StoreError (503)."""
-
-
-class CorruptStoreError(StoreError):
-    """A store file exists but is not a valid store document."""
 
 
 @dataclass
