@@ -29,7 +29,7 @@ from .observability import RequestLog, configure_logging, note, observe_store_wr
 from .pending import PendingAuthorizations
 from .providers import IdentityProvider, load_provider
 from .repositories import ClientRepository, GrantRepository, UserRepository, open_store
-from .storage import Store, StoreError, shared_state
+from .storage import Store, StoreError
 
 if TYPE_CHECKING:
     from .endpoints.metadata import JWKSDocument
@@ -92,7 +92,7 @@ def create_app(config: Config | None = None, *, for_cli: bool = False) -> Flask:
 
     store = open_store(config)
     keys = KeyManager(store)
-    clients = ClientRepository(store, config, DocumentFetcher(config, shared_state(store)) if config.cimd else None)
+    clients = ClientRepository(store, config, DocumentFetcher(config, store.shared) if config.cimd else None)
     grants = GrantRepository(store, config)
     users = UserRepository(store)
     server = OAuthServer(config, clients, grants, keys)
@@ -106,7 +106,7 @@ def create_app(config: Config | None = None, *, for_cli: bool = False) -> Flask:
         users=users,
         server=server,
         verifier=server.verifier,
-        pending=PendingAuthorizations(ttl=config.auth_code_ttl, shared=shared_state(store)),
+        pending=PendingAuthorizations(ttl=config.auth_code_ttl, state=store.shared),
         provider=provider,
         admin=Admin(config, store, clients, grants, users, keys),
         jwks=JWKSDocument(keys),
@@ -178,7 +178,7 @@ class LazySessionInterface(SecureCookieSessionInterface):
 
 
 def _compact_quietly(store: Store) -> None:
-    if getattr(store, "wrote", False):  # a command that changed nothing leaves every file as it was
+    if store.wrote:  # a command that changed nothing leaves every file as it was
         with contextlib.suppress(StoreError):
             store.compact()
 

@@ -127,7 +127,7 @@ def test_writes_wait_out_a_lock_and_land_on_what_it_wrote(open_store):
 def test_the_revision_moves_with_every_kind_of_write(open_store, monkeypatch):
     """What a derived cache (the signing keys) relies on: another handle's insert,
     update, change and delete each give the collection a new revision."""
-    from app.storage import postgres
+    from app.storage.postgres import store as postgres
 
     monkeypatch.setattr(postgres, "REVISION_TTL", 0.0)  # no moment of trust in what was read
     first, second = open_store(), open_store()

@@ -174,8 +174,10 @@ def consent() -> ResponseReturnValue:
             resource=" ".join(resource) or None,
         )
         return _finish(pending, grant, identity if decision == "approve" else None)
-    if not changed and not _asks_for_consent(pending.params) and svc.clients.approved(
-        client, identity.subject, scope, resource, grant.redirect_uri
+    if (
+        not changed
+        and not _asks_for_consent(pending.params)
+        and svc.clients.approved(client, identity.subject, scope, resource, grant.redirect_uri)
     ):
         CONSENTS.labels("remembered").inc()
         return _finish(pending, grant, identity)

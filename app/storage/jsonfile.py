@@ -48,11 +48,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from . import local
 from .base import (
     COLLECTIONS,
     CorruptStoreError,
     ExpiryRule,
     Record,
+    SharedState,
     StoreError,
     WriteObserver,
     evictable_since,
@@ -190,7 +192,14 @@ class PersistentStore:
         self.observe_write: WriteObserver = ignore_write
         self._upkeep: threading.Thread | None = None
         self._upkeep_stop = threading.Event()
+        #: one process serves the files, so its short-lived state is its own
+        self.shared: SharedState = local.LocalState()
         self._ensure_dir()
+
+    @classmethod
+    def open(cls, url: str, data_dir: Path, expiry: Mapping[str, ExpiryRule], max_connections: int) -> PersistentStore:
+        """For `open_store` (`file`): the files in `data_dir`."""
+        return cls(data_dir, expiry)
 
     # -- paths and locks ---------------------------------------------------------
 
@@ -649,6 +658,16 @@ class PersistentStore:
         if thread is not None:
             self._upkeep_stop.set()
             thread.join()
+
+    def close(self) -> None:
+        """Nothing stays open between calls (a lock's file is opened per use); the
+        background compaction, if any, stops."""
+        self.stop_upkeep()
+
+    def put_counted(
+        self, collection: str, key: str, record: Record, kind: str, event_key: str, at: float, window: float, limit: int
+    ) -> bool:
+        return local.put_counted(self, collection, key, record, kind, event_key, at, window, limit)
 
     def _keep_files_current(self) -> None:
         #: collection -> (the journal as last seen, when it last changed, when its first
