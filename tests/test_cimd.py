@@ -60,12 +60,8 @@ def _walk(server, params: dict, decision: str = "approve") -> tuple[requests.Res
     assert consent.status_code == 200, consent.text[:500]
     final = browser.post(
         server.url("/consent"),
-        data={
-            "csrf_token": csrf_of(consent.text),
-            "request_id": request_id_of(consent_url),
-            "shown": shown_of(consent.text),
-            "decision": decision,
-        },
+        data={"csrf_token": csrf_of(consent.text), "request_id": request_id_of(consent_url),
+              "shown": shown_of(consent.text), "decision": decision},
     )
     return final, consent.text
 

@@ -254,12 +254,8 @@ def _finish_sign_in(server, browser: Browser, login_url: str) -> dict:
     assert consent.status_code == 200, consent.text[:300]
     decided = browser.post(
         server.url("/consent"),
-        data={
-            "csrf_token": csrf_of(consent.text),
-            "request_id": request_id_of(consent_url),
-            "shown": shown_of(consent.text),
-            "decision": "approve",
-        },
+        data={"csrf_token": csrf_of(consent.text), "request_id": request_id_of(consent_url),
+              "shown": shown_of(consent.text), "decision": "approve"},
     )
     return redirect_params(decided)
 

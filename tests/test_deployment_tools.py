@@ -175,9 +175,7 @@ def test_check_from_the_outside_behind_a_tls_proxy(tmp_path, upstream, test_ca):
 
 def test_check_names_a_plain_http_public_issuer_and_an_unreachable_upstream(tmp_path):
     port = free_port()
-    env = base_env(
-        tmp_path / "data", OAUTH_ISSUER=f"http://127.0.0.1:{port}", OAUTH_UPSTREAM_URL="http://127.0.0.1:9/mcp"
-    )
+    env = base_env(tmp_path / "data", OAUTH_ISSUER=f"http://127.0.0.1:{port}", OAUTH_UPSTREAM_URL="http://127.0.0.1:9/mcp")
     result = run_cli(tmp_path / "data", "check", "--issuer", "http://mcp.example.invalid", env=env)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     lines = dict(line.split(": ", 1) for line in result.stdout.splitlines())

@@ -111,12 +111,8 @@ def sign_in(server, idp: str, login: str) -> Walk:
             form = {"prompt": "login", "login": login, "password": "any"} if 'name="login"' in response.text else {}
             response = browser.post(action, data=form or {"prompt": "consent"})
         elif response.status_code == 200 and "/consent" in here:
-            form = {
-                "csrf_token": csrf_of(response.text),
-                "request_id": request_id_of(here),
-                "shown": shown_of(response.text),
-                "decision": "approve",
-            }
+            form = {"csrf_token": csrf_of(response.text), "request_id": request_id_of(here),
+                    "shown": shown_of(response.text), "decision": "approve"}
             response = browser.post(server.url("/consent"), data=form)
         else:
             return Walk(response, browser, client, verifier)

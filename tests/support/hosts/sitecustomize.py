@@ -6,7 +6,9 @@ address (tests/support/tls.py's `resolving`, for a process the test starts, such
 import os
 import socket
 
-_HOSTS = dict(item.split("=", 1) for item in os.environ.get("MCP_OAUTH_TEST_HOSTS", "").split(",") if "=" in item)
+_HOSTS = dict(
+    item.split("=", 1) for item in os.environ.get("MCP_OAUTH_TEST_HOSTS", "").split(",") if "=" in item
+)
 
 if _HOSTS:
     _original = socket.getaddrinfo
