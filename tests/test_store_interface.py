@@ -38,9 +38,7 @@ def open_store(request, tmp_path):
 
 def test_every_backend_the_server_may_use_is_in_this_contract():
     """A backend in `open_store`'s registry is a backend these tests run."""
-    assert {storage.scheme(url or "postgresql://") for url in BACKENDS.values()} | {"postgres"} == set(
-        storage.BACKENDS
-    )
+    assert {storage.scheme(url or "postgresql://") for url in BACKENDS.values()} | {"postgres"} == set(storage.BACKENDS)
 
 
 @pytest.fixture
