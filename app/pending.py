@@ -55,8 +55,15 @@ class PendingAuthorization:
 
     @classmethod
     def decode(cls, stored: dict[str, Any]) -> PendingAuthorization:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in stored.items() if k in known})
+        """As stored (`create`); a field this version does not know (one written by a
+        newer version, sharing the database during a rolling upgrade) is left out."""
+        if stored.keys() <= FIELDS:
+            return cls(**stored)
+        return cls(**{k: v for k, v in stored.items() if k in FIELDS})
+
+
+#: the fields of a `PendingAuthorization` (`decode`)
+FIELDS = frozenset(f.name for f in dataclasses.fields(PendingAuthorization))
 
 
 class PendingAuthorizations:
@@ -88,7 +95,7 @@ class PendingAuthorizations:
         pending = PendingAuthorization(secrets.token_urlsafe(24), params, browser_id, network=network)
         expires_at = pending.created_at + self.ttl
         self._hold(pending, expires_at)
-        self.state.put(KIND, pending.id, dataclasses.asdict(pending), expires_at)
+        self.state.put(KIND, pending.id, dict(vars(pending)), expires_at)  # (its fields are JSON)
         return pending
 
     def _hold(self, pending: PendingAuthorization, expires_at: float) -> None:

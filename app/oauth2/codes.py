@@ -10,7 +10,6 @@ the block changed is kept."""
 from __future__ import annotations
 
 import base64
-import dataclasses
 import hashlib
 import json
 import os
@@ -53,7 +52,9 @@ class CodeStore:
         return AESGCM(hashlib.sha256(b"mcp-oauth code response\0" + code.encode()).digest())
 
     def _encode(self, code: AuthorizationCode) -> dict[str, Any]:
-        fields = dataclasses.asdict(code)
+        # A shallow copy (the fields are JSON already): `dataclasses.asdict` copied
+        # every list and dict in them too, ten times the cost of the rest.
+        fields = dict(vars(code))
         fields.pop("code")
         response = fields.pop("response")
         if response is not None:

@@ -156,14 +156,17 @@ class LocalState:
     def append_within(self, kind: str, key: str, at: float, window: float, limit: int) -> bool:
         entries = self._kind(kind)
         with entries.lock:
-            # As the database does: the times within the window of `at`, whatever the
-            # entry's expiry (which is that of its last time).
+            # The times within the window of `at`, whatever the entry's expiry (that of
+            # its last time), as the database counts them: the times are in the order
+            # they came, so those that left the window are at the front.
             entry = entries.items.get(key)
-            recent = [t for t in entry[1] if at - t < window] if entry is not None else []
-            if len(recent) >= limit:
+            events = entry[1] if entry is not None else ()
+            first = 0
+            while first < len(events) and at - events[first] >= window:
+                first += 1
+            if len(events) - first >= limit:
                 return False
-            recent.append(at)
-            entries.store(key, recent, at + window, time.time())
+            entries.store(key, [*events[first:], at], at + window, time.time())  # a new list: readers hold the old
             return True
 
     def delete_where(self, kind: str, field: str, value: str) -> None:
