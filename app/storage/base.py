@@ -96,8 +96,10 @@ class SharedState(Protocol):
     """Short-lived state that every instance serving one store must see alike:
     authorization codes, pending authorizations, throttle windows, fetched metadata
     documents, upstream login state, the networks known for a login. Each entry is a
-    `JSONValue` under (`kind`, `key`) until its expiry time (a Unix time); a key
-    holding NUL is never stored (reads answer None). An expired entry reads as absent.
+    `JSONValue` under (`kind`, `key`) until its expiry time (a Unix time); an expired
+    entry reads as absent. PostgreSQL cannot hold a key with NUL: there a read of one
+    answers None and a write raises ValueError (`storable_key`); in process it is a
+    key like any other.
 
     In process for the file and memory stores (app/storage/local.py: one process
     serves them), in the database for PostgreSQL (app/storage/postgres/shared.py).
