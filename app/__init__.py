@@ -30,7 +30,7 @@ from .pending import PendingAuthorizations
 from .providers import provider_class
 from .repositories import ClientRepository, GrantRepository, UserRepository, open_store
 from .services import Services, services
-from .storage import Store, StoreError, shared_state
+from .storage import Store, StoreError
 
 __all__ = ["Services", "__version__", "create_app", "create_cli_app", "services"]
 
@@ -74,11 +74,11 @@ def create_app(config: Config | None = None, *, for_cli: bool = False) -> Flask:
 
     store = open_store(config)
     keys = KeyManager(store)
-    clients = ClientRepository(store, config, DocumentFetcher(config, shared_state(store)) if config.cimd else None)
+    clients = ClientRepository(store, config, DocumentFetcher(config, store.shared) if config.cimd else None)
     grants = GrantRepository(store, config)
     users = UserRepository(store)
     server = OAuthServer(config, clients, grants, keys)
-    pending = PendingAuthorizations(ttl=config.auth_code_ttl, shared=shared_state(store))
+    pending = PendingAuthorizations(ttl=config.auth_code_ttl, state=store.shared)
     provider = provider_type.create(config, provider_settings, users=users, pending=pending)
     app.extensions["oauth"] = Services(
         config=config,
@@ -169,7 +169,7 @@ class LazySessionInterface(SecureCookieSessionInterface):
 
 
 def _compact_quietly(store: Store) -> None:
-    if getattr(store, "wrote", False):  # a command that changed nothing leaves every file as it was
+    if store.wrote:  # a command that changed nothing leaves every file as it was
         with contextlib.suppress(StoreError):
             store.compact()
 

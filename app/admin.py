@@ -14,7 +14,7 @@ from . import records
 from .config import Config
 from .keys import KeyManager
 from .repositories import ClientRepository, GrantRepository, UserRepository
-from .storage import COLLECTIONS, Store, shared_state
+from .storage import COLLECTIONS, Store
 
 BACKUP_FORMAT = "mcp-oauth-backup"
 
@@ -187,12 +187,11 @@ class Admin:
         clients = self.store.purge("clients", dry_run=dry_run)
         live = set(self.store.scan("clients")) - {c["client_id"] for c in clients}
         grants = self.store.purge("grants", extra=lambda g: g.get("client_id") not in live, dry_run=dry_run)
-        shared = shared_state(self.store)
         return {
             "dry_run": dry_run,
             "clients_removed": [c["client_id"] for c in clients],
             "grants_removed": [g["grant_id"] for g in grants],
-            "short_lived_removed": shared.ephemeral_purge(dry_run) if shared is not None else 0,
+            "short_lived_removed": self.store.shared.purge(dry_run),
         }
 
     def test_cleanup(self, dry_run: bool = False) -> tuple[list[dict[str, Any]], int]:

@@ -28,21 +28,21 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from .config import Config
 from .policy import URI_FORBIDDEN, InvalidJSON, UnacceptableMetadata, accepted_redirect_uris, check_bounds, parse_json
-from .storage import expiring_map
-
-if TYPE_CHECKING:
-    from .storage.postgres import PostgresStore
+from .storage.base import SharedState
+from .storage.local import LocalState
 
 log = logging.getLogger(__name__)
 
 TIMEOUT = 5.0
 MAX_BYTES = 64 * 1024
 MAX_CACHED = 1000
+#: the short-lived state's kind for the documents fetched
+KIND = "document"
 #: fetches at once: to one host (so that one slow host cannot take every slot), and in
 #: all (each holds a request thread for up to TIMEOUT; waitress has 16 by default)
 MAX_FETCHES_PER_HOST = 2
@@ -239,11 +239,13 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
 
 
 class DocumentFetcher:
-    def __init__(self, config: Config, shared: PostgresStore | None = None):
+    def __init__(self, config: Config, state: SharedState | None = None):
         self.config = config
-        #: URL -> (validated metadata, or None with why the fetch failed); in the
-        #: shared database when instances share one, so one fetch serves them all
-        self._cache: Any = expiring_map(shared, "document", MAX_CACHED, encode=list, decode=tuple)
+        #: URL -> [validated metadata, or None with why the fetch failed], in the
+        #: store's short-lived state (a new in-process one when none is given): in
+        #: the shared database when instances share one, so one fetch serves them all
+        self.state: SharedState = state if state is not None else LocalState()
+        self.state.bound(KIND, MAX_CACHED)
         self._slots = FetchSlots()
         self._context = ssl.create_default_context()
         extra = os.environ.get("SSL_CERT_FILE")
@@ -253,7 +255,7 @@ class DocumentFetcher:
     def metadata(self, url: str) -> dict[str, Any]:
         """The validated client metadata of a document URL (cached), or raise
         DocumentError. A shipped document stands in when the live fetch fails."""
-        cached: tuple[dict[str, Any] | None, str] | None = self._cache.get(url)
+        cached = self.state.get(KIND, url)
         if cached is not None:
             if cached[0] is None:
                 return self._shipped_or_raise(url, cached[1])
@@ -277,7 +279,7 @@ class DocumentFetcher:
     def _remember(self, url: str, metadata: dict[str, Any] | None, ttl: int, reason: str) -> None:
         if ttl <= 0:
             return
-        self._cache.put(url, (metadata, reason), time.time() + ttl)
+        self.state.put(KIND, url, [metadata, reason], time.time() + ttl)
 
     def _fetch(self, url: str) -> tuple[Any, int]:
         with self._slots.taken(urlsplit(url).hostname or ""):

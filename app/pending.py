@@ -1,6 +1,7 @@
 """Pending authorization requests: an /authorize request that passed validation,
-kept while the person logs in (here or upstream) and consents: in memory, or in
-PostgreSQL when instances share one (login on one instance, consent on another).
+kept while the person logs in (here or upstream) and consents, in the store's
+short-lived state: in memory, or in PostgreSQL when instances share one (login on one
+instance, consent on another).
 
 Each is bound to the browser session that started it, so a link to someone else's
 pending request is worthless, and expires after OAUTH_AUTH_CODE_TTL.
@@ -14,26 +15,20 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
-from .cache import TTLCache
-from .storage import expiring_map
-
-if TYPE_CHECKING:
-    from .storage.postgres import PostgresStore
-
-T = TypeVar("T")
+from .storage.base import JSONValue, SharedState
+from .storage.local import LocalState
 
 #: An /authorize query longer than this is refused (400) before anything is kept: real
 #: requests are well under 2 KiB, and each pending one holds its whole query.
 MAX_QUERY_BYTES = 8 * 1024
 #: Pending authorizations one address (one IPv6 /64) may hold at once.
 MAX_PER_ADDRESS = 100
-#: the shared database's kind for each address's pending ids
+#: the short-lived state's kinds: the pending requests, and each address's pending ids
+KIND = "pending"
 ADDRESS_KIND = "pending-address"
 
 
@@ -60,30 +55,15 @@ class PendingAuthorization:
 
     @classmethod
     def decode(cls, stored: dict[str, Any]) -> PendingAuthorization:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in stored.items() if k in known})
+        """As stored (`create`); a field this version does not know (one written by a
+        newer version, sharing the database during a rolling upgrade) is left out."""
+        if stored.keys() <= FIELDS:
+            return cls(**stored)
+        return cls(**{k: v for k, v in stored.items() if k in FIELDS})
 
 
-#: (the ids an address holds -> their expiry) -> (the new value or None, its expiry, result)
-Update = Callable[[Any], tuple[Any, float, T]]
-
-
-class _LocalHeld:
-    """Each address's pending ids in this process: `PostgresStore.ephemeral_update`'s
-    read-modify-write on a bounded map."""
-
-    def __init__(self, max_keys: int):
-        self._held: TTLCache[str, Any] = TTLCache(max_keys)
-        self._lock = threading.Lock()
-
-    def update(self, key: str, update: Update[T]) -> T:
-        with self._lock:
-            value, expires_at, result = update(self._held.get(key))
-            if value is None:
-                self._held.pop(key)
-            else:
-                self._held.put(key, value, expires_at)
-            return result
+#: the fields of a `PendingAuthorization` (`decode`)
+FIELDS = frozenset(f.name for f in dataclasses.fields(PendingAuthorization))
 
 
 class PendingAuthorizations:
@@ -95,19 +75,15 @@ class PendingAuthorizations:
         self,
         ttl: int,
         max_items: int = MAX_ITEMS,
-        shared: PostgresStore | None = None,
+        state: SharedState | None = None,
         per_address: int = MAX_PER_ADDRESS,
     ):
         self.ttl = ttl
         self.per_address = per_address
-        self._items: Any = expiring_map(
-            shared, "pending", max_items, encode=dataclasses.asdict, decode=PendingAuthorization.decode
-        )
-        self._update_held: Callable[[str, Update[Any]], Any] = (
-            _LocalHeld(max_items).update
-            if shared is None
-            else lambda key, update: shared.ephemeral_update(ADDRESS_KIND, key, update)
-        )
+        #: the store's short-lived state (a new in-process one when none is given)
+        self.state: SharedState = state if state is not None else LocalState()
+        self.state.bound(KIND, max_items)
+        self.state.bound(ADDRESS_KIND, max_items)
 
     def create(self, params: dict[str, list[str]], browser_id: str, network: str = "") -> PendingAuthorization:
         """Keep a validated request while the person logs in. Raises TooManyPending
@@ -119,13 +95,13 @@ class PendingAuthorizations:
         pending = PendingAuthorization(secrets.token_urlsafe(24), params, browser_id, network=network)
         expires_at = pending.created_at + self.ttl
         self._hold(pending, expires_at)
-        self._items.put(pending.id, pending, expires_at)
+        self.state.put(KIND, pending.id, dict(vars(pending)), expires_at)  # (its fields are JSON)
         return pending
 
     def _hold(self, pending: PendingAuthorization, expires_at: float) -> None:
         now = pending.created_at
 
-        def update(held: Any) -> tuple[Any, float, int]:
+        def update(held: JSONValue) -> tuple[JSONValue, float, int]:
             live = {k: v for k, v in (held or {}).items() if v > now}
             if len(live) >= self.per_address:
                 wait = max(1, int(min(live.values()) - now + 0.999))
@@ -133,7 +109,7 @@ class PendingAuthorizations:
             live[pending.id] = expires_at
             return live, max(live.values()), 0
 
-        wait = self._update_held(pending.network, update)
+        wait = self.state.update(ADDRESS_KIND, pending.network, update)
         if wait:
             raise TooManyPending(wait)
 
@@ -141,20 +117,22 @@ class PendingAuthorizations:
         """The pending request, if it exists, is fresh and belongs to this browser."""
         if not pending_id or not browser_id:
             return None
-        pending: PendingAuthorization | None = self._items.get(pending_id)  # None once expired
-        if pending is None:
+        stored = self.state.get(KIND, pending_id)  # None once expired
+        if stored is None:
             return None
+        pending = PendingAuthorization.decode(stored)
         if not secrets.compare_digest(pending.browser_id, browser_id):
             return None
         return pending
 
     def finish(self, pending_id: str) -> None:
-        pending: PendingAuthorization | None = self._items.pop(pending_id)
-        if pending is None:
+        stored = self.state.pop(KIND, pending_id)
+        if stored is None:
             return
+        pending = PendingAuthorization.decode(stored)
 
-        def update(held: Any) -> tuple[Any, float, None]:
+        def update(held: JSONValue) -> tuple[JSONValue, float, None]:
             live = {k: v for k, v in (held or {}).items() if k != pending_id and v > time.time()}
             return (live or None), max(live.values(), default=0.0), None
 
-        self._update_held(pending.network, update)
+        self.state.update(ADDRESS_KIND, pending.network, update)

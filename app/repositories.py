@@ -16,15 +16,16 @@ from typing import Any
 
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from . import storage
 from .cimd import DocumentError, DocumentFetcher, is_document_url
 from .config import Config
 from .keys import key_expires_at
 from .models import Client, Grant
 from .observability import REPLAYS, audit
 from .security import hash_secret, new_id, new_secret
-from .storage import PersistentStore, Store
+from .storage import Store
 from .storage.base import ExpiryRule, Record
-from .throttle import Window
+from .throttle import SlidingWindow
 
 log = logging.getLogger(__name__)
 
@@ -101,12 +102,10 @@ def forget_approvals_if_redirected(record: Record, metadata: dict[str, Any]) -> 
 
 
 def open_store(config: Config) -> Store:
-    """The configured backend: the JSON files in OAUTH_DATA_DIR, or PostgreSQL."""
-    if config.store == "file":
-        return PersistentStore(config.data_dir, expiry_rules(config))
-    from .storage.postgres import PostgresStore  # psycopg is only needed here
-
-    return PostgresStore(config.store, expiry_rules(config), max_connections=config.threads + 2)
+    """The configured backend (OAUTH_STORE; app/storage chooses it), with this
+    configuration's expiry rules, and a connection for each request thread (and two
+    to spare) should it be a database."""
+    return storage.open_store(config.store, config.data_dir, expiry_rules(config), max_connections=config.threads + 2)
 
 
 #: seconds the client count the registration cap is checked against may be reused
@@ -219,7 +218,7 @@ class ClientRepository:
         metadata: dict[str, Any],
         *,
         resource_server: bool = False,
-        counted: tuple[Window, str] | None = None,
+        counted: tuple[SlidingWindow, str] | None = None,
         registered_from: str | None = None,
     ) -> tuple[Client, str | None, str]:
         """Register a client. Returns it with its client secret (None for a public
@@ -283,7 +282,7 @@ class ClientRepository:
                 reason="at_capacity",
             )
 
-    def _store(self, client_id: str, record: dict[str, Any], counted: tuple[Window, str] | None) -> None:
+    def _store(self, client_id: str, record: dict[str, Any], counted: tuple[SlidingWindow, str] | None) -> None:
         if counted is None:
             self.store.put("clients", client_id, record)
         else:

@@ -8,13 +8,15 @@ import time
 from app.pending import PendingAuthorizations
 from app.providers.custom import LoginThrottle
 from app.providers.upstream import StateCache
+from app.storage.local import LocalState
 from app.throttle import SlidingWindow
 
 
 def test_pending_authorizations_drop_the_oldest_past_the_cap():
-    pending = PendingAuthorizations(ttl=600, max_items=3)
+    state = LocalState()
+    pending = PendingAuthorizations(ttl=600, max_items=3, state=state)
     ids = [pending.create({"client_id": ["c"]}, "browser").id for _ in range(5)]
-    assert len(pending._items) == 3
+    assert state.size("pending") == 3
     assert pending.get(ids[0], "browser") is None
     assert pending.get(ids[-1], "browser") is not None
     assert pending.get(ids[-1], "another browser") is None
@@ -28,19 +30,21 @@ def test_upstream_state_cache_is_bounded():
 
 
 def test_throttle_memory_is_bounded_and_forgets_stale_keys_first():
-    window = SlidingWindow(limit=2, window=60, max_keys=4)
-    window.add("old", now=0)
+    state = LocalState()
+    window = SlidingWindow(limit=2, window=60, state=state, kind="t", max_keys=4)
+    t = time.time()  # (an entry lives until its last event leaves the window)
+    window.add("old", now=t - 100)
     for name in ("a", "b", "c"):
-        window.add(name, now=100)
-        window.add(name, now=100)
-    window.add("new", now=100)  # full: the stale "old" goes, the live ones stay
-    assert len(window) == 4
-    assert window.count("old", now=100) == 0
-    assert window.retry_after("a", now=101) == 59  # still limited
+        window.add(name, now=t)
+        window.add(name, now=t)
+    window.add("new", now=t)  # full: the stale "old" goes, the live ones stay
+    assert state.size("throttle:t") == 4
+    assert window.count("old", now=t) == 0
+    assert window.retry_after("a", now=t + 1) == 59  # still limited
     for i in range(10):
-        window.add(f"spray{i}", now=102)
-    assert len(window) == 4  # a spray of names never grows it past the cap
-    assert window.count("spray9", now=102) == 1
+        window.add(f"spray{i}", now=t + 2)
+    assert state.size("throttle:t") == 4  # a spray of names never grows it past the cap
+    assert window.count("spray9", now=t + 2) == 1
 
 
 def test_login_throttle_limits_an_address_and_only_slows_a_hot_name():
@@ -87,7 +91,7 @@ def test_concurrent_guesses_at_several_instances_meet_the_limit_exactly(postgres
     from app.storage.postgres import PostgresStore
 
     stores = [PostgresStore(postgres_url) for _ in range(4)]
-    throttles = [LoginThrottle(per_name=5, per_address=1000, window=60, shared=store) for store in stores]
+    throttles = [LoginThrottle(per_name=5, per_address=1000, window=60, state=store.shared) for store in stores]
     try:
         for name in ("admin", "alice", "bob"):
             start = threading.Barrier(32)
@@ -109,17 +113,16 @@ def test_concurrent_guesses_at_several_instances_meet_the_limit_exactly(postgres
 
 
 def test_a_shared_window_admits_exactly_its_limit_under_concurrency(postgres_url):
-    """`SharedSlidingWindow.hit` from four instances, thirty-two callers at once:
+    """`SlidingWindow.hit` on PostgreSQL from four instances, thirty-two callers at once:
     exactly `limit` events are recorded and admitted."""
     from app.storage.postgres import PostgresStore
-    from app.throttle import SharedSlidingWindow
 
     stores = [PostgresStore(postgres_url) for _ in range(4)]
-    windows = [SharedSlidingWindow(store, "test", limit=5, window=60) for store in stores]
+    windows = [SlidingWindow(5, 60, store.shared, "test") for store in stores]
     start = threading.Barrier(32)
     waits = []
 
-    def hit(window: SharedSlidingWindow) -> None:
+    def hit(window: SlidingWindow) -> None:
         start.wait()
         waits.append(window.hit("key"))
 
@@ -136,16 +139,15 @@ def test_a_shared_window_admits_exactly_its_limit_under_concurrency(postgres_url
 
 
 def test_a_shared_window_counts_and_waits_as_the_one_in_memory(postgres_url):
-    """`SharedSlidingWindow` (PostgreSQL) and `SlidingWindow` (memory) given the same
+    """`SlidingWindow` on PostgreSQL and in memory (`LocalState`) given the same
     events at the same times answer alike: admitted or the same wait, the same count,
     events leaving the window one by one, an undone event given back."""
     from app.storage.postgres import PostgresStore
-    from app.throttle import SharedSlidingWindow
 
     store = PostgresStore(postgres_url)
     t = time.time()  # the database keeps an entry until its last event leaves the window
     try:
-        windows = [SlidingWindow(limit=3, window=60), SharedSlidingWindow(store, "test", limit=3, window=60)]
+        windows = [SlidingWindow(limit=3, window=60), SlidingWindow(3, 60, store.shared, "test")]
 
         def both(call, *args):
             answers = [getattr(window, call)(*args) for window in windows]
@@ -167,17 +169,16 @@ def test_a_shared_window_counts_and_waits_as_the_one_in_memory(postgres_url):
 
 
 def test_shared_window_events_recorded_at_once_from_every_instance_are_all_kept(postgres_url):
-    """`SharedSlidingWindow.add` (failed logins) from four instances, thirty-two
+    """`SlidingWindow.add` (failed logins) on PostgreSQL from four instances, thirty-two
     callers at once: every event is kept."""
     from app.storage.postgres import PostgresStore
-    from app.throttle import SharedSlidingWindow
 
     stores = [PostgresStore(postgres_url) for _ in range(4)]
-    windows = [SharedSlidingWindow(store, "test", limit=5, window=60) for store in stores]
+    windows = [SlidingWindow(5, 60, store.shared, "test") for store in stores]
     start = threading.Barrier(32)
     t = time.time()
 
-    def add(window: SharedSlidingWindow, at: float) -> None:
+    def add(window: SlidingWindow, at: float) -> None:
         start.wait()
         window.add("key", at)
 
@@ -199,13 +200,12 @@ def test_shared_window_entries_of_many_addresses_do_not_outlive_their_window(pos
     window forgets them, so a flood from many addresses leaves no lasting rows."""
     import psycopg
 
-    from app.storage import postgres
-    from app.throttle import SharedSlidingWindow
+    from app.storage.postgres import PostgresStore, shared
 
-    monkeypatch.setattr(postgres, "EPHEMERAL_SWEEP", 0.0)  # every hit may sweep
-    store = postgres.PostgresStore(postgres_url)
+    monkeypatch.setattr(shared, "EPHEMERAL_SWEEP", 0.0)  # every hit may sweep
+    store = PostgresStore(postgres_url)
     try:
-        window = SharedSlidingWindow(store, "registration", limit=30, window=60)
+        window = SlidingWindow(30, 60, store.shared, "registration")
         long_ago = time.time() - 300
         for n in range(50):
             assert window.hit(f"198.51.100.{n}", long_ago) == 0
@@ -225,13 +225,14 @@ def test_a_write_counted_by_a_window_is_stored_only_within_its_limit(postgres_ur
 
     from app.storage.memory import MemoryStore
     from app.storage.postgres import PostgresStore
-    from app.throttle import LimitReached, SharedSlidingWindow
+    from app.throttle import LimitReached
 
     shared = PostgresStore(postgres_url)
+    memory = MemoryStore()
     try:
         for store, window in (
-            (MemoryStore(), SlidingWindow(2, 60)),
-            (shared, SharedSlidingWindow(shared, "test-put", 2, 60)),
+            (memory, SlidingWindow(2, 60, memory.shared)),
+            (shared, SlidingWindow(2, 60, shared.shared, "test-put")),
         ):
             assert window.wait_known_here("203.0.113.5") == 0
             for i in range(2):

@@ -255,8 +255,9 @@ def test_refresh_tokens_stored_before_migration_4_still_refresh_after_it(make_se
     import secrets
 
     from app.storage import postgres
+    from app.storage.postgres import schema
 
-    monkeypatch.setattr(postgres, "MIGRATIONS", [m for m in postgres.MIGRATIONS if m[0] < 4])
+    monkeypatch.setattr(schema, "MIGRATIONS", [m for m in schema.MIGRATIONS if m[0] < 4])
     # (a version before the per-address client cap, whose column came in migration 5)
     before = make_server(in_thread=True, OAUTH_STORE=postgres_url, OAUTH_MAX_CLIENTS_PER_ADDRESS="0")
     client, tokens = tokens_for(before)
@@ -427,9 +428,9 @@ def test_purge_expired_removes_the_databases_expired_short_lived_entries(tmp_pat
     store = PostgresStore(postgres_url)
     try:
         now = time.time()
-        store.ephemeral_put("code", "live", {"n": 1}, now + 600)  # the store's first put sweeps: first
-        store.ephemeral_put("code", "long-expired", {"n": 2}, now - EPHEMERAL_GRACE - 5)
-        store.ephemeral_put("code", "just-expired", {"n": 3}, now - 1)  # within the grace
+        store.shared.put("code", "live", {"n": 1}, now + 600)  # the store's first put sweeps: first
+        store.shared.put("code", "long-expired", {"n": 2}, now - EPHEMERAL_GRACE - 5)
+        store.shared.put("code", "just-expired", {"n": 3}, now - 1)  # within the grace
         env = base_env(tmp_path, OAUTH_STORE=postgres_url)
         dry = run_cli(tmp_path, "purge-expired", "--dry-run", "--json", env=env)
         assert dry.returncode == 0 and json.loads(dry.stdout)["short_lived_removed"] == 1, dry.stderr
@@ -455,12 +456,12 @@ def test_threads_keep_a_connection_and_give_it_back_when_they_end(postgres, post
     database = postgres_url.rsplit("/", 1)[1]
     try:
         for i in range(12):
-            worker = threading.Thread(target=store.ephemeral_put, args=("test", f"k{i}", i, time.time() + 60))
+            worker = threading.Thread(target=store.shared.put, args=("test", f"k{i}", i, time.time() + 60))
             worker.start()
             worker.join()
             del worker
             gc.collect()
-        assert store.ephemeral_get("test", "k11") == 11
+        assert store.shared.get("test", "k11") == 11
         connections = postgres.psql(f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{database}'")
         assert int(connections) <= 5
     finally:

@@ -317,7 +317,7 @@ def test_a_torn_last_journal_line_is_dropped_and_cut_by_the_next_writer(tmp_path
 
 KILLED_WRITER = """
 import sys
-from app.storage import PersistentStore, store as module
+from app.storage import PersistentStore, jsonfile as module
 module.MIN_COMPACTION_BYTES = 2048  # compact often
 store = PersistentStore(sys.argv[1])
 i = int(sys.argv[2])  # each run its own keys

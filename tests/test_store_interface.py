@@ -1,6 +1,7 @@
-"""The store interface (app/storage/base.py), the same tests for every backend: the file
-store with its journal, the memory store, and PostgreSQL (a real server, started by the
-tests). A new backend joins the parameter list."""
+"""The store interfaces (app/storage/base.py: `Store` and its `SharedState`), the same
+tests for every backend: the file store with its journal, the memory store, and
+PostgreSQL (a real server, started by the tests), each opened by `open_store` as the
+server opens it. A new backend joins `BACKENDS`: one line."""
 
 from __future__ import annotations
 
@@ -9,34 +10,35 @@ import time
 
 import pytest
 
-from app.storage import PersistentStore, StaleRead, StoreError
-from app.storage.memory import MemoryStore
+from app import storage
+from app.storage import StaleRead, StoreError
 
 RULES = {"grants": lambda record: record.get("expires_at")}
 
+#: backend -> its OAUTH_STORE (None: the fixture `postgres_url` gives it)
+BACKENDS = {"file": "file", "memory": "memory://", "postgresql": None}
 
-@pytest.fixture(params=["file", "memory", "postgresql"])
+
+@pytest.fixture(params=list(BACKENDS))
 def open_store(request, tmp_path):
     """Opens the backend; each call another handle on the same data, as another
     process or instance would (the memory store has only the one)."""
+    url = BACKENDS[request.param] or request.getfixturevalue("postgres_url")
     opened = []
 
     def open_one():
-        if request.param == "postgresql":
-            from app.storage.postgres import PostgresStore
-
-            url = request.getfixturevalue("postgres_url")
-            opened.append(PostgresStore(url, RULES))
-        elif request.param == "file":
-            opened.append(PersistentStore(tmp_path, RULES))
-        elif not opened:
-            opened.append(MemoryStore(RULES))
+        if not opened or request.param != "memory":
+            opened.append(storage.open_store(url, tmp_path, RULES))
         return opened[-1]
 
     yield open_one
     for backend in opened:
-        if hasattr(backend, "close"):
-            backend.close()
+        backend.close()
+
+
+def test_every_backend_the_server_may_use_is_in_this_contract():
+    """A backend in `open_store`'s registry is a backend these tests run."""
+    assert {storage.scheme(url or "postgresql://") for url in BACKENDS.values()} | {"postgres"} == set(storage.BACKENDS)
 
 
 @pytest.fixture
@@ -127,7 +129,7 @@ def test_writes_wait_out_a_lock_and_land_on_what_it_wrote(open_store):
 def test_the_revision_moves_with_every_kind_of_write(open_store, monkeypatch):
     """What a derived cache (the signing keys) relies on: another handle's insert,
     update, change and delete each give the collection a new revision."""
-    from app.storage import postgres
+    from app.storage.postgres import store as postgres
 
     monkeypatch.setattr(postgres, "REVISION_TTL", 0.0)  # no moment of trust in what was read
     first, second = open_store(), open_store()
@@ -318,3 +320,140 @@ def test_a_key_holding_nul_is_never_stored_and_reads_as_absent(store):
         with pytest.raises(ValueError):
             store.add("clients", key, {"client_id": key})
     assert set(store.scan("clients")) == {"a"} and store.get("grants", "g") is not None
+
+
+# -- the short-lived state (`SharedState`, `Store.shared`) -----------------------------------
+
+
+def _handles(open_store, state):
+    """Two handles on one short-lived state: two instances' on a database; for a state
+    in process (one process serves the store), the same one twice."""
+    return [state, state] if state.in_process else [open_store().shared for _ in range(2)]
+
+
+def test_shared_state_keeps_each_entry_until_its_expiry(store):
+    state, now = store.shared, time.time()
+    assert state.get("k", "a") is None and state.pop("k", "a") is None
+    state.put("k", "a", {"n": 1}, now + 60)
+    state.put("other", "a", [1, 2], now + 60)  # kinds apart
+    state.put("k", "gone", {"n": 2}, now - 1)  # expired as put: absent
+    assert state.get("k", "a") == {"n": 1} and state.get("other", "a") == [1, 2]
+    assert state.get("k", "gone") is None and state.pop("k", "gone") is None
+    state.put("k", "a", {"n": 3}, now + 60)  # replaced
+    assert state.pop("k", "a") == {"n": 3}
+    assert state.get("k", "a") is None and state.get("other", "a") == [1, 2]
+
+
+def test_shared_state_update_is_a_read_modify_write_of_one_entry(open_store):
+    """Values as `update` sees them, what it returns, and deletion; and from several
+    handles (instances) and threads at once, no update is lost."""
+    state, now = open_store().shared, time.time()
+    assert state.update("k", "a", lambda held: (None, 0.0, held)) is None  # absent, stays absent
+    assert state.update("k", "a", lambda held: ({"n": 1}, now + 60, "made")) == "made"
+    assert state.update("k", "a", lambda held: ({"n": held["n"] + 1}, now + 60, held["n"])) == 1
+    assert state.get("k", "a") == {"n": 2}
+    state.update("k", "a", lambda held: (None, 0.0, None))
+    assert state.get("k", "a") is None
+    state.put("k", "old", {"n": 5}, now - 1)
+    assert state.update("k", "old", lambda held: (None, 0.0, held)) is None  # expired: absent
+
+    handles = _handles(open_store, state)
+    errors = []
+
+    def increment(each) -> None:
+        try:
+            for _ in range(10):
+                each.update("k", "count", lambda held: ((held or 0) + 1, time.time() + 60, None))
+        except Exception as exc:  # noqa: BLE001 (reported below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=increment, args=(handles[i % 2],)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and handles[0].get("k", "count") == 60
+
+
+def test_shared_state_locked_holds_an_entry_and_keeps_what_the_block_put_back(store):
+    state, now = store.shared, time.time()
+    state.put("k", "a", {"n": 1}, now + 60)
+    with state.locked("k", "a") as holder:
+        assert holder == [{"n": 1}]
+        holder[0] = {"n": 2}
+    assert state.get("k", "a") == {"n": 2}
+    with pytest.raises(RuntimeError), state.locked("k", "a") as holder:
+        holder[0] = {"n": 3}
+        raise RuntimeError("the block failed")
+    assert state.get("k", "a") == {"n": 2}  # nothing kept from a failed block
+    with state.locked("k", "absent") as holder:
+        assert holder == [None]
+        holder[0] = {"n": 4}
+    assert state.get("k", "absent") is None  # an absent entry stays absent
+
+    inside, order = threading.Event(), []
+
+    def first() -> None:
+        with state.locked("k", "a") as held:
+            inside.set()
+            time.sleep(0.2)
+            held[0] = {"n": 5}
+            order.append("first")
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    inside.wait(5)
+    with state.locked("k", "a") as holder:  # waits for the first block
+        order.append("second")
+        assert holder == [{"n": 5}]
+    thread.join()
+    assert order == ["first", "second"]
+
+
+def test_shared_state_append_within_admits_exactly_its_limit(open_store):
+    """A sliding window's check-and-record: old times leave the window, at most
+    `limit` stay; from several handles and threads at once, exactly `limit` pass."""
+    state, t = open_store().shared, time.time()
+    assert [state.append_within("w", "a", t + i, 60, 2) for i in range(3)] == [True, True, False]
+    assert state.get("w", "a") == [t, t + 1]
+    assert state.append_within("w", "a", t + 60, 60, 2) is True  # the first left the window
+    assert state.get("w", "a") == [t + 1, t + 60]
+
+    handles = _handles(open_store, state)
+    start, admitted = threading.Barrier(16), []
+
+    def hit(each) -> None:
+        start.wait()
+        admitted.append(each.append_within("w", "b", time.time(), 60, 5))
+
+    threads = [threading.Thread(target=hit, args=(handles[i % 2],)) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert admitted.count(True) == 5 and len(handles[0].get("w", "b")) == 5
+
+
+def test_shared_state_delete_where_and_purge(store):
+    state, now = store.shared, time.time()
+    state.put("code", "a", {"client_id": "c1"}, now + 60)
+    state.put("code", "b", {"client_id": "c2"}, now + 60)
+    state.delete_where("code", "client_id", "c1")
+    assert state.get("code", "a") is None and state.get("code", "b") == {"client_id": "c2"}
+    state.put("code", "old", {"client_id": "c3"}, now - 3600)  # long expired
+    assert state.purge(dry_run=True) == 1
+    assert state.purge() == 1 and state.purge() == 0
+    assert state.get("code", "b") == {"client_id": "c2"}
+
+
+def test_a_write_counted_by_the_shared_state_is_stored_only_within_its_window(store):
+    """`Store.put_counted`: the record and its window's event together, or neither."""
+    t = time.time()
+    for i in range(2):
+        assert store.put_counted("clients", f"c{i}", {"client_id": f"c{i}"}, "w", "net", t + i, 60, 2) is True
+    assert store.put_counted("clients", "c2", {"client_id": "c2"}, "w", "net", t + 2, 60, 2) is False
+    assert store.get("clients", "c2") is None and set(store.scan("clients")) == {"c0", "c1"}
+    assert store.shared.get("w", "net") == [t, t + 1]
+    with pytest.raises(ValueError):  # a write that fails takes its event back
+        store.put_counted("clients", "a\x00", {"client_id": "x"}, "w", "other", t, 60, 2)
+    assert store.shared.get("w", "other") in (None, [])

@@ -22,9 +22,8 @@ from ..config import Config
 from ..keys import KeyManager
 from ..policy import requested_scopes
 from ..repositories import ClientRepository, GrantRepository
-from ..storage import shared_state
-from ..throttle import sliding_window
-from .codes import AuthorizationCodeStore, CodeStore, SharedCodeStore
+from ..throttle import SlidingWindow
+from .codes import CodeStore
 from .grants import AuthorizationCodeGrant, RefreshTokenGrant
 from .requests import SafeJsonPayload, StoredPayload
 from .rfc7009 import Revocation
@@ -45,15 +44,11 @@ class OAuthServer(AuthorizationServer):
         self.grants = grants
         self.keys = keys
         self.verifier = AccessTokenVerifier(config, keys, clients, grants)
-        shared = shared_state(clients.store)
-        self.codes: CodeStore = (
-            SharedCodeStore(shared, config.code_retry_window)
-            if shared is not None
-            else AuthorizationCodeStore(config.code_retry_window)
-        )
+        shared = clients.store.shared
+        self.codes = CodeStore(shared, config.code_retry_window)
         #: registrations per client address (RFC 7591 §3 leaves limits to the server),
         #: counted as they are stored (app/oauth2/rfc7591.py)
-        self.registration_rate = sliding_window(shared, "registration", config.registration_rate, 60)
+        self.registration_rate = SlidingWindow(config.registration_rate, 60, shared, "registration")
         self._query_client = clients.resolve
         self.scopes_supported = list(config.scopes)
         #: where a failed client authentication is a 401 (see handle_error_response): the

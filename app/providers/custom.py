@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from flask import Blueprint, Flask, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
@@ -26,12 +26,10 @@ from ..observability import audit
 from ..pending import PendingAuthorization, PendingAuthorizations
 from ..repositories import UserRepository
 from ..security import check_csrf
-from ..storage import expiring_map, shared_state
-from ..throttle import sliding_window
+from ..storage.base import SharedState
+from ..storage.local import LocalState
+from ..throttle import SlidingWindow
 from .base import IdentityProvider, browser_id, current_person, login_failed, remember_login
-
-if TYPE_CHECKING:
-    from ..storage.postgres import PostgresStore
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +51,9 @@ class LoginAttempt:
 
 #: how long a network that logged in as a user stays known for that user's name (`LoginThrottle`)
 KNOWN_NETWORK_DAYS = 30
-#: networks remembered as known at most (only a successful login adds one)
+#: networks remembered as known at most (only a successful login adds one), and their kind
 MAX_KNOWN_NETWORKS = 50_000
+KNOWN_KIND = "login-known"
 
 
 class LoginThrottle:
@@ -87,14 +86,16 @@ class LoginThrottle:
         window: int = 900,
         slow_spacing: float = 2.0,
         known_for: float = KNOWN_NETWORK_DAYS * 86400,
-        shared: PostgresStore | None = None,
+        state: SharedState | None = None,
     ):
-        self.pairs = sliding_window(shared, "login-pair", per_name, window)
-        self.networks = sliding_window(shared, "login-address", per_address, window)
-        self.names = sliding_window(shared, "login-name", hot, window)
-        self.slow_lane = sliding_window(shared, "login-slow", 1, slow_spacing)
+        #: the store's short-lived state (a new in-process one when none is given)
+        self.state: SharedState = state if state is not None else LocalState()
+        self.pairs = SlidingWindow(per_name, window, self.state, "login-pair")
+        self.networks = SlidingWindow(per_address, window, self.state, "login-address")
+        self.names = SlidingWindow(hot, window, self.state, "login-name")
+        self.slow_lane = SlidingWindow(1, slow_spacing, self.state, "login-slow")
         #: "network name" -> when that network last logged in as that name
-        self.known = expiring_map(shared, "login-known", MAX_KNOWN_NETWORKS)
+        self.state.bound(KNOWN_KIND, MAX_KNOWN_NETWORKS)
         self.known_for = known_for
         self._lock = threading.Lock()
 
@@ -116,7 +117,7 @@ class LoginThrottle:
             if wait:
                 return max(wait, self.networks.retry_after(network, now)), None
             wait = self.networks.hit(network, now)
-            if not wait and self.names.retry_after(name, now) and self.known.get(pair, now) is None:
+            if not wait and self.names.retry_after(name, now) and self.state.get(KNOWN_KIND, pair) is None:
                 wait = self.slow_lane.hit(name, now)
                 if wait:
                     self.networks.undo(network, now)
@@ -132,7 +133,7 @@ class LoginThrottle:
             self.pairs.forget(pair)
             self.networks.undo(attempt.network, attempt.at)
             self.names.undo(attempt.name, attempt.at)
-            self.known.put(pair, attempt.at, attempt.at + self.known_for)
+            self.state.put(KNOWN_KIND, pair, attempt.at, attempt.at + self.known_for)
 
 
 class CustomProvider(IdentityProvider):
@@ -149,7 +150,7 @@ class CustomProvider(IdentityProvider):
     ):
         super().__init__(config, settings, pending)
         self.users = users
-        self.throttle = LoginThrottle(shared=shared_state(users.store))
+        self.throttle = LoginThrottle(state=users.store.shared)
 
     def init_app(self, app: Flask) -> None:
         bp = Blueprint("custom", __name__, url_prefix=self.config.issuer_path)

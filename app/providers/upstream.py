@@ -34,12 +34,12 @@ from flask.typing import ResponseReturnValue
 from ..config import Config, Setting
 from ..models import Person
 from ..pending import PendingAuthorization, PendingAuthorizations
-from ..storage import expiring_map, shared_state
+from ..storage.base import SharedState
+from ..storage.local import LocalState
 from .base import IdentityProvider, browser_id, login_failed
 
 if TYPE_CHECKING:
     from ..repositories import UserRepository
-    from ..storage.postgres import PostgresStore
 
 log = logging.getLogger(__name__)
 
@@ -48,23 +48,26 @@ PENDING_KEY = "upstream_pending"
 
 class StateCache:
     """The small cache interface Authlib's client wants for server-side state data,
-    over an expiring map: bounded in memory (oldest dropped first, since anyone can
-    start a login), or in the shared database, where a login may start at one
-    instance and come back to another."""
+    over the store's short-lived state: bounded in process (oldest dropped first, since
+    anyone can start a login), or in the shared database, where a login may start at
+    one instance and come back to another."""
 
     MAX_ITEMS = 10_000
+    KIND = "upstream-login"
 
-    def __init__(self, max_items: int = MAX_ITEMS, shared: PostgresStore | None = None) -> None:
-        self._items: Any = expiring_map(shared, "upstream-login", max_items)
+    def __init__(self, max_items: int = MAX_ITEMS, state: SharedState | None = None) -> None:
+        #: the store's short-lived state (a new in-process one when none is given)
+        self.state: SharedState = state if state is not None else LocalState()
+        self.state.bound(self.KIND, max_items)
 
     def get(self, key: str) -> Any:
-        return self._items.get(key)
+        return self.state.get(self.KIND, key)
 
     def set(self, key: str, value: Any, expires: int | None = None) -> None:
-        self._items.put(key, value, time.time() + (expires or 600))
+        self.state.put(self.KIND, key, value, time.time() + (expires or 600))
 
     def delete(self, key: str) -> None:
-        self._items.pop(key)
+        self.state.pop(self.KIND, key)
 
 
 class NotAllowed(Exception):
@@ -110,7 +113,7 @@ class UpstreamProvider(IdentityProvider):
     def create(
         cls, config: Config, settings: Mapping[str, Any], *, users: UserRepository, pending: PendingAuthorizations
     ) -> IdentityProvider:
-        return cls(config, settings, pending, StateCache(shared=shared_state(users.store)))
+        return cls(config, settings, pending, StateCache(state=users.store.shared))
 
     # -- what a subclass provides ---------------------------------------------------
 

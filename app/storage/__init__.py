@@ -1,46 +1,72 @@
-"""Storage: the interface (`Store`, in base.py) and its backends: the JSON file store
-with its journal (`PersistentStore`, the default), memory (`memory.py`, for tests) and
-PostgreSQL (`postgres.py`, for several instances)."""
+"""Storage: the interfaces (base.py: `Store` for the records, `SharedState` for the
+short-lived state), the errors and collection names, and the backends, one module each:
+the JSON files with their journal (`jsonfile.py`, the default), memory (`memory.py`,
+for in-process tests) and PostgreSQL (`postgres/`, for several instances). The file
+and memory stores keep their short-lived state in process (`local.py`).
 
-from collections.abc import Callable
-from typing import Any
+`open_store` is the one place a backend is chosen, by the scheme of its URL
+(`OAUTH_STORE`): a new backend is its module plus one line in `BACKENDS` (and one in
+the store contract test, tests/test_store_interface.py)."""
 
-from ..cache import TTLCache
-from .base import Store
-from .store import COLLECTIONS, CorruptStoreError, PersistentStore, StaleRead, StoreError
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from pathlib import Path
+
+from .base import (
+    COLLECTIONS,
+    CorruptStoreError,
+    ExpiryRule,
+    JSONValue,
+    SharedState,
+    StaleRead,
+    Store,
+    StoreError,
+)
+from .jsonfile import PersistentStore
+
+#: URL scheme -> "module:class" of its backend (imported only when chosen: psycopg is
+#: needed for PostgreSQL alone). The class's `open(url, data_dir, expiry,
+#: max_connections)` makes the store.
+BACKENDS: dict[str, str] = {
+    "file": "jsonfile:PersistentStore",
+    "memory": "memory:MemoryStore",
+    "postgresql": "postgres:PostgresStore",
+    "postgres": "postgres:PostgresStore",
+}
 
 
-def shared_state(store: Any) -> Any:
-    """The store itself when it also keeps the short-lived state every instance must
-    share (codes, pending logins): PostgreSQL. None for the file and memory stores,
-    whose instance keeps that state in memory."""
-    return store if hasattr(store, "ephemeral_locked") else None
+def scheme(url: str) -> str:
+    """The backend a store URL names: `file`, `memory` (or `memory://`), `postgresql://…`."""
+    return url.partition(":")[0].lower()
 
 
-def expiring_map(
-    shared: Any,
-    kind: str,
-    max_items: int,
-    encode: Callable[[Any], Any] = lambda value: value,
-    decode: Callable[[Any], Any] = lambda value: value,
-) -> Any:
-    """A map whose entries expire: in the shared database when there is one (see
-    `shared_state`), else a bounded `TTLCache` in this process. Both answer get, put
-    (with an expiry time) and pop."""
-    if shared is None:
-        return TTLCache(max_items)
-    from .postgres import SharedMap
-
-    return SharedMap(shared, kind, encode, decode)
+def open_store(
+    url: str, data_dir: str | Path, expiry: Mapping[str, ExpiryRule] | None = None, max_connections: int = 10
+) -> Store:
+    """The store `url` names (see `BACKENDS`): `data_dir` is the file store's folder,
+    `expiry` when each collection's records expire, `max_connections` what a database
+    backend may open at most. ValueError for a scheme no backend has."""
+    try:
+        module_name, class_name = BACKENDS[scheme(url)].split(":")
+    except KeyError:
+        raise ValueError(f"no store backend for {scheme(url)!r}") from None
+    backend = getattr(importlib.import_module(f".{module_name}", __name__), class_name)
+    store: Store = backend.open(url, Path(data_dir), dict(expiry or {}), max_connections)
+    return store
 
 
 __all__ = [
+    "BACKENDS",
     "COLLECTIONS",
     "CorruptStoreError",
+    "JSONValue",
     "PersistentStore",
+    "SharedState",
     "StaleRead",
     "Store",
     "StoreError",
-    "expiring_map",
-    "shared_state",
+    "open_store",
+    "scheme",
 ]

@@ -1,5 +1,6 @@
 """`MemoryStore`: the store interface in one process's memory, for in-process tests and
-for trying the server without a data folder. Nothing survives the process."""
+for trying the server without a data folder (`open_store("memory://", …)`). Nothing
+survives the process."""
 
 from __future__ import annotations
 
@@ -8,11 +9,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from pathlib import Path
 from typing import TypeVar
 
 from .base import (
+    COLLECTIONS,
     ExpiryRule,
     Record,
+    SharedState,
+    StoreError,
     WriteObserver,
     evictable_since,
     ignore_write,
@@ -21,7 +26,7 @@ from .base import (
     storable_key,
     unused_client_network,
 )
-from .store import COLLECTIONS, StoreError
+from .local import LocalState, put_counted
 
 T = TypeVar("T")
 
@@ -34,6 +39,13 @@ class MemoryStore:
         self._lock = threading.RLock()
         self.location = "memory"
         self.observe_write: WriteObserver = ignore_write
+        self.wrote = False
+        self.shared: SharedState = LocalState()
+
+    @classmethod
+    def open(cls, url: str, data_dir: Path, expiry: Mapping[str, ExpiryRule], max_connections: int) -> MemoryStore:
+        """For `open_store` (`memory://`): a new, empty store."""
+        return cls(expiry)
 
     def _collection(self, collection: str) -> dict[str, Record]:
         try:
@@ -46,6 +58,7 @@ class MemoryStore:
 
     def _changed(self, collection: str) -> None:
         self._versions[collection] += 1
+        self.wrote = True
 
     # -- one record at a time ------------------------------------------------------------
 
@@ -173,3 +186,11 @@ class MemoryStore:
 
     def stop_upkeep(self) -> None:
         """Nothing to stop."""
+
+    def close(self) -> None:
+        """Nothing to let go of."""
+
+    def put_counted(
+        self, collection: str, key: str, record: Record, kind: str, event_key: str, at: float, window: float, limit: int
+    ) -> bool:
+        return put_counted(self, collection, key, record, kind, event_key, at, window, limit)

@@ -48,9 +48,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from . import local
 from .base import (
+    COLLECTIONS,
+    CorruptStoreError,
     ExpiryRule,
     Record,
+    SharedState,
+    StoreError,
     WriteObserver,
     evictable_since,
     ignore_write,
@@ -77,30 +82,8 @@ UPKEEP_TICK = 0.25
 #: seconds after which a temporary file is a crash's leftover (`sweep`)
 LEFTOVER_AGE = 3600
 
-#: collection name -> file name (what operators back up and read)
-COLLECTIONS: dict[str, str] = {
-    "clients": "clients.json",
-    "grants": "refresh_tokens.json",
-    "users": "users.json",
-    "signing_keys": "signing_keys.json",
-}
-
 T = TypeVar("T")
 FileId = tuple[int, int] | None  # (device, inode); None = no file
-
-
-class StoreError(Exception):
-    """The store cannot be used; the message says which file and why."""
-
-
-class StaleRead(StoreError):
-    """Raised out of `read_ahead(…, assume_known=True)`: a record the block assumed had
-    changed elsewhere, and nothing was written; run the block again (it then reads).
-    Uncaught, it is answered like any StoreError (503)."""
-
-
-class CorruptStoreError(StoreError):
-    """A store file exists but is not a valid store document."""
 
 
 @dataclass
@@ -209,7 +192,14 @@ class PersistentStore:
         self.observe_write: WriteObserver = ignore_write
         self._upkeep: threading.Thread | None = None
         self._upkeep_stop = threading.Event()
+        #: one process serves the files, so its short-lived state is its own
+        self.shared: SharedState = local.LocalState()
         self._ensure_dir()
+
+    @classmethod
+    def open(cls, url: str, data_dir: Path, expiry: Mapping[str, ExpiryRule], max_connections: int) -> PersistentStore:
+        """For `open_store` (`file`): the files in `data_dir`."""
+        return cls(data_dir, expiry)
 
     # -- paths and locks ---------------------------------------------------------
 
@@ -668,6 +658,16 @@ class PersistentStore:
         if thread is not None:
             self._upkeep_stop.set()
             thread.join()
+
+    def close(self) -> None:
+        """Nothing stays open between calls (a lock's file is opened per use); the
+        background compaction, if any, stops."""
+        self.stop_upkeep()
+
+    def put_counted(
+        self, collection: str, key: str, record: Record, kind: str, event_key: str, at: float, window: float, limit: int
+    ) -> bool:
+        return local.put_counted(self, collection, key, record, kind, event_key, at, window, limit)
 
     def _keep_files_current(self) -> None:
         #: collection -> (the journal as last seen, when it last changed, when its first
