@@ -622,7 +622,7 @@ class PersistentStore:
     def compact(self, *collections: str) -> None:
         """Write the snapshots and empty the journals (at start-up, after a crash; at a
         clean stop, so that the JSON files alone are the whole truth), and write the
-        snapshot of a collection that has none yet, so that every file the README
+        snapshot of a collection that has none yet, so that every file docs/operations.md
         names exists."""
         for name in collections or COLLECTIONS:
             try:

@@ -21,7 +21,7 @@ call's SSE answer to a POST) may be hours of silence. Three things bound that:
   answer is JSON or SSE is known only then. Taking the streams off the pool instead (a
   relay thread of their own writing into waitress's channels) would mean working
   against waitress's task model for a saving of one idle thread's memory per stream
-  (measured in `make bench`: see the README).
+  (measured in `make bench`: see docs/development.md).
 - A stream whose client has gone ends within about CLIENT_CHECK seconds even when the
   upstream is silent: waitress reads a connection while its request is being served
   (wsgi.py sets `channel_request_lookahead`), sees the end of file a client (or nginx,
