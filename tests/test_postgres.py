@@ -533,3 +533,34 @@ def test_every_store_counts_and_evicts_never_used_clients_alike(tmp_path, postgr
             assert store.unused_clients_from("2001:db8::/64") == 0
     finally:
         postgres.close()
+
+
+def test_a_database_of_the_previous_release_is_carried_forward(make_server, postgres_url, monkeypatch):
+    """Upgrading on PostgreSQL: a database written by the release before (schema 4, no
+    per-network client columns) is migrated at the next start, and everything in it
+    keeps working: its client, its refresh token, its user; new registrations count
+    per network as this release does."""
+    from app.storage import postgres
+    from app.storage.postgres import schema
+
+    previous = [m for m in schema.MIGRATIONS if m[0] <= 4]
+    monkeypatch.setattr(schema, "MIGRATIONS", previous)
+    # (the previous release had no per-network cap: nothing here asks for its columns)
+    before = make_server(in_thread=True, OAUTH_STORE=postgres_url, OAUTH_MAX_CLIENTS_PER_ADDRESS="0")
+    client, tokens = tokens_for(before)
+    before.stop()
+    old = postgres.PostgresStore(postgres_url)
+    assert old.schema_version() == 4
+    old.close()
+    monkeypatch.undo()
+
+    after = make_server(users={}, in_thread=True, OAUTH_STORE=postgres_url, PORT=str(before.port))
+    current = postgres.PostgresStore(postgres_url)
+    assert current.schema_version() == schema.MIGRATIONS[-1][0] > 4
+    current.close()
+    assert verify(after, tokens["access_token"]).status_code == 200
+    refreshed = refresh(after, client, tokens["refresh_token"])
+    assert refreshed.status_code == 200, refreshed.text
+    assert client["client_id"] in after.cli("list-clients", "--json").stdout
+    assert get_code(after, client)[0]  # alice, stored by the previous release, still signs in
+    register(after)  # counted per network, in the new columns
