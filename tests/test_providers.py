@@ -282,7 +282,11 @@ def test_nothing_below_the_endpoints_imports_the_factory():
             if isinstance(node, ast.ImportFrom):
                 names = {alias.name for alias in node.names} - {"__version__"}
                 # a module of the package is no part of the factory
-                names = {n for n in names if n == "services" or not (ROOT / "app" / f"{n}.py").exists()}
+                names = {
+                    n
+                    for n in names
+                    if n == "services" or not ((ROOT / "app" / f"{n}.py").exists() or (ROOT / "app" / n).is_dir())
+                }
                 to_app = (node.level == depth and not node.module) or (node.level == 0 and node.module == "app")
                 if to_app and names:
                     offenders.append(f"{relative}: {sorted(names)}")
