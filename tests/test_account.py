@@ -237,7 +237,8 @@ def test_sign_out_ends_the_login_session(server):
 
     signed_out = post_form(browser, "/logout")
     assert signed_out.status_code == 200 and "signed out" in signed_out.text
-    assert urlsplit(browser.get(server.url("/account")).headers["Location"]).path == "/login"
+    after = browser.get(server.url("/account"))
+    assert after.status_code == 302 and urlsplit(after.headers["Location"]).path == "/login"
     _, challenge = pkce_pair()
     again = browser.get(server.url("/authorize?" + urlencode(auth_params(client, challenge))))
     assert again.status_code == 302 and urlsplit(again.headers["Location"]).path == "/login"
