@@ -207,7 +207,7 @@ class CustomProvider(IdentityProvider):
             return 400, f"The new password must have {MIN_PASSWORD} to {MAX_PASSWORD} characters."
         address = client_address(self.config)
         wait, attempt = self.throttle.begin(network_key(self.config), person.subject[:MAX_NAME])
-        if attempt is None:
+        if not attempt:  # throttled
             login_failed(self.name, "throttled", subject=person.subject, address=address)
             return 429, f"Too many failed attempts. Try again in {wait} second(s)."
         if len(current) > MAX_PASSWORD or not self.users.authenticate(person.subject, current):
