@@ -7,6 +7,7 @@ phone width in the test's tmp folder."""
 from __future__ import annotations
 
 import html
+import logging
 import re
 import shutil
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -158,9 +159,10 @@ def test_account_lists_what_this_person_approved_and_never_another_persons(make_
     assert listed_client_ids(account_page(alice).text) == {notes["client_id"]}
 
 
-def test_disconnect_takes_back_one_persons_access_and_leaves_the_others(make_server):
+def test_disconnect_takes_back_one_persons_access_and_leaves_the_others(make_server, caplog):
     """Two people of one client: Disconnect ends alice's refresh and access tokens at
     once and her next /authorize asks again; bob's tokens and approval are untouched."""
+    caplog.set_level(logging.INFO, logger="mcp_oauth.audit")
     server = make_server(in_thread=True, users={"alice": PASSWORD, "bob": PASSWORD})
     client = register(server)
     alice, bob = Browser(server, "alice"), Browser(server, "bob")
@@ -172,6 +174,7 @@ def test_disconnect_takes_back_one_persons_access_and_leaves_the_others(make_ser
     assert done.status_code == 303 and urlsplit(done.headers["Location"]).path == "/account"
     page = account_page(alice).text
     assert "Disconnected Test client" in page and listed_client_ids(page) == set()
+    assert f"account.disconnected client_id={client['client_id']} subject=alice grants_revoked=1" in caplog.text
 
     assert verify(server, alices["access_token"]).status_code == 401
     assert refresh(server, client, alices["refresh_token"]).status_code == 400
@@ -229,7 +232,8 @@ def test_the_account_forms_refuse_a_request_without_the_csrf_token(server):
     assert server.app.extensions["oauth"].users.authenticate("alice", PASSWORD)
 
 
-def test_sign_out_ends_the_login_session(server):
+def test_sign_out_ends_the_login_session(server, caplog):
+    caplog.set_level(logging.INFO, logger="mcp_oauth.audit")
     client = register(server)
     browser = Browser(server)
     connect(server, client, browser)
@@ -237,6 +241,7 @@ def test_sign_out_ends_the_login_session(server):
 
     signed_out = post_form(browser, "/logout")
     assert signed_out.status_code == 200 and "signed out" in signed_out.text
+    assert "account.signed_out subject=alice" in caplog.text
     after = browser.get(server.url("/account"))
     assert after.status_code == 302 and urlsplit(after.headers["Location"]).path == "/login"
     _, challenge = pkce_pair()
@@ -244,9 +249,10 @@ def test_sign_out_ends_the_login_session(server):
     assert again.status_code == 302 and urlsplit(again.headers["Location"]).path == "/login"
 
 
-def test_change_password_checks_the_current_one_and_ends_other_sessions(server):
+def test_change_password_checks_the_current_one_and_ends_other_sessions(server, caplog):
     """The current password is checked like a login (a wrong one counts in the login
     throttle); a good change keeps this session and ends the user's others."""
+    caplog.set_level(logging.INFO, logger="mcp_oauth.audit")
     here, elsewhere = Browser(server), Browser(server)
     log_in_at_account(here)
     log_in_at_account(elsewhere)
@@ -267,6 +273,7 @@ def test_change_password_checks_the_current_one_and_ends_other_sessions(server):
     done = change(PASSWORD)
     assert done.status_code == 303
     assert "Password changed" in account_page(here).text
+    assert "account.password_changed subject=alice" in caplog.text and PASSWORD not in caplog.text
     assert users.authenticate("alice", NEW_PASSWORD) and not users.authenticate("alice", PASSWORD)
     assert urlsplit(elsewhere.get(server.url("/account")).headers["Location"]).path == "/login"
 
