@@ -186,6 +186,31 @@ def test_disconnect_takes_back_one_persons_access_and_leaves_the_others(make_ser
     assert listed_client_ids(account_page(bob).text) == {client["client_id"]}
 
 
+def test_disconnect_at_one_instance_ends_the_tokens_at_the_other_at_once(make_server, postgres_url):
+    """Instances sharing PostgreSQL: a Disconnect at one, and the other refuses the
+    person's access and refresh tokens at its next request (no cache between)."""
+    first = make_server(in_thread=True, OAUTH_STORE=postgres_url)
+    second = make_server(in_thread=True, users={}, OAUTH_STORE=postgres_url, OAUTH_ISSUER=first.issuer)
+    assert second.port != first.port  # one issuer, two listeners: requests go to `second.base`
+    client = register(first)
+    browser = Browser(first)
+    tokens = connect(first, client, browser)
+
+    def at_second(access_token: str, refresh_token: str) -> tuple[int, int]:
+        verified = requests.get(
+            second.base + "/verify", headers={"Authorization": f"Bearer {access_token}"}, timeout=10
+        )
+        form = {"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": client["client_id"]}
+        return verified.status_code, requests.post(second.base + "/token", data=form, timeout=10).status_code
+
+    before = requests.get(
+        second.base + "/verify", headers={"Authorization": f"Bearer {tokens['access_token']}"}, timeout=10
+    )
+    assert before.status_code == 200
+    assert post_form(browser, "/account/disconnect", client_id=client["client_id"]).status_code == 303
+    assert at_second(tokens["access_token"], tokens["refresh_token"]) == (401, 400)
+
+
 def test_disconnecting_an_app_the_person_has_nothing_with_changes_nothing(make_server):
     server = make_server(in_thread=True, users={"alice": PASSWORD, "bob": PASSWORD})
     client = register(server)
