@@ -96,13 +96,13 @@ def create_app(config: Config | None = None, *, for_cli: bool = False) -> Flask:
     )
 
     from . import cli, cors, errors
-    from .endpoints import authorize, gateway, metadata, metrics, registration, token, verify
+    from .endpoints import account, authorize, gateway, metadata, metrics, registration, token, verify
     from .routes import Routes, for_people
     from .security import csrf_token
 
     app.jinja_env.globals["csrf_token"] = csrf_token
     errors.init_app(app)
-    for blueprint in (registration.bp, authorize.bp, token.bp, verify.bp, metrics.bp):
+    for blueprint in (registration.bp, authorize.bp, token.bp, verify.bp, metrics.bp, account.bp):
         app.register_blueprint(blueprint, url_prefix=config.issuer_path)
     # Their URLs come from the configuration (resources, the gateway's path); discovery
     # reads the URLs of the endpoints above from the URL map.

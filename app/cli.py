@@ -29,14 +29,13 @@ from .admin import Admin, AdminError, AmbiguousClient, RestorePlan, client_row
 from .deploycheck import run_checks
 from .observability import AUDIT_FILE, audit, audit_quietly, audit_to_file
 from .operator_tokens import OperatorTokenError, inspect_token, issue_token
-from .providers.custom import MAX_PASSWORD
+from .providers.custom import MAX_PASSWORD, MIN_PASSWORD
 from .services import Services, services
 from .storage import COLLECTIONS, StoreError
 
 oauth = AppGroup("oauth", help="Manage clients, grants, users, signing keys and backups.")
 
 BACKUP_PATTERN = re.compile(r"^oauth-backup-\d{8}-\d{6}(-\d+)?\.json$")
-MIN_PASSWORD = 8
 REDACTED = "<redacted>"
 
 

@@ -125,16 +125,30 @@ class RequestContext:
     subject: str | None = None
     #: the OAuth `error` of a 4xx answer (RFC 6749 §5.2, RFC 6750 §3.1), for its log line
     error: str | None = None
+    #: why, in a word, where the error alone does not say (an error page's `unknown_client`)
+    reason: str | None = None
 
 
 _current: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar("mcp_oauth_request", default=None)
 
 
-def note(*, client_id: str | None = None, subject: str | None = None, endpoint: str | None = None) -> None:
-    """Tell the request's log line who it was for, once that is known."""
+def note(
+    *,
+    client_id: str | None = None,
+    subject: str | None = None,
+    endpoint: str | None = None,
+    error: str | None = None,
+    reason: str | None = None,
+) -> None:
+    """Tell the request's log line who it was for, once that is known (and, for an
+    error page, whose body is no JSON to read it from, the error and why)."""
     context = _current.get()
     if context is None:
         return
+    if error is not None:
+        context.error = error
+    if reason is not None:
+        context.reason = reason
     if client_id is not None:
         context.client_id = client_id
     if subject is not None:
@@ -198,7 +212,7 @@ class RequestLog:
         if isinstance(body, list) or (isinstance(wrapper, type) and isinstance(body, wrapper)):
             # The whole answer is at hand: waitress sends it as it is.
             if context.status[0] == "4" and isinstance(body, list) and body:
-                context.error = _error_code(body[0])
+                context.error = _error_code(body[0]) or context.error
             self.finish(environ, context, started)
             return body
         if context.status[0] == "4":
@@ -235,6 +249,8 @@ class RequestLog:
             }
             if context.error:
                 fields["error"] = context.error
+            if context.reason:
+                fields["reason"] = context.reason
             request_log.info(
                 "%s %s %s %s %.1fms%s",
                 fields["address"],
@@ -267,7 +283,7 @@ class _ErrorPeek:
         chunks = iter(self.body)
         for chunk in chunks:
             if chunk:
-                self.context.error = _error_code(chunk)
+                self.context.error = _error_code(chunk) or self.context.error
                 yield chunk
                 break
             yield chunk
@@ -302,6 +318,8 @@ class _Finishing:
 
 def _text_context(context: RequestContext) -> str:
     text = f" error={context.error}" if context.error else ""
+    if context.reason:
+        text += f" reason={context.reason}"
     text += f" request_id={context.request_id}"
     if context.client_id:
         text += f" client_id={_text_value(context.client_id)}"

@@ -27,6 +27,8 @@ from .storage.local import LocalState
 MAX_QUERY_BYTES = 8 * 1024
 #: Pending authorizations one address (one IPv6 /64) may hold at once.
 MAX_PER_ADDRESS = 100
+#: `PendingAuthorization.then` of a login the account page started
+FOR_ACCOUNT = "account"
 #: the short-lived state's kinds: the pending requests, and each address's pending ids
 KIND = "pending"
 ADDRESS_KIND = "pending-address"
@@ -48,6 +50,9 @@ class PendingAuthorization:
     created_at: float = field(default_factory=time.time)
     #: the network it was started from (`forwarded.network_key`), whose count it is in
     network: str = ""
+    #: where the person goes once logged in: "" for consent (an authorization
+    #: request), or `FOR_ACCOUNT` (a login started by /account, whose params are empty)
+    then: str = ""
 
     @property
     def client_id(self) -> str:
@@ -85,14 +90,16 @@ class PendingAuthorizations:
         self.state.bound(KIND, max_items)
         self.state.bound(ADDRESS_KIND, max_items)
 
-    def create(self, params: dict[str, list[str]], browser_id: str, network: str = "") -> PendingAuthorization:
+    def create(
+        self, params: dict[str, list[str]], browser_id: str, network: str = "", then: str = ""
+    ) -> PendingAuthorization:
         """Keep a validated request while the person logs in. Raises TooManyPending
         when its address holds `per_address` already: its new requests are refused
         rather than its oldest dropped, so that a flood from an address shared by
         several people (an office's NAT, a household's /64) never pushes out the
         sign-in another of them is in the middle of; the flood's own entries leave
         as they expire."""
-        pending = PendingAuthorization(secrets.token_urlsafe(24), params, browser_id, network=network)
+        pending = PendingAuthorization(secrets.token_urlsafe(24), params, browser_id, network=network, then=then)
         expires_at = pending.created_at + self.ttl
         self._hold(pending, expires_at)
         self.state.put(KIND, pending.id, dict(vars(pending)), expires_at)  # (its fields are JSON)

@@ -353,6 +353,25 @@ class ClientRepository:
             return False
         return set(scope.split()) <= set(approval["scope"].split()) and set(resource) <= set(approval["resource"])
 
+    def approvals_of(self, subject: str) -> dict[str, tuple[Client, dict[str, Any]]]:
+        """This person's approvals, by client id: the client and what was approved
+        (the account page; a read of every client, as rare as a person opening it)."""
+        found: dict[str, tuple[Client, dict[str, Any]]] = {}
+        for client_id, record in self.store.scan("clients").items():
+            approval = record.get("approvals", {}).get(subject)
+            if isinstance(approval, dict):
+                found[client_id] = (Client(record, self.config.scopes), approval)
+        return found
+
+    def forget_approval(self, client_id: str, subject: str) -> bool:
+        """Remove this person's approval of this client (theirs only); whether there
+        was one. A client not stored is not stored by this (unlike `_change`)."""
+
+        def change(record: dict[str, Any]) -> bool:
+            return record.get("approvals", {}).pop(subject, None) is not None
+
+        return self.store.change("clients", client_id, change) is True
+
     def forget_approvals_of(self, subject: str) -> int:
         """Remove this person's approvals from every client (a deleted user: someone
         given the same name later must be asked again); how many went."""
@@ -534,6 +553,21 @@ class GrantRepository:
         return self._delete_where(
             lambda record: record.get("subject") == subject and record.get("provider") == provider, dry_run
         )
+
+    def of_person(self, provider: str, subject: str) -> list[Grant]:
+        """This person's grants (the account page)."""
+        return [
+            Grant(record)
+            for record in self.store.scan("grants").values()
+            if record.get("subject") == subject and record.get("provider") == provider
+        ]
+
+    def delete_of_person(self, provider: str, subject: str, client_id: str) -> int:
+        """This person's grants of this client deleted (theirs only: the client's other
+        people keep theirs); how many. With a grant go its refresh tokens and, since
+        every access token names its grant, its access tokens (`AccessTokenVerifier`)."""
+        mine = [grant.grant_id for grant in self.of_person(provider, subject) if grant.client_id == client_id]
+        return sum(1 for grant_id in mine if self.revoke(grant_id))
 
     def _delete_where(self, doomed: Callable[[Record], bool], dry_run: bool) -> int:
         if dry_run:

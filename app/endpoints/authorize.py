@@ -27,7 +27,7 @@ from ..cimd import DocumentError, is_document_url
 from ..config import is_loopback_host
 from ..forwarded import network_key
 from ..models import Person
-from ..observability import CONSENTS, audit
+from ..observability import CONSENTS, audit, note
 from ..pending import MAX_QUERY_BYTES, PendingAuthorization, TooManyPending
 from ..policy import redirect_destination
 from ..providers.base import browser_id, current_person
@@ -35,8 +35,14 @@ from ..routes import for_people
 from ..security import check_csrf
 from ..services import services
 
+#: a client id as the request log names it: at most this many characters
+LOGGED_CLIENT_ID = 200
 
-def _error_page(error: OAuth2Error) -> ResponseReturnValue:
+
+def _error_page(error: OAuth2Error, reason: str | None = None) -> ResponseReturnValue:
+    """The error shown to the person; its request-log line names the error (a page
+    has no JSON body to read it from), the client id asked for and `reason`."""
+    note(error=error.error, reason=reason, client_id=request.args.get("client_id", "")[:LOGGED_CLIENT_ID] or None)
     description = error.description or error.error
     return (
         render_template(
@@ -47,6 +53,33 @@ def _error_page(error: OAuth2Error) -> ResponseReturnValue:
         ),
         400,
     )
+
+
+def _unknown_client_page(client_id: str) -> ResponseReturnValue:
+    """An unknown client: most often one this server deleted or let expire while the
+    person's app (ChatGPT, Claude…) kept its id. Only the app can register again, and
+    it does so when its connector is added again: say so."""
+    note(error="invalid_client", reason="unknown_client", client_id=client_id[:LOGGED_CLIENT_ID])
+    return (
+        render_template(
+            "error.html",
+            title="This app is not connected to this server any more",
+            error="invalid_client",
+            message="The app that sent you here (ChatGPT, Claude or another) uses a connection this server "
+            "no longer knows: it was removed, or expired after a long time unused.",
+            next_step="In your app, remove this server's connector (or MCP server) and add it again. "
+            "The app then connects afresh and you will be asked to approve it.",
+        ),
+        400,
+    )
+
+
+def _refused(error: OAuth2Error, identity: Person | None, client_id: str) -> ResponseReturnValue:
+    """What a request Authlib refused gets: an unknown client's page, an error page,
+    or (only for a person who logged in: RFC 9700 §4.11.2) a redirect to the client."""
+    if error.error == "invalid_client" and client_id:
+        return _unknown_client_page(client_id)  # the only invalid_client Authlib raises here
+    return _error_response(error) if identity is not None else _error_page(error)
 
 
 def _error_response(error: OAuth2Error) -> ResponseReturnValue:
@@ -95,14 +128,14 @@ def authorize() -> ResponseReturnValue:
             svc.clients.refresh_document(client_id)
         except DocumentError as exc:
             return _error_page(
-                OAuth2Error(f"The client's metadata document cannot be used: {exc}.", error="invalid_client")
+                OAuth2Error(f"The client's metadata document cannot be used: {exc}.", error="invalid_client"),
+                reason="document_unusable",
             )
     identity = current_person(svc.provider)
     try:
         grant = _validate(params, identity)
     except OAuth2Error as error:
-        # RFC 9700 §4.11.2: redirected to the client only for a person who logged in.
-        return _error_response(error) if identity is not None else _error_page(error)
+        return _refused(error, identity, client_id)
     if identity is not None and not _asks_for_consent(params):
         # A returning person (login session) who approved this client for this
         # scope, resource and redirect URI before: the code at once, no page between.
@@ -153,7 +186,7 @@ def consent() -> ResponseReturnValue:
         grant = _validate(pending.params, identity)
     except OAuth2Error as error:
         svc.pending.finish(pending.id)
-        return _error_response(error)
+        return _refused(error, identity, pending.client_id)
 
     scope: str = grant.request.scope
     resource: list[str] = grant.request.resource

@@ -26,6 +26,7 @@ from flask.typing import ResponseReturnValue
 from ..config import Setting, read_settings
 from ..models import Person
 from ..observability import LOGINS, audit, note
+from ..pending import FOR_ACCOUNT
 from ..security import CSRF_FIELD
 
 if TYPE_CHECKING:
@@ -89,6 +90,10 @@ class IdentityProvider(ABC):
 
     @staticmethod
     def to_consent(pending: PendingAuthorization) -> ResponseReturnValue:
+        """On to what the login was for: the consent page of an authorization request,
+        or back to the account page that asked for it."""
+        if pending.then == FOR_ACCOUNT:
+            return redirect(url_for("account.account", request_id=pending.id))
         return redirect(url_for("authorize.consent", request_id=pending.id))
 
     def person_still_valid(self, person: Person) -> bool:
@@ -119,6 +124,20 @@ def remember_login(person: Person) -> None:
     session[PERSON_KEY] = {**asdict(person), "login_at": time.time()}
     # A fresh CSRF token after login (the pre-login one may have been seen by others).
     session.pop(CSRF_FIELD, None)
+
+
+def renew_login(person: Person) -> None:
+    """This session's login counts from now (after it changed the password: the other
+    sessions of the user end, this one goes on)."""
+    data = session.get(PERSON_KEY)
+    if isinstance(data, dict) and data.get("subject") == person.subject:
+        session[PERSON_KEY] = {**data, "login_at": time.time()}
+
+
+def end_login() -> None:
+    """Sign out: the whole session goes (the login, its CSRF token, the browser id its
+    pending authorizations are bound to)."""
+    session.clear()
 
 
 def current_person(provider: IdentityProvider) -> Person | None:

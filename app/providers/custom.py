@@ -40,6 +40,8 @@ FIRST_PASSWORD_FILE = "first-password"
 #: scrypt of a huge password would only cost CPU
 MAX_NAME = 64
 MAX_PASSWORD = 1024
+#: the shortest password a user may set (the CLI's rule, and the account page's)
+MIN_PASSWORD = 8
 
 
 @dataclass(frozen=True)
@@ -194,6 +196,29 @@ class CustomProvider(IdentityProvider):
         """The user still exists and the password did not change since this login."""
         user = self.users.get(person.subject)
         return user is not None and user.get("password_changed_at", 0) <= person.login_at
+
+    def change_password(self, person: Person, current: str, new: str) -> tuple[int, str | None]:
+        """A logged-in person changes their own password on the account page: (0, None)
+        when it changed, else (the HTTP status, what to tell them). The current password
+        is checked as a login is: a wrong one counts as a failed login in the throttle
+        (a stolen session cannot guess it at CPU speed) and is audited as one. Every
+        other login session of the user ends (`person_still_valid`); the caller renews
+        this one."""
+        if not MIN_PASSWORD <= len(new) <= MAX_PASSWORD:
+            return 400, f"The new password must have {MIN_PASSWORD} to {MAX_PASSWORD} characters."
+        address = client_address(self.config)
+        wait, attempt = self.throttle.begin(network_key(self.config), person.subject[:MAX_NAME])
+        if not attempt:  # throttled
+            login_failed(self.name, "throttled", subject=person.subject, address=address)
+            return 429, f"Too many failed attempts. Try again in {wait} second(s)."
+        if len(current) > MAX_PASSWORD or not self.users.authenticate(person.subject, current):
+            login_failed(self.name, "wrong_password", subject=person.subject, address=address)
+            return 401, "The current password is wrong."
+        self.throttle.succeeded(attempt)
+        if not self.users.set_password(person.subject, new, create=False):
+            return 400, "This user no longer exists."
+        audit("account.password_changed", subject=person.subject, address=address)
+        return 0, None
 
     def _known(self, username: str) -> str | None:
         """The name typed, if it is a user's: what else was typed in the name field
