@@ -19,6 +19,7 @@ the consent and login pages show them to a person deciding whether to trust it. 
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -64,10 +65,24 @@ def host_html(host: str) -> Markup:
     """A host name (or host:port) that breaks only after a dot: each label in a span
     the stylesheet keeps whole (`.hostname > span`: no break even at a hyphen), a
     `<wbr>` after each dot."""
-    labels = neutralise(host).split(".")
+    host = neutralise(host)
+    if _is_ip_literal(host):  # an address, not labels: kept whole
+        return Markup('<span class="hostname"><span>{}</span></span>').format(host)
+    labels = host.split(".")
     parts = [Markup("<span>{}.</span><wbr>").format(label) for label in labels[:-1]]
     parts.append(Markup("<span>{}</span>").format(labels[-1]))
     return Markup('<span class="hostname">{}</span>').format(Markup("").join(parts))
+
+
+def _is_ip_literal(host: str) -> bool:
+    """A bracketed IPv6 address or an IPv4 one, with a port or not (RFC 3986 §3.2.2)."""
+    if host.startswith("["):
+        return True
+    try:
+        ipaddress.IPv4Address(host.rsplit(":", 1)[0])
+    except ValueError:
+        return False
+    return True
 
 
 _AFTER_URL_DELIMITER = re.compile(r"(?<=[/?&=#])")
