@@ -95,12 +95,13 @@ def create_app(config: Config | None = None, *, for_cli: bool = False) -> Flask:
         jwks=JWKSDocument(keys),
     )
 
-    from . import cli, cors, errors
+    from . import cli, cors, display, errors
     from .endpoints import account, authorize, gateway, metadata, metrics, registration, token, verify
     from .routes import Routes, for_people
     from .security import csrf_token
 
     app.jinja_env.globals["csrf_token"] = csrf_token
+    display.init_app(app)
     errors.init_app(app)
     for blueprint in (registration.bp, authorize.bp, token.bp, verify.bp, metrics.bp, account.bp):
         app.register_blueprint(blueprint, url_prefix=config.issuer_path)

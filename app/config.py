@@ -23,6 +23,11 @@ from dotenv import dotenv_values
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+#: what the consent page says each scope lets an app do: `scope=description`, comma
+#: separated; the operator's entries are added to these (and replace one of the same
+#: scope), so that `mcp` keeps its words when another scope is described
+DEFAULT_SCOPE_DESCRIPTIONS = "mcp=Use the tools of this MCP server"
+
 
 class ConfigError(ValueError):
     """A configuration value is missing or invalid; the message names the variable."""
@@ -58,6 +63,11 @@ class Config:
     code_retry_window: int = 10
     unused_client_ttl: int = 86400
     scopes: tuple[str, ...] = ("mcp",)
+    #: (scope, what the consent page says it lets an app do): OAUTH_SCOPE_DESCRIPTIONS
+    #: (pairs, not a dict, so that the frozen Config stays hashable)
+    scope_descriptions: tuple[tuple[str, str], ...] = field(
+        default_factory=lambda: tuple(_scope_descriptions(DEFAULT_SCOPE_DESCRIPTIONS).items())
+    )
     resources: tuple[str, ...] = ()
     redirect_hosts: tuple[str, ...] = ()
     upstream_url: str | None = None
@@ -102,6 +112,10 @@ class Config:
     def issuer_path(self) -> str:
         """The issuer's path without a trailing slash ('' when the issuer has none)."""
         return urlsplit(self.issuer).path.rstrip("/")
+
+    def scope_description(self, scope: str) -> str | None:
+        """What the consent page says `scope` lets an app do (None: shown by its name)."""
+        return dict(self.scope_descriptions).get(scope)
 
     @property
     def default_resource(self) -> str:
@@ -188,6 +202,20 @@ def _networks(env: Mapping[str, str], name: str, default: str) -> tuple[IPNetwor
         raise ConfigError(f"{name} must be a comma list of IP addresses or networks, got {raw!r}") from None
 
 
+def _scope_descriptions(raw: str) -> dict[str, str]:
+    """`scope=description` items, comma separated (so a description holds no comma)."""
+    described: dict[str, str] = {}
+    for item in raw.split(","):
+        if not item.strip():
+            continue
+        scope, equals, description = item.partition("=")
+        scope, description = scope.strip(), " ".join(description.split())
+        if not equals or not scope or not description or any(c.isspace() for c in scope):
+            raise ConfigError(f"OAUTH_SCOPE_DESCRIPTIONS must be a comma list of scope=description, got {item!r}")
+        described[scope] = description
+    return described
+
+
 def _absolute_url(name: str, value: str, *, allow_query: bool = False) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -248,6 +276,12 @@ def _parse(env: Mapping[str, str]) -> Config:
         code_retry_window=_int(env, "OAUTH_CODE_RETRY_WINDOW", 10),
         unused_client_ttl=_int(env, "OAUTH_UNUSED_CLIENT_TTL", 86400, minimum=1),
         scopes=scopes,
+        scope_descriptions=tuple(
+            (
+                _scope_descriptions(DEFAULT_SCOPE_DESCRIPTIONS)
+                | _scope_descriptions(_get(env, "OAUTH_SCOPE_DESCRIPTIONS", DEFAULT_SCOPE_DESCRIPTIONS))
+            ).items()
+        ),
         resources=resources,
         redirect_hosts=tuple(h.lower() for h in _list(env, "OAUTH_REDIRECT_HOSTS")),
         upstream_url=upstream,

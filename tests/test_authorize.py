@@ -3,6 +3,7 @@ RFC 8707 resource, scopes, consent, CSRF, login session."""
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlencode
 
 import requests
@@ -209,12 +210,10 @@ def test_consent_page_shows_client_host_scope_and_resource(server):
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
     page = browser.get(browser.absolute(after.headers["Location"]))
     assert page.status_code == 200
+    read = re.sub(r"<[^>]+>", "", page.text)  # as a person reads it (hosts hold <wbr>s)
+    for text in ("ChatGPT", client["client_id"], "chatgpt.com", "mcp", server.issuer + "/mcp"):
+        assert text in read, text
     for text in (
-        "ChatGPT",
-        client["client_id"],
-        "chatgpt.com",
-        "mcp",
-        server.issuer + "/mcp",
         'name="decision" value="approve"',
         'name="decision" value="deny"',
         'name="csrf_token"',

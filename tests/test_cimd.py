@@ -26,6 +26,7 @@ from support.oauth import (
 )
 
 from app.cimd import address_allowed
+from app.display import host_html
 from app.repositories import new_client_id
 from app.security import new_id
 
@@ -66,6 +67,11 @@ def _walk(server, params: dict, decision: str = "approve") -> tuple[requests.Res
     return final, consent.text
 
 
+def _named_by(host: str) -> str:
+    """How the consent page says that a document on `host` vouches for the name."""
+    return f'named by its document on <strong class="document-host">{host_html(host)}</strong>'
+
+
 def _params(client_id: str, redirect_uri: str, challenge: str) -> dict:
     return {
         "response_type": "code",
@@ -94,7 +100,7 @@ def test_whole_flow_with_a_metadata_document_then_refresh(cimd_server, documents
     client_id = f"{base}/good/app.json"
     verifier, challenge = pkce_pair()
     final, consent = _walk(cimd_server, _params(client_id, "https://app.example/cb", challenge))
-    assert 'class="document-host">localhost<' in consent and "Doc Client" in consent
+    assert _named_by("localhost") in consent and "Doc Client" in consent
     location = urlsplit(final.headers["Location"])
     assert f"{location.scheme}://{location.netloc}{location.path}" == "https://app.example/cb"
     code = parse_qs(location.query)["code"][0]
@@ -189,7 +195,7 @@ def test_a_shipped_document_stands_in_when_the_live_one_cannot_be_fetched(server
     client["redirect_uris"] = ["https://claude.ai/api/mcp/auth_callback"]
     verifier, challenge = pkce_pair()
     final, consent = _walk(server, _params(client["client_id"], client["redirect_uris"][0], challenge))
-    assert "Claude" in consent and 'class="document-host">claude.ai<' in consent
+    assert "Claude" in consent and _named_by("claude.ai") in consent
     code = parse_qs(urlsplit(final.headers["Location"]).query)["code"][0]
     assert exchange(server, client, code, verifier).status_code == 200
 
@@ -204,7 +210,7 @@ def test_codex_works_with_its_shipped_document_and_documented_redirect_uri(serve
     client = {"client_id": client_id, "redirect_uris": [redirect_uri]}
     verifier, challenge = pkce_pair()
     final, consent = _walk(server, _params(client_id, redirect_uri, challenge))
-    assert "Codex" in consent and 'class="document-host">chatgpt.com<' in consent
+    assert "Codex" in consent and _named_by("chatgpt.com") in consent
     location = urlsplit(final.headers["Location"])
     assert (location.scheme, location.netloc, location.path) == ("http", "127.0.0.1:49731", "/callback")
     query = parse_qs(location.query)

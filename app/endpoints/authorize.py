@@ -25,6 +25,7 @@ from flask.typing import ResponseReturnValue
 
 from ..cimd import DocumentError, is_document_url
 from ..config import is_loopback_host
+from ..display import label_of
 from ..forwarded import network_key
 from ..models import Person
 from ..observability import CONSENTS, audit, note
@@ -216,18 +217,17 @@ def consent() -> ResponseReturnValue:
         CONSENTS.labels("remembered").inc()
         return _finish(pending, grant, identity)
     destination, native_app = redirect_destination(grant.redirect_uri)
-    document = client.record.get("document") is True
+    label = label_of(client)
     return render_template(
         "consent.html",
         pending=pending,
-        client=client,
+        label=label,
         identity=identity,
-        document_host=urlsplit(client.client_id).hostname if document else None,
-        loopback_only=document and _only_loopback(client.redirect_uris),
+        loopback_only=label.vouched_by is not None and _only_loopback(client.redirect_uris),
         redirect_host=destination,
         native_app=native_app,
         redirect_uri=grant.redirect_uri,
-        scopes=scope.split(),
+        scopes=[(s, svc.config.scope_description(s)) for s in scope.split()],
         resources=resource,
         shown=shown,
         changed=changed,
