@@ -247,6 +247,15 @@ def test_each_provider_declares_reads_and_checks_its_own_variables():
             "OAUTH_ALLOWED_EMAILS", "OAUTH_ALLOWED_DOMAINS",
             "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "AZURE_TENANT_ID", "AZURE_AUTHORITY",
         ],
+        "github": [
+            "OAUTH_ALLOWED_EMAILS", "OAUTH_ALLOWED_DOMAINS",
+            "GITHUB_CLIENT_ID", "GITHUB_CLIENT_SECRET", "GITHUB_URL", "GITHUB_API_URL",
+            "OAUTH_ALLOWED_USERS", "OAUTH_ALLOWED_ORGS",
+        ],
+        "oidc": [
+            "OAUTH_ALLOWED_EMAILS", "OAUTH_ALLOWED_DOMAINS",
+            "OIDC_ISSUER", "OIDC_CLIENT_ID", "OIDC_CLIENT_SECRET", "OIDC_SCOPES", "OIDC_NAME", "OAUTH_ALLOWED_GROUPS",
+        ],
     }  # fmt: skip
     google = provider_class("google")
     settings = google.read_settings(
@@ -261,6 +270,21 @@ def test_each_provider_declares_reads_and_checks_its_own_variables():
     with pytest.raises(ConfigError, match="^GOOGLE_DISCOVERY_URL "):
         google.read_settings({"GOOGLE_CLIENT_ID": "id", "GOOGLE_CLIENT_SECRET": "s", "GOOGLE_DISCOVERY_URL": "x"})
     assert provider_class("custom").read_settings({}) == {}
+    github = provider_class("github").read_settings(
+        {"GITHUB_CLIENT_ID": "id", "GITHUB_CLIENT_SECRET": "s", "OAUTH_ALLOWED_ORGS": "Acme-Corp"}
+    )
+    assert (github["GITHUB_URL"], github["GITHUB_API_URL"]) == ("https://github.com", "https://api.github.com")
+    assert github["OAUTH_ALLOWED_ORGS"] == ("acme-corp",)
+    with pytest.raises(ConfigError, match="^OAUTH_ALLOWED_ORGS: "):
+        provider_class("github").read_settings(
+            {"GITHUB_CLIENT_ID": "id", "GITHUB_CLIENT_SECRET": "s", "OAUTH_ALLOWED_ORGS": "../users"}
+        )
+    oidc = {"OIDC_ISSUER": "https://sso.example/realms/a", "OIDC_CLIENT_ID": "id", "OIDC_CLIENT_SECRET": "s"}
+    assert provider_class("oidc").read_settings(oidc)["OIDC_SCOPES"] == "openid email profile"
+    with pytest.raises(ConfigError, match="^OIDC_SCOPES must include openid$"):
+        provider_class("oidc").read_settings({**oidc, "OIDC_SCOPES": "email profile"})
+    with pytest.raises(ConfigError, match="^OIDC_ISSUER is required when OAUTH_PROVIDER is oidc$"):
+        provider_class("oidc").read_settings({**oidc, "OIDC_ISSUER": ""})
 
 
 def test_nothing_below_the_endpoints_imports_the_factory():
