@@ -85,11 +85,10 @@ class GenericOIDCProvider(OIDCProvider):
     def claims(self, token: dict[str, Any]) -> dict[str, Any]:
         """The ID token's claims, with the userinfo endpoint's filling in the rest."""
         claims = super().claims(token)
-        if not self.client.load_server_metadata().get("userinfo_endpoint"):
+        endpoint = self.client.load_server_metadata().get("userinfo_endpoint")
+        if not endpoint:
             return claims
-        response = self.client.get(
-            self.client.load_server_metadata()["userinfo_endpoint"], token=token, timeout=15
-        )
+        response = self.client.get(endpoint, token=token, timeout=15)
         try:
             userinfo = response.json() if response.status_code == 200 else None
         except ValueError:
