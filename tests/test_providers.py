@@ -379,3 +379,76 @@ def test_a_google_login_started_at_one_instance_ends_at_another(google, idp, pos
         },
     )
     assert "code" in redirect_params(approved)
+
+
+# -- any OpenID Provider (OAUTH_PROVIDER=oidc) -------------------------------------------
+
+
+@pytest.fixture
+def any_oidc(make_server, idp):
+    def factory(**env):
+        return make_server(
+            users={},
+            OAUTH_PROVIDER="oidc",
+            OIDC_ISSUER=idp,
+            OIDC_CLIENT_ID=CLIENT_ID,
+            OIDC_CLIENT_SECRET=SECRET,
+            OIDC_NAME="Example SSO",
+            in_thread=True,
+            **env,
+        )
+
+    return factory
+
+
+@pytest.mark.parametrize("mode", ["bad_signature", "wrong_aud", "wrong_iss", "wrong_nonce"])
+def test_any_openid_provider_s_forged_or_wrong_id_tokens_are_refused(any_oidc, idp, mode):
+    server = any_oidc()
+    as_user(idp, {"sub": "u-1", "email": "alice@example.com", "email_verified": True}, mode=mode)
+    final, _, _ = login(server, idp)
+    assert final.status_code == 401, (mode, final.status_code, final.text[:300])
+    assert "The identity token from Example SSO could not be verified" in final.text
+
+
+def test_a_discovery_document_naming_another_issuer_stops_the_login_before_it_starts(any_oidc, idp):
+    """OpenID Connect Discovery §4.3: the document at OIDC_ISSUER must name OIDC_ISSUER.
+    One naming another (whose keys and tokens would then be believed) ends the login at
+    once, even with ID tokens that name that other issuer."""
+    requests.post(f"{idp}/_control", json={"root_discovery_issuer": "http://127.0.0.1:9/evil"}, timeout=5)
+    try:
+        server = any_oidc()
+        as_user(idp, {"sub": "u-1", "email": "a@example.com", "email_verified": True},
+                issuer_override="http://127.0.0.1:9/evil")  # fmt: skip
+        before = token_requests(idp)
+        final, _, browser = login(server, idp)
+        assert final.status_code == 502, (final.status_code, final.text[:300])
+        assert "not set up correctly" in final.text
+        assert not any(url.startswith(idp) for url in browser.visited)  # never sent there
+        assert token_requests(idp) == before
+    finally:
+        requests.post(f"{idp}/_control", json={"root_discovery_issuer": None}, timeout=5)
+
+
+@pytest.mark.parametrize(
+    ("lists", "user", "admitted"),
+    [
+        ({"OAUTH_ALLOWED_GROUPS": "mcp-users"}, {"groups": ["staff", "mcp-users"]}, True),
+        ({"OAUTH_ALLOWED_GROUPS": "mcp-users"}, {"groups": "mcp-users"}, True),  # one name
+        ({"OAUTH_ALLOWED_GROUPS": "mcp-users"}, {"groups": ["staff", "MCP-users"]}, False),  # as named
+        ({"OAUTH_ALLOWED_GROUPS": "mcp-users"}, {}, False),  # no groups claim
+        ({"OAUTH_ALLOWED_EMAILS": "alice@example.com"}, {"email": "Alice@example.com", "email_verified": True}, True),
+        ({"OAUTH_ALLOWED_DOMAINS": "example.com"}, {"email": "bob@example.com", "email_verified": True}, True),
+        ({"OAUTH_ALLOWED_DOMAINS": "example.com"}, {"email": "bob@example.com"}, False),  # unverified
+        ({"OAUTH_ALLOWED_EMAILS": "a@example.com"}, {"email": "a@example.com", "email_verified": "true"}, False),
+        ({"OAUTH_ALLOWED_GROUPS": "admins", "OAUTH_ALLOWED_DOMAINS": "example.com"},
+         {"email": "c@example.com", "email_verified": True}, True),  # any list admits
+    ],
+)  # fmt: skip
+def test_any_openid_provider_s_allow_lists(any_oidc, idp, lists, user, admitted):
+    server = any_oidc(**lists)
+    as_user(idp, {"sub": "u-7", **user})
+    final, _, _ = login(server, idp)
+    if admitted:
+        assert "code" in redirect_params(final)
+    else:
+        assert final.status_code == 403 and "may not use this server" in final.text
