@@ -150,41 +150,58 @@ def test_the_mcp_sdk_client_through_a_github_login(make_server, github, upstream
     assert total == 42 and who["subject"] == "github:4242" and who["authorization"] is None
 
 
-@pytest.mark.parametrize(
-    ("lists", "user", "admitted"),
-    [
-        ({"OAUTH_ALLOWED_USERS": "Alice-GH"}, ALICE, True),  # logins are case-insensitive
-        ({"OAUTH_ALLOWED_USERS": "4242"}, {**ALICE, "login": "renamed"}, True),  # or the numeric id
-        ({"OAUTH_ALLOWED_USERS": "bob"}, ALICE, False),
-        ({"OAUTH_ALLOWED_ORGS": "ACME"}, ALICE, True),  # an active member
-        ({"OAUTH_ALLOWED_ORGS": "invited-org"}, ALICE, False),  # an invitation is no membership
-        ({"OAUTH_ALLOWED_ORGS": "other-org"}, ALICE, False),
-        ({"OAUTH_ALLOWED_EMAILS": "alice@corp.example"}, ALICE, True),  # the verified primary
-        ({"OAUTH_ALLOWED_DOMAINS": "corp.example"}, ALICE, True),
-        ({"OAUTH_ALLOWED_EMAILS": "alice@personal.example"}, ALICE, False),  # not the primary
-        (
-            {"OAUTH_ALLOWED_EMAILS": "alice@corp.example", "OAUTH_ALLOWED_DOMAINS": "corp.example"},
-            {**ALICE, "emails": [{"email": "alice@corp.example", "primary": True, "verified": False}]},
-            False,  # an unverified address counts for nothing
-        ),
-        ({"OAUTH_ALLOWED_USERS": "bob", "OAUTH_ALLOWED_ORGS": "acme"}, ALICE, True),  # any list admits
-    ],
-)
-def test_github_allow_lists(server_for, github, lists, user, admitted):
-    server = server_for(**lists)
+def admitted(server, github: str, user: dict) -> bool:
+    """Whether `user`'s login ends with a code for the client (else: our 403 page,
+    before the consent page); asserts the scopes asked of GitHub."""
     as_user(github, user)
     before = stats(github)
     final, _, _, browser = login(server, github)
-    if admitted:
-        assert "code" in redirect_params(final)
-    else:
-        assert final.status_code == 403, (final.status_code, final.text[:300])
-        assert "may not use this server" in final.text and "Location" not in final.headers
-        assert not any(url.startswith(server.url("/consent")) for url in browser.visited)
-    # read:org is asked exactly when an organization allow-list needs it
+    orgs = "OAUTH_ALLOWED_ORGS" in server.env
     assert stats(github)["scopes"][len(before["scopes"]) :] == [
-        "read:user user:email read:org" if "OAUTH_ALLOWED_ORGS" in lists else "read:user user:email"
+        "read:user user:email read:org" if orgs else "read:user user:email"  # read:org only when needed
     ]
+    if final.status_code == 302:
+        return "code" in redirect_params(final)
+    assert final.status_code == 403, (final.status_code, final.text[:300])
+    assert "may not use this server" in final.text and "Location" not in final.headers
+    assert not any(url.startswith(server.url("/consent")) for url in browser.visited)
+    return False
+
+
+def test_github_users_allow_list_names_logins_or_numeric_ids(server_for, github):
+    server = server_for(OAUTH_ALLOWED_USERS="Alice-GH,777")
+    assert admitted(server, github, ALICE)  # logins are case-insensitive
+    assert admitted(server, github, {**ALICE, "id": 777, "login": "renamed"})  # or the numeric id
+    assert not admitted(server, github, {**ALICE, "id": 5, "login": "bob"})
+
+
+def test_github_orgs_allow_list_admits_active_members_only(server_for, github):
+    server = server_for(OAUTH_ALLOWED_ORGS="ACME,invited-org")
+    assert admitted(server, github, ALICE)  # an active member of acme
+    assert not admitted(server, github, {**ALICE, "orgs": {"invited-org": "pending"}})  # an invitation
+    assert not admitted(server, github, {**ALICE, "orgs": {"other-org": "active"}})
+    assert not admitted(server, github, {**ALICE, "orgs": {}})
+
+
+def test_github_email_allow_lists_count_the_verified_primary_address_only(server_for, github):
+    server = server_for(OAUTH_ALLOWED_EMAILS="alice@personal.example", OAUTH_ALLOWED_DOMAINS="corp.example")
+    assert admitted(server, github, ALICE)  # primary alice@corp.example, verified: by its domain
+    primary_listed = [{"email": "alice@personal.example", "primary": True, "verified": True}]
+    assert admitted(server, github, {**ALICE, "emails": primary_listed})
+    unverified = [{"email": "eve@corp.example", "primary": True, "verified": False}]
+    assert not admitted(server, github, {**ALICE, "emails": unverified})
+    secondary = [
+        {"email": "frank@else.example", "primary": True, "verified": True},
+        {"email": "alice@personal.example", "primary": False, "verified": True},
+    ]
+    assert not admitted(server, github, {**ALICE, "emails": secondary})  # not the primary
+
+
+def test_github_allow_lists_are_alternatives(server_for, github):
+    server = server_for(OAUTH_ALLOWED_USERS="bob", OAUTH_ALLOWED_ORGS="acme")
+    assert admitted(server, github, ALICE)  # through the organization
+    assert admitted(server, github, {**ALICE, "login": "bob", "orgs": {}})  # through the login
+    assert not admitted(server, github, {**ALICE, "orgs": {}})
 
 
 def test_github_errors_are_clear_pages_and_a_replayed_callback_is_refused(server_for, github):
