@@ -5,7 +5,8 @@ It serves discovery (Google style at the root, Entra ID style under
 chose (POST /_control), and a token endpoint that checks the client secret and the
 PKCE verifier and returns an RS256-signed ID token. `mode` makes it misbehave on
 purpose: a bad signature, a wrong `aud`, `iss` or `nonce`, an expired token, or an
-`access_denied` answer. GET /_stats counts token requests.
+`access_denied` answer; `root_discovery_issuer` makes the discovery document at the
+root name another issuer. GET /_stats counts token requests.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ def discovery(issuer: str, prefix: str = "") -> dict:
 
 @app.get("/.well-known/openid-configuration")
 def google_discovery():
-    return jsonify(discovery(base()))
+    # `root_discovery_issuer`: a document naming another issuer than the URL it is at.
+    return jsonify(discovery(state.get("root_discovery_issuer") or base()))
 
 
 @app.get("/<tenant>/v2.0/.well-known/openid-configuration")

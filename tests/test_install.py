@@ -116,7 +116,8 @@ def clean_env(**extra: str) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("OAUTH_", "GOOGLE_", "AZURE_", "FLASK_")) and k not in ("PYTHONPATH", "PORT", "HOST")
+        if not k.startswith(("OAUTH_", "GOOGLE_", "AZURE_", "GITHUB_", "OIDC_", "FLASK_"))
+        and k not in ("PYTHONPATH", "PORT", "HOST")
     }
     env.update(extra)
     return env

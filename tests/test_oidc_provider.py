@@ -1,7 +1,8 @@
-"""Google and Azure (Entra ID) login against real identity-provider software: panva's
-node-oidc-provider, a certified OpenID Provider (pinned in tests/oidc_provider with
-Node 22 from npm), standing in for Google at the root and for an Entra ID tenant under
-`/<tenant>/v2.0`. It requires PKCE, signs its ID tokens with its own keys and shows its
+"""Google, Azure (Entra ID) and any-OpenID-Provider login against real identity-provider
+software: panva's node-oidc-provider, a certified OpenID Provider (pinned in
+tests/oidc_provider with Node 22 from npm), standing in for Google at the root, for an
+Entra ID tenant under `/<tenant>/v2.0` and for a self-hosted provider (Authelia,
+Keycloak…) under a realm's path. It requires PKCE, signs its ID tokens with its own keys and shows its
 own login and consent pages, which the test fills in as the person would. Skipped where
 npm is not installed. (tests/test_providers.py covers the refusals against a small IdP
 of ours that can misbehave on purpose.)"""
@@ -17,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urljoin
+from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
 import pytest
 import requests
@@ -52,12 +53,13 @@ def node() -> Path:
 
 @pytest.fixture
 def identity_provider(node) -> Iterator[Callable[[str, str, dict], str]]:
-    """start(issuer path, our callback URL, the accounts' claims) → the IdP's issuer."""
+    """start(issuer path, our callback URL, the accounts' claims, "userinfo" to keep them
+    out of the ID token) → the IdP's issuer."""
     procs: list[subprocess.Popen] = []
 
-    def start(issuer_path: str, callback: str, claims: dict) -> str:
+    def start(issuer_path: str, callback: str, claims: dict, where: str = "id_token") -> str:
         port = free_port()
-        arguments = [str(port), issuer_path, CLIENT_ID, SECRET, callback, json.dumps(claims)]
+        arguments = [str(port), issuer_path, CLIENT_ID, SECRET, callback, json.dumps(claims), where]
         proc = subprocess.Popen(
             [str(node), str(IDP_DIR / "idp.mjs"), *arguments],
             stdout=subprocess.PIPE,
@@ -188,3 +190,63 @@ def test_azure_login_through_a_certified_openid_provider_as_a_tenant(make_server
     )
     tokens = sign_in(server, idp, login="entra-sub-differs-per-app").tokens(server)
     assert jwt_parts(tokens["access_token"])[1]["sub"] == f"{tenant}:oid-of-alice"
+
+
+@pytest.fixture
+def any_provider(make_server, identity_provider) -> Callable[..., tuple[Any, str]]:
+    """any_provider(the accounts' claims, where the claims are) → (our server as the
+    OpenID Provider's client with OAUTH_ALLOWED_GROUPS=mcp-users, the IdP's issuer),
+    the provider under a realm's path as Keycloak has it."""
+
+    def start(claims: dict, where: str = "id_token") -> tuple[Any, str]:
+        port = free_port()
+        callback = f"http://127.0.0.1:{port}/oauth/oidc/callback"
+        idp = identity_provider("/realms/home", callback, claims, where)
+        server = make_server(
+            users={},
+            PORT=str(port),
+            OAUTH_PROVIDER="oidc",
+            OIDC_ISSUER=idp,
+            OIDC_CLIENT_ID=CLIENT_ID,
+            OIDC_CLIENT_SECRET=SECRET,
+            OIDC_SCOPES="openid email profile groups",
+            OAUTH_ALLOWED_GROUPS="mcp-users",
+            in_thread=True,
+        )
+        return server, idp
+
+    return start
+
+
+def test_any_openid_provider_through_discovery_with_groups_pkce_and_nonce(any_provider):
+    """Discovery under the issuer's path, PKCE (the provider requires it) and a nonce
+    (its ID token carries it back, and it is checked): a member of an allowed group
+    signs in upstream, approves at our consent page, and our token names the issuer's
+    `sub`."""
+    server, idp = any_provider({"groups": ["staff", "mcp-users"], "email": "a@home.example", "email_verified": True})
+    walk = sign_in(server, idp, login="alice-sub")
+    sent = next(url for url in walk.browser.visited if url.startswith(f"{idp}/auth"))
+    asked = {k: v[0] for k, v in parse_qs(urlsplit(sent).query).items()}
+    assert asked["code_challenge_method"] == "S256" and asked["nonce"] and asked["state"]
+    assert asked["scope"] == "openid email profile groups"
+    assert asked["redirect_uri"] == server.url("/oauth/oidc/callback")
+    assert any(url.startswith(server.url("/consent")) for url in walk.browser.visited)
+    tokens = walk.tokens(server)
+    assert jwt_parts(tokens["access_token"])[1]["sub"] == "alice-sub"
+    assert verify(server, tokens["access_token"]).headers["X-Auth-Subject"] == "alice-sub"
+
+
+def test_any_openid_provider_refuses_who_is_in_no_allowed_group(any_provider):
+    server, idp = any_provider({"groups": ["staff"], "email": "m@home.example", "email_verified": True})
+    walk = sign_in(server, idp, login="mallory-sub")
+    assert walk.response.status_code == 403 and "may not use this server" in walk.response.text
+    assert not any(url.startswith(server.url("/consent")) for url in walk.browser.visited)
+
+
+def test_claims_only_at_the_userinfo_endpoint_count(any_provider):
+    """A provider that keeps the scopes' claims out of the ID token (conforming to OIDC
+    Core §5.4, as Authelia and Zitadel do by default): the groups are read from its
+    userinfo endpoint, for the same `sub`."""
+    server, idp = any_provider({"groups": ["mcp-users"]}, where="userinfo")
+    walk = sign_in(server, idp, login="bob-sub")
+    assert jwt_parts(walk.tokens(server)["access_token"])[1]["sub"] == "bob-sub"

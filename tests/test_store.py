@@ -172,7 +172,7 @@ def test_corrupt_file_stops_startup_with_its_name(tmp_path):
     [
         ("PORT", "eighty"),
         ("OAUTH_ACCESS_TOKEN_TTL", "-5"),
-        ("OAUTH_PROVIDER", "github"),
+        ("OAUTH_PROVIDER", "gitlab"),
         ("OAUTH_ISSUER", "http://example.com"),
         ("OAUTH_ISSUER", "not a url"),
         ("OAUTH_RESOURCE_PATH", "mcp"),

@@ -1,4 +1,5 @@
-"""Identity providers: who logs the person in (Custom, Google or Azure).
+"""Identity providers: who logs the person in (Custom, Google, Azure, GitHub or any
+OpenID Provider).
 
 Each is an `IdentityProvider` (base.py) registered here under its OAUTH_PROVIDER name:
 a new one is one module (its class declares and reads its own variables, see
@@ -23,6 +24,8 @@ REGISTRY = {
     "custom": "app.providers.custom:CustomProvider",
     "google": "app.providers.google:GoogleProvider",
     "azure": "app.providers.azure:AzureProvider",
+    "github": "app.providers.github:GitHubProvider",
+    "oidc": "app.providers.generic_oidc:GenericOIDCProvider",
 }
 
 

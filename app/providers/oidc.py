@@ -23,7 +23,7 @@ class OIDCProvider(UpstreamProvider):
     """An upstream OpenID Provider; subclasses say where and who."""
 
     name: ClassVar[str]
-    title: ClassVar[str]
+    title: str
     scope = "openid email profile"
 
     # -- what a subclass provides ---------------------------------------------------

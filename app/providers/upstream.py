@@ -10,7 +10,8 @@ is, how to learn who the person is from the token response (`claims`, `person`),
 who may come in (`is_allowed`; `allowed_by_lists` judges OAUTH_ALLOWED_EMAILS and
 OAUTH_ALLOWED_DOMAINS). The upstream login only says who the person is: after the
 callback the person sees our consent page, and our tokens never depend on upstream
-tokens (which are dropped).
+tokens. The upstream's token response goes to `upstream_token_received` (nothing by
+default: the token is dropped).
 
 The state data (PKCE verifier, nonce) stays on the server; the browser's session only
 marks that it started this login, so a callback is accepted once, from the browser
@@ -89,10 +90,13 @@ class UpstreamProvider(IdentityProvider):
     where it is and who the person is."""
 
     name: ClassVar[str]
-    #: how the upstream is named to the person ("Google", "Microsoft")
-    title: ClassVar[str]
+    #: how the upstream is named to the person ("Google", "Microsoft"; a generic one's
+    #: is configured)
+    title: str
     #: the scopes asked of the upstream
     scope: ClassVar[str] = ""
+    #: how we authenticate at the upstream's token endpoint (RFC 6749 §2.3.1)
+    token_endpoint_auth_method: ClassVar[str] = "client_secret_basic"
     SETTINGS: ClassVar[tuple[Setting, ...]] = (
         Setting("OAUTH_ALLOWED_EMAILS", kind="list", lower=True),
         Setting("OAUTH_ALLOWED_DOMAINS", kind="list", lower=True),
@@ -128,6 +132,10 @@ class UpstreamProvider(IdentityProvider):
         (discovery), or `authorize_url`, `access_token_url` and `api_base_url`."""
         raise NotImplementedError
 
+    def upstream_scope(self) -> str:
+        """The scopes asked of the upstream (a subclass may depend on its settings)."""
+        return self.scope
+
     def authorize_params(self) -> dict[str, Any]:
         """Parameters of the authorization request beyond the client's, state and PKCE."""
         return {}
@@ -149,6 +157,10 @@ class UpstreamProvider(IdentityProvider):
     def is_allowed(self, person: Person, claims: dict[str, Any]) -> bool:
         raise NotImplementedError
 
+    def upstream_token_received(self, person: Person, token: dict[str, Any]) -> None:
+        """The upstream's token response for a person just admitted (before consent).
+        Nothing by default: the login only says who the person is."""
+
     # -- the flow ---------------------------------------------------------------------
 
     @property
@@ -162,7 +174,12 @@ class UpstreamProvider(IdentityProvider):
             self.name,
             client_id=self.client_id(),
             client_secret=self.client_secret(),
-            client_kwargs={"scope": self.scope, "code_challenge_method": "S256", "timeout": 15},
+            client_kwargs={
+                "scope": self.upstream_scope(),
+                "code_challenge_method": "S256",
+                "token_endpoint_auth_method": self.token_endpoint_auth_method,
+                "timeout": 15,
+            },
             **self.endpoints(),
         )
         # Named as before the OAuth 2 base was split off: metrics label requests with it.
@@ -174,6 +191,9 @@ class UpstreamProvider(IdentityProvider):
         session[PENDING_KEY] = pending.id
         try:
             return self.client.authorize_redirect(self.config.url(self.callback_path), **self.authorize_params())
+        except SignInFailed as exc:
+            login_failed(self.name, exc.reason, **exc.fields)
+            return self._page(exc.status, exc.title, exc.message)
         except (requests.RequestException, AuthlibBaseError, ValueError) as exc:
             log.warning("%s discovery failed: %s", self.name, type(exc).__name__)
             return self._page(502, "Sign-in is unavailable", f"{self.title} could not be reached. Try again later.")
@@ -219,6 +239,7 @@ class UpstreamProvider(IdentityProvider):
             return self._page(
                 403, "Access denied", "This account may not use this server. Ask its operator to allow it."
             )
+        self.upstream_token_received(person, token)
         session.pop(PENDING_KEY, None)
         return self.logged_in(person, pending)
 
@@ -228,7 +249,12 @@ class UpstreamProvider(IdentityProvider):
 
     def allowed_by_lists(self, email: str | None, domain: str | None) -> bool:
         """Empty lists admit anyone; otherwise the email or the domain must be listed."""
-        emails, domains = self.settings["OAUTH_ALLOWED_EMAILS"], self.settings["OAUTH_ALLOWED_DOMAINS"]
-        if not emails and not domains:
+        if not self.settings["OAUTH_ALLOWED_EMAILS"] and not self.settings["OAUTH_ALLOWED_DOMAINS"]:
             return True
+        return self.listed(email, domain)
+
+    def listed(self, email: str | None, domain: str | None) -> bool:
+        """Whether OAUTH_ALLOWED_EMAILS names the email or OAUTH_ALLOWED_DOMAINS the
+        domain (a provider with more allow-lists admits whom any of them names)."""
+        emails, domains = self.settings["OAUTH_ALLOWED_EMAILS"], self.settings["OAUTH_ALLOWED_DOMAINS"]
         return bool((email and email.lower() in emails) or (domain and domain.lower() in domains))

@@ -41,7 +41,7 @@ def end(proc: subprocess.Popen, seconds: float = 10) -> None:
 
 
 def base_env(data_dir: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OAUTH_", "GOOGLE_", "AZURE_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OAUTH_", "GOOGLE_", "AZURE_", "GITHUB_", "OIDC_"))}
     env.update({"OAUTH_DATA_DIR": str(data_dir), "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"})
     env.update(extra)
     return env
