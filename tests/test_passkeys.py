@@ -7,10 +7,11 @@ virtual authenticator (DevTools WebAuthn), as a person's browser does it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 import requests
@@ -371,3 +372,140 @@ def test_restore_checks_the_passkeys_of_a_user_record():
         passkey = {**good["passkeys"]["AbC-_9"], **bad}
         assert records.problem("users", "alice", {**good, "passkeys": {"AbC-_9": passkey}}), bad
     assert records.problem("users", "alice", {**good, "passkeys": {"not base64url!": good["passkeys"]["AbC-_9"]}})
+
+
+# -- in a real browser: Chromium's virtual authenticator ---------------------------------------
+
+chromium_only = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="chromium and chromedriver are not installed")
+
+
+@pytest.fixture
+def chromium(tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.virtual_authenticator import Protocol, Transport, VirtualAuthenticatorOptions
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        "--window-size=1280,900",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    driver.set_page_load_timeout(20)
+    # A platform authenticator with a screen lock the person just passed (WebAuthn
+    # through DevTools: no dialog, no person).
+    driver.add_virtual_authenticator(
+        VirtualAuthenticatorOptions(
+            protocol=Protocol.CTAP2,
+            transport=Transport.INTERNAL,
+            has_resident_key=True,
+            has_user_verification=True,
+            is_user_verified=True,
+        )
+    )
+    yield driver
+    driver.quit()
+
+
+@contextlib.contextmanager
+def screenshots_on_failure(driver, folder):
+    """On a failure, the page as it was, at desktop and at phone width (in the test's
+    tmp folder, named in the failure)."""
+    try:
+        yield
+    except BaseException:
+        shots = []
+        for name, width, height in (("desktop", 1280, 900), ("phone", 390, 844)):
+            driver.set_window_size(width, height)
+            path = folder / f"passkeys-{name}.png"
+            driver.save_screenshot(str(path))
+            shots.append(str(path))
+        print("screenshots:", *shots)
+        raise
+
+
+def wait_until(driver, condition, seconds: float = 15):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, seconds).until(condition)
+
+
+def account_page(server) -> str:
+    """/account, where the person adds and removes passkeys. Until that page is merged
+    (another branch), a test-only page with the same include stands in for it."""
+    if "account.account" in server.app.view_functions:
+        return server.url("/account")
+    from flask import render_template_string
+
+    from app.providers.base import current_person
+    from app.services import services
+
+    page = '{% extends "base.html" %}{% block content %}{% include "account_passkeys.html" %}{% endblock %}'
+    server.app.add_url_rule(
+        "/test-account",
+        "test_account",
+        lambda: render_template_string(page, person=current_person(services().provider)),
+    )
+    return server.url("/test-account")
+
+
+@chromium_only
+def test_a_person_adds_a_passkey_and_signs_in_with_it_in_chromium(make_local, chromium, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    server = make_local()
+    account = account_page(server)  # before the first request: Flask adds no route after
+    client = register(server, redirect_uris=["http://localhost:51515/callback"])
+    driver = chromium
+    with screenshots_on_failure(driver, tmp_path):
+        driver.get(server.url("/login"))
+        driver.find_element(By.NAME, "username").send_keys("alice")
+        driver.find_element(By.NAME, "password").send_keys(PASSWORD)
+        driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        wait_until(driver, lambda d: "signed in" in d.page_source.lower())
+
+        driver.get(account)
+        assert "No passkey yet" in driver.page_source
+        driver.find_element(By.CSS_SELECTOR, "button[data-passkey=register]").click()
+        if "account.account" in server.app.view_functions:
+            wait_until(driver, lambda d: "No passkey yet" not in d.page_source and "Added " in d.page_source)
+        else:
+            wait_until(driver, lambda d: "Passkey added" in d.page_source)
+            driver.get(account)
+        assert driver.find_elements(By.CSS_SELECTOR, "li.passkey")
+        [(credential_id, passkey)] = stored_passkeys(server).items()
+        assert passkey["transports"] == ["internal"]
+        [virtual] = driver.get_credentials()
+        assert virtual.is_resident_credential and virtual.rp_id == "localhost"
+
+        # Signed out (the whole session goes), then in again with the passkey alone.
+        if "account.logout" in server.app.view_functions:
+            driver.find_element(By.CSS_SELECTOR, "form.sign-out button").click()
+            wait_until(driver, lambda d: "signed out" in d.page_source.lower())
+        else:
+            driver.delete_all_cookies()
+        verifier, challenge = pkce_pair()
+        params = auth_params(client, challenge, redirect_uri="http://localhost:51515/callback")
+        driver.get(server.url("/authorize?" + urlencode(params)))
+        assert urlsplit(driver.current_url).path == "/login"
+        driver.find_element(By.CSS_SELECTOR, "button[data-passkey=login]").click()
+        wait_until(driver, lambda d: urlsplit(d.current_url).path == "/consent")
+        driver.find_element(By.CSS_SELECTOR, "button[value=approve]").click()
+        wait_until(driver, lambda d: urlsplit(d.current_url).netloc == "localhost:51515")
+
+        landed = urlsplit(driver.current_url)
+        query = {k: v[0] for k, v in parse_qs(landed.query).items()}
+        assert query["state"] == params["state"]
+        response = exchange(server, client, query["code"], verifier, redirect_uri="http://localhost:51515/callback")
+        assert response.status_code == 200, response.text
+        assert stored_passkeys(server)[credential_id]["sign_count"] >= 1  # Chromium's counter moved on
+        problems = [e["message"] for e in driver.get_log("browser") if "localhost:51515" not in e["message"]]
+        assert problems == []  # no CSP violation, no script error, no missing asset
