@@ -75,9 +75,12 @@ class Person:
             data={"csrf_token": self.csrf(), "request_id": request_id, "username": self.username, "password": password},
         )
 
-    def ceremony(self, path: str, body: dict | None = None, csrf: str | None = None) -> requests.Response:
+    def ceremony(
+        self, path: str, body: dict | None = None, csrf: str | None = None, at: str | None = None
+    ) -> requests.Response:
+        """A JSON ceremony request (at this server, or at the instance whose base URL is `at`)."""
         headers = {"X-CSRF-Token": self.csrf() if csrf is None else csrf}
-        return self.browser.post(self.server.url(path), json=body or {}, headers=headers)
+        return self.browser.post((at or self.server.issuer) + path, json=body or {}, headers=headers)
 
     def add_passkey(self, **kw) -> requests.Response:
         options = self.ceremony("/passkeys/register/options")
@@ -372,6 +375,27 @@ def test_restore_checks_the_passkeys_of_a_user_record():
         passkey = {**good["passkeys"]["AbC-_9"], **bad}
         assert records.problem("users", "alice", {**good, "passkeys": {"AbC-_9": passkey}}), bad
     assert records.problem("users", "alice", {**good, "passkeys": {"not base64url!": good["passkeys"]["AbC-_9"]}})
+
+
+def test_a_ceremony_begun_at_one_instance_completes_at_another(make_server, postgres_url):
+    """On PostgreSQL the challenges are in the shared state: options from one instance,
+    the answer to another (behind one balancer, one issuer), once only."""
+    port_a, port_b = free_port(), free_port()
+    issuer = f"http://localhost:{port_a}"
+    a = make_server(
+        users={"alice": PASSWORD}, in_thread=True, PORT=str(port_a), OAUTH_ISSUER=issuer, OAUTH_STORE=postgres_url
+    )
+    make_server(users={}, in_thread=True, PORT=str(port_b), OAUTH_ISSUER=issuer, OAUTH_STORE=postgres_url)
+    other = f"http://localhost:{port_b}"  # the same cookies (a cookie names no port)
+    alice = Person(a)
+    assert alice.password_login().status_code == 200
+    options = alice.ceremony("/passkeys/register/options").json()
+    made = alice.authenticator.create(options)
+    assert alice.ceremony("/passkeys/register", {"credential": made}, at=other).status_code == 200
+    fresh = Person(a, alice.authenticator)
+    answer = fresh.authenticator.get(fresh.login_options())
+    assert fresh.ceremony("/passkeys/login", {"credential": answer}, at=other).status_code == 200
+    assert fresh.ceremony("/passkeys/login", {"credential": answer}).status_code == 401  # used up, at both
 
 
 # -- in a real browser: Chromium's virtual authenticator ---------------------------------------
