@@ -29,6 +29,7 @@ from .admin import Admin, AdminError, AmbiguousClient, RestorePlan, client_row
 from .deploycheck import run_checks
 from .observability import AUDIT_FILE, audit, audit_quietly, audit_to_file
 from .operator_tokens import OperatorTokenError, inspect_token, issue_token
+from .passkeys import Passkeys
 from .providers.custom import MAX_PASSWORD, MIN_PASSWORD
 from .services import Services, services
 from .storage import COLLECTIONS, StoreError
@@ -687,6 +688,19 @@ def delete_user(name: str, dry_run: bool) -> None:
     grants = _admin().delete_user(name, dry_run)
     verb = "Would delete" if dry_run else "Deleted"
     click.echo(f"{verb} user {name} and {grants} grant(s).")
+
+
+@command("reset-passkeys", audited=True, short_help="Remove a local user's passkeys.")
+@click.argument("name")
+@dry_run_option
+def reset_passkeys(name: str, dry_run: bool) -> None:
+    """Remove all passkeys of a local user (a lost device): with OAUTH_PASSKEYS=required,
+    the password alone signs them in again, and they can add a new passkey."""
+    svc = _svc()
+    count = Passkeys(svc.config, svc.users).reset(name, dry_run)
+    if count is None:
+        raise CommandError(f"no user {name!r}")
+    click.echo(f"{'Would remove' if dry_run else 'Removed'} {count} passkey(s) of {name}.")
 
 
 @command("set-password", audited=True)

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterable
 from urllib.parse import unquote
 
-from flask import Flask, Response, current_app, render_template, request
+from flask import Flask, Response, current_app, g, render_template, request
 from werkzeug.exceptions import BadRequest, HTTPException, InternalServerError
 from werkzeug.http import HTTP_STATUS_CODES
 
@@ -28,6 +28,15 @@ Answer = tuple[str, list[tuple[str, str]], Iterable[bytes]]
 #: on every response
 SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
 CSP = "default-src 'none'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'"
+#: on a page that runs one of our own scripts (`allow_own_scripts`): the passkey
+#: ceremonies' app/static/passkeys.js, which calls back to this server only
+CSP_WITH_SCRIPT = CSP + "; script-src 'self'; connect-src 'self'"
+
+
+def allow_own_scripts() -> None:
+    """This response is a page that loads a script from our static files: its CSP
+    allows scripts and requests from this origin only (every other page keeps none)."""
+    g.own_scripts = True
 
 
 def _is_page() -> bool:
@@ -145,7 +154,7 @@ def init_app(app: Flask) -> None:
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
         if response.mimetype == "text/html" and request.blueprint != "gateway":
-            response.headers.setdefault("Content-Security-Policy", CSP)
+            response.headers.setdefault("Content-Security-Policy", CSP_WITH_SCRIPT if g.get("own_scripts") else CSP)
             response.headers.setdefault("X-Frame-Options", "DENY")
             response.headers.setdefault("Cache-Control", "no-store")
         return response

@@ -24,6 +24,9 @@ Check = Callable[[Any], bool]
 
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 USERNAME = re.compile(r"^[A-Za-z0-9._@+-]{1,64}$")
+BASE64URL = re.compile(r"^[A-Za-z0-9_-]+$")
+#: WebAuthn §5.8.3: a credential id is at most 1023 bytes (1364 base64url characters)
+MAX_CREDENTIAL_ID = 1364
 
 
 def number(value: Any) -> bool:
@@ -76,6 +79,29 @@ def approvals(value: Any) -> bool:
         and number(a.get("approved_at"))
         and optional(text)(a.get("redirect_uri"))
         for a in value.values()
+    )
+
+
+def base64url(value: Any) -> bool:
+    return isinstance(value, str) and bool(BASE64URL.match(value))
+
+
+def passkeys(value: Any) -> bool:
+    """A user's passkeys (app/passkeys.py): credential id -> its public key (COSE,
+    base64url), sign count, transports, user handle, created and last used."""
+    return isinstance(value, dict) and all(
+        base64url(credential_id)
+        and len(credential_id) <= MAX_CREDENTIAL_ID
+        and isinstance(p, dict)
+        and base64url(p.get("public_key"))
+        and isinstance(p.get("sign_count"), int)
+        and not isinstance(p.get("sign_count"), bool)
+        and 0 <= p["sign_count"] < 2**32
+        and strings(p.get("transports", []))
+        and base64url(p.get("user_handle"))
+        and number(p.get("created_at"))
+        and optional(number)(p.get("last_used_at"))
+        for credential_id, p in value.items()
     )
 
 
@@ -189,6 +215,7 @@ RULES: dict[str, tuple[str, dict[str, Check]]] = {
             "password_hash": known_password_hash,
             "created_at": optional(number),
             "password_changed_at": optional(number),
+            "passkeys": optional(passkeys),
         },
     ),
 }

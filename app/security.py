@@ -59,9 +59,13 @@ def csrf_token() -> str:
     return token
 
 
+def csrf_valid(submitted: str) -> bool:
+    """Whether `submitted` is this session's CSRF token (constant time)."""
+    expected = session.get(CSRF_FIELD)
+    return isinstance(expected, str) and expected != "" and hmac.compare_digest(expected.encode(), submitted.encode())
+
+
 def check_csrf() -> None:
     """Abort with 400 unless the submitted form carries this session's CSRF token."""
-    expected = session.get(CSRF_FIELD)
-    submitted = request.form.get(CSRF_FIELD, "")
-    if not expected or not hmac.compare_digest(expected.encode(), submitted.encode()):
+    if not csrf_valid(request.form.get(CSRF_FIELD, "")):
         abort(400, description="The form expired or was not sent from this site. Go back and try again.")

@@ -19,10 +19,11 @@ from typing import Any
 from flask import Blueprint, Flask, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
-from ..config import Config
+from ..config import Config, ConfigError, Setting
 from ..forwarded import client_address, network_key
 from ..models import Person
 from ..observability import audit
+from ..passkeys import Passkeys
 from ..pending import PendingAuthorization, PendingAuthorizations
 from ..repositories import UserRepository
 from ..security import check_csrf
@@ -42,6 +43,8 @@ MAX_NAME = 64
 MAX_PASSWORD = 1024
 #: the shortest password a user may set (the CLI's rule, and the account page's)
 MIN_PASSWORD = 8
+#: OAUTH_PASSKEYS: passkeys are offered beside passwords, or a user who has one must use it
+PASSKEYS_MODES = ("optional", "required")
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,15 @@ class LoginThrottle:
 
 class CustomProvider(IdentityProvider):
     name = "custom"
+    SETTINGS = (Setting("OAUTH_PASSKEYS", default="optional", lower=True),)
+
+    @classmethod
+    def read_settings(cls, env: Mapping[str, str]) -> dict[str, Any]:
+        settings = super().read_settings(env)
+        if settings["OAUTH_PASSKEYS"] not in PASSKEYS_MODES:
+            mode = settings["OAUTH_PASSKEYS"]
+            raise ConfigError(f"OAUTH_PASSKEYS must be {' or '.join(PASSKEYS_MODES)}, not {mode!r}")
+        return settings
 
     @classmethod
     def create(
@@ -153,11 +165,17 @@ class CustomProvider(IdentityProvider):
         super().__init__(config, settings, pending)
         self.users = users
         self.throttle = LoginThrottle(state=users.store.shared)
+        self.passkeys = Passkeys(config, users)
+        #: OAUTH_PASSKEYS=required: a user who has a passkey cannot log in with the password alone
+        self.passkeys_required = settings.get("OAUTH_PASSKEYS") == "required"
 
     def init_app(self, app: Flask) -> None:
+        from ..endpoints import passkeys
+
         bp = Blueprint("custom", __name__, url_prefix=self.config.issuer_path)
         bp.add_url_rule("/login", "login", self.login_view, methods=["GET", "POST"])
         app.register_blueprint(bp)
+        passkeys.init_app(app, self)
 
     def on_startup(self) -> None:
         if self.users.all():
@@ -253,6 +271,19 @@ class CustomProvider(IdentityProvider):
                 {"Retry-After": str(wait)},
             )
         plausible = 0 < len(username) <= MAX_NAME and len(password) <= MAX_PASSWORD
+        if plausible and self.passkeys_required and self.passkeys.has_passkey(username):
+            # Refused before the password is checked: whether it was right is never told.
+            login_failed(self.name, "passkey_required", subject=username, address=address)
+            return (
+                render_template(
+                    "login.html",
+                    request_id=request_id,
+                    pending=pending,
+                    error="This account signs in with its passkey: use “Sign in with a passkey”.",
+                    username=username,
+                ),
+                401,
+            )
         if not plausible or not self.users.authenticate(username, password):
             known = self._known(username)
             login_failed(self.name, "wrong_password" if known else "unknown_user", subject=known, address=address)
