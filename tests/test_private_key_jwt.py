@@ -102,8 +102,11 @@ def test_a_client_with_its_own_key_through_the_whole_flow_and_refresh(cimd_serve
     _refused(exchange(cimd_server, client, code, verifier, **signed(elsewhere)), "aud another server")
     no_jti = assertion(key, client_id, token_url, jti=None)
     _refused(exchange(cimd_server, client, code, verifier, **signed(no_jti)), "no jti")
-    hs = jwt.encode({"alg": "HS256"}, {"iss": client_id, "sub": client_id, "aud": token_url,
-                                       "exp": int(time.time()) + 60, "jti": "x"}, OctKey.import_key(b"k" * 32))
+    hs = jwt.encode(
+        {"alg": "HS256"},
+        {"iss": client_id, "sub": client_id, "aud": token_url, "exp": int(time.time()) + 60, "jti": "x"},
+        OctKey.import_key(b"k" * 32),
+    )
     _refused(exchange(cimd_server, client, code, verifier, **signed(hs)), "an algorithm not on the list")
 
     first = assertion(key, client_id, token_url)
