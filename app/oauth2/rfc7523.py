@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import time
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from authlib.oauth2.rfc6749 import (
@@ -25,11 +26,12 @@ from authlib.oauth2.rfc6749 import (
     InvalidGrantError,
     InvalidRequestError,
     InvalidScopeError,
+    OAuth2Error,
     TokenEndpointMixin,
 )
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from joserfc import jws, jwt
-from joserfc.errors import JoseError
+from joserfc.errors import JoseError, SecurityWarning
 from joserfc.jwk import KeySet
 
 from ..cimd import DocumentError, DocumentFetcher, public_key_set
@@ -50,6 +52,9 @@ log = logging.getLogger(__name__)
 #: what a client or an IdP may sign with (RFC 8725 §3.1: an explicit list; no `none`,
 #: no HMAC, whose key would be the public one)
 ALGORITHMS = ["RS256", "ES256", "EdDSA"]
+# RFC 9864 deprecates the name "EdDSA" for "Ed25519", but clients and IdPs still send
+# it: it is on the list knowingly, and joserfc's warning on each use says nothing new.
+warnings.filterwarnings("ignore", message="EdDSA is deprecated", category=SecurityWarning)
 #: clock skew allowed on `exp`, `iat` and `nbf`
 LEEWAY = 60
 #: a client assertion may be valid for at most this long from now (its `jti` is kept
@@ -220,10 +225,13 @@ class IdentityAssertionGrant(BaseGrant, TokenEndpointMixin):
         if not isinstance(assertion, str) or not assertion:
             raise InvalidRequestError("The jwt-bearer grant needs an assertion.")
         try:
-            claims = self._verified(assertion, client)
-        except InvalidGrantError as error:
+            self.request.id_jag = self._granted(self._verified(assertion, client), client)
+        except OAuth2Error as error:
             audit("id_jag.refused", logging.WARNING, client_id=client.client_id, reason=error.description)
             raise
+
+    def _granted(self, claims: dict[str, Any], client: Client) -> tuple[dict[str, Any], str, list[str]]:
+        """(the claims, the scope, the resources) of a verified ID-JAG, its `jti` used."""
         offered = self.server.config.scopes
         asked = requested_scopes(self.request.payload.scope)
         asserted = claims.get("scope")
@@ -236,7 +244,26 @@ class IdentityAssertionGrant(BaseGrant, TokenEndpointMixin):
         if not claimed:
             raise InvalidGrantError("The assertion names no resource.")
         resource = resolve_resources(claimed if isinstance(claimed, list) else [claimed], self.server.config)
-        self.request.id_jag = (claims, " ".join(scope), resolve_resources(requested, self.server.config, resource))
+        resource = resolve_resources(requested, self.server.config, resource)
+        self._use_once(claims, client)  # last: an assertion refused for another reason is not used up
+        return claims, " ".join(scope), resource
+
+    def _use_once(self, claims: dict[str, Any], client: Client) -> None:
+        state = self.server.clients.store.shared
+        if state.in_process and claims["iat"] < int(self.server.started_at):
+            # The replay set lives in this process: an assertion issued before it
+            # started may have been used before a restart.
+            raise InvalidGrantError("The assertion was issued before this server started; ask for a new one.")
+        if not use_once(state, ID_JAG_JTI, claims["iss"], claims["jti"], float(claims["exp"]) + LEEWAY):
+            REPLAYS.labels("id_jag").inc()
+            audit(
+                "replay.detected",
+                logging.WARNING,
+                credential="id_jag",
+                client_id=client.client_id,
+                issuer=claims["iss"],
+            )
+            raise InvalidGrantError("The assertion was already used.")
 
     def _verified(self, assertion: str, client: Client) -> dict[str, Any]:
         idps: TrustedIdentityProviders = self.server.identity_providers
@@ -274,15 +301,8 @@ class IdentityAssertionGrant(BaseGrant, TokenEndpointMixin):
             raise InvalidGrantError(f"The assertion is not acceptable: {exc.description}") from None
         if not isinstance(claims["sub"], str) or not claims["sub"]:
             raise InvalidGrantError("The assertion's sub must be a string.")
-        state = self.server.clients.store.shared
-        if state.in_process and claims["iat"] < self.server.started_at:
-            # The replay set lives in this process: an assertion issued before it
-            # started may have been used before a restart.
-            raise InvalidGrantError("The assertion was issued before this server started; ask for a new one.")
-        if not use_once(state, ID_JAG_JTI, issuer, claims["jti"], float(claims["exp"]) + LEEWAY):
-            REPLAYS.labels("id_jag").inc()
-            audit("replay.detected", logging.WARNING, credential="id_jag", client_id=client.client_id, issuer=issuer)
-            raise InvalidGrantError("The assertion was already used.")
+        if not isinstance(claims["iat"], (int, float)) or claims["iat"] > time.time() + LEEWAY:
+            raise InvalidGrantError("The assertion's iat is in the future.")
         return claims
 
     def create_token_response(self) -> tuple[int, dict, list]:
