@@ -9,7 +9,10 @@ connect), loopback, private, link-local, multicast and reserved addresses refuse
 unless OAUTH_CIMD_ALLOW_PRIVATE=1, no redirects, 5 s in all, 64 KiB at most, JSON
 nested at most 32 deep, and at most 2 fetches to one host and 8 in all at once. A
 document must name itself as `client_id`, and its client is public (PKCE, no
-secret). Documents are cached as their `Cache-Control` allows, in a bounded map, and
+secret) unless it offers `private_key_jwt` and publishes its keys (`key_binding`):
+then it signs at /token (app/oauth2/rfc7523.py), with keys from its `jwks` or
+`jwks_uri` (fetched behind the same fence, `DocumentFetcher.key_set`). Documents
+are cached as their `Cache-Control` allows, in a bounded map, and
 so are failures, briefly; a fetch refused for being busy is not a failure of the
 document and is not remembered. The documents of well-known clients ship with the
 server and are used when a live fetch fails.
@@ -30,6 +33,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
+
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet, RSAKey
 
 from .config import Config
 from .policy import URI_FORBIDDEN, InvalidJSON, UnacceptableMetadata, accepted_redirect_uris, check_bounds, parse_json
@@ -52,6 +58,54 @@ DEFAULT_TTL = 300
 MAX_TTL = 86400
 #: a failed fetch is not tried again for this long (the shipped copy serves meanwhile)
 FAILURE_TTL = 30
+#: the short-lived state's kind for other JSON fetched behind the same fence: a
+#: client's `jwks_uri`, a trusted IdP's discovery document and JWKS
+FETCHED = "fetched"
+#: a key set is fetched again for an unknown `kid` (a rotated key) at most this often
+KEYS_REFETCH_AFTER = 60
+#: the smallest RSA key a client or IdP may sign with (as for our own keys, app/records.py)
+MIN_RSA_BITS = 2048
+
+
+def public_key_set(data: Any) -> KeySet:
+    """A JWK Set (RFC 7517 §5) of public signing keys only: RSA of at least 2048 bits,
+    EC, OKP. A private or symmetric key in a published set is refused: whoever
+    published it has given it away. Raises DocumentError."""
+    if not isinstance(data, dict) or not isinstance(data.get("keys"), list) or not data["keys"]:
+        raise DocumentError("the key set is not a JWK Set with keys")
+    try:
+        keys = KeySet.import_key_set({"keys": [k for k in data["keys"] if isinstance(k, dict)]})
+    except (JoseError, ValueError, TypeError):
+        raise DocumentError("the key set holds a key that cannot be read") from None
+    for key in keys:
+        if key.key_type not in ("RSA", "EC", "OKP") or key.is_private:
+            raise DocumentError("the key set must hold public RSA, EC or OKP keys only")
+        if isinstance(key, RSAKey) and key.raw_value.key_size < MIN_RSA_BITS:
+            raise DocumentError(f"an RSA key of the key set is shorter than {MIN_RSA_BITS} bits")
+    return keys
+
+
+def key_binding(document: dict[str, Any]) -> dict[str, Any]:
+    """The client metadata that binds a document's client to its own keys (RFC 7523
+    §2.2, `private_key_jwt`), or nothing. A document that offers `private_key_jwt`
+    (as its `token_endpoint_auth_method` or among `token_endpoint_auth_methods_supported`,
+    ChatGPT's `["none","private_key_jwt"]`) and publishes keys (`jwks`, or an https
+    `jwks_uri`) makes a confidential client: it must then sign at /token, even when it
+    also lists `none`, so that a stolen code or refresh token is useless without its
+    key. Without keys it stays public, as before."""
+    methods = document.get("token_endpoint_auth_methods_supported")
+    offered = document.get("token_endpoint_auth_method") == "private_key_jwt" or (
+        isinstance(methods, list) and "private_key_jwt" in methods
+    )
+    if not offered:
+        return {}
+    if "jwks" in document:
+        public_key_set(document["jwks"])
+        return {"token_endpoint_auth_method": "private_key_jwt", "jwks": document["jwks"]}
+    uri = document.get("jwks_uri")
+    if is_document_url(uri):
+        return {"token_endpoint_auth_method": "private_key_jwt", "jwks_uri": uri}
+    return {}
 
 
 def _published(client_id: str, name: str, client_uri: str | None, redirect_uris: list[str]) -> dict[str, Any]:
@@ -246,6 +300,7 @@ class DocumentFetcher:
         #: the shared database when instances share one, so one fetch serves them all
         self.state: SharedState = state if state is not None else LocalState()
         self.state.bound(KIND, MAX_CACHED)
+        self.state.bound(FETCHED, MAX_CACHED)
         self._slots = FetchSlots()
         self._context = ssl.create_default_context()
         extra = os.environ.get("SSL_CERT_FILE")
@@ -270,6 +325,42 @@ class DocumentFetcher:
             return self._shipped_or_raise(url, str(exc))
         self._remember(url, metadata, ttl, "")
         return metadata
+
+    def json_at(self, url: str) -> Any:
+        """The JSON at an https URL, fetched behind the same fence as documents and
+        cached as its Cache-Control allows (failures briefly), or raise DocumentError.
+        For key sets and discovery documents: nothing here is a client's metadata."""
+        return self._fetched(url, refetch=False)[0]
+
+    def key_set(self, url: str, kid: object = None) -> KeySet:
+        """The public keys at a `jwks_uri` (`public_key_set`). When `kid` is not among
+        them, the set is fetched again (a rotated key), at most once a minute."""
+        data, fetched_at = self._fetched(url, refetch=False)
+        keys = public_key_set(data)
+        unknown = isinstance(kid, str) and kid not in {key.kid for key in keys}
+        if unknown and time.time() - fetched_at > KEYS_REFETCH_AFTER:
+            keys = public_key_set(self._fetched(url, refetch=True)[0])
+        return keys
+
+    def _fetched(self, url: str, refetch: bool) -> tuple[Any, float]:
+        if not is_document_url(url):
+            raise DocumentError("the URL is not an https URL this server fetches from")
+        cached = None if refetch else self.state.get(FETCHED, url)
+        if cached is not None:
+            if cached[0] is None:
+                raise DocumentError(cached[1])
+            return cached[0], cached[2]
+        now = time.time()
+        try:
+            data, ttl = self._fetch(url)
+        except DocumentBusy:
+            raise
+        except DocumentError as exc:
+            self.state.put(FETCHED, url, [None, str(exc), now], now + FAILURE_TTL)
+            raise
+        if ttl > 0:
+            self.state.put(FETCHED, url, [data, "", now], now + ttl)
+        return data, now
 
     def _shipped_or_raise(self, url: str, reason: str) -> dict[str, Any]:
         if url in SHIPPED:
@@ -367,7 +458,8 @@ class DocumentFetcher:
         metadata: dict[str, Any] = {
             "client_name": name if isinstance(name, str) and name.strip() else urlsplit(url).hostname,
             "redirect_uris": kept,
-            # Public, whatever the document asks for: no secret was ever shared.
+            # Public unless it publishes keys to sign with (`key_binding`): no secret
+            # was ever shared.
             "token_endpoint_auth_method": "none",
             "grant_types": ["authorization_code", "refresh_token"],
             "response_types": ["code"],
@@ -375,4 +467,6 @@ class DocumentFetcher:
         for field in ("client_uri", "logo_uri", "scope"):
             if isinstance(document.get(field), str):
                 metadata[field] = document[field]
+        # Grant types it lists that we do not offer (Claude's jwt-bearer) are ignored.
+        metadata.update(key_binding(document))
         return metadata

@@ -85,6 +85,8 @@ class Config:
     native_schemes: tuple[str, ...] = ("cursor", "vscode", "vscode-insiders", "windsurf")
     cimd: bool = True
     cimd_allow_private: bool = False
+    #: enterprise IdPs whose ID-JAGs /token accepts (app/oauth2/rfc7523.py)
+    trusted_idps: tuple[str, ...] = ()
     metrics_allow: tuple[IPNetwork, ...] = (ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("::1/128"))
     log_format: str = "text"
     #: the environment this was read from, for the identity provider's own variables
@@ -225,6 +227,16 @@ def _absolute_url(name: str, value: str, *, allow_query: bool = False) -> str:
     return value
 
 
+def _trusted_idps(env: Mapping[str, str]) -> tuple[str, ...]:
+    """OAUTH_TRUSTED_IDPS: issuer URLs, https (their keys are found by discovery, which
+    is fetched over https only), compared as written."""
+    issuers = tuple(_absolute_url("OAUTH_TRUSTED_IDPS", i) for i in _list(env, "OAUTH_TRUSTED_IDPS"))
+    for issuer in issuers:
+        if not issuer.startswith("https://"):
+            raise ConfigError(f"OAUTH_TRUSTED_IDPS must list https issuer URLs, got {issuer!r}")
+    return issuers
+
+
 def _parse(env: Mapping[str, str]) -> Config:
     port = _int(env, "PORT", 8000, minimum=1)
     if port > 65535:
@@ -300,6 +312,7 @@ def _parse(env: Mapping[str, str]) -> Config:
         ),
         cimd=_flag(env, "OAUTH_CIMD", True),
         cimd_allow_private=_flag(env, "OAUTH_CIMD_ALLOW_PRIVATE", False),
+        trusted_idps=_trusted_idps(env),
         metrics_allow=_networks(env, "OAUTH_METRICS_ALLOW", "127.0.0.1,::1"),
         log_format=parse_log_format(env),
         env=MappingProxyType(dict(env)),

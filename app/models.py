@@ -15,7 +15,7 @@ from authlib.oauth2.rfc6749 import AuthorizationCodeMixin, ClientMixin, TokenMix
 from authlib.oauth2.rfc6749.util import scope_to_list
 
 from .config import is_loopback_host
-from .policy import CONFIDENTIAL_AUTH_METHODS, requested_scopes
+from .policy import CONFIDENTIAL_AUTH_METHODS, PRIVATE_KEY_JWT, requested_scopes
 from .security import secret_matches
 
 
@@ -94,6 +94,14 @@ class Client(ClientMixin):
         return self.auth_method == "none"
 
     @property
+    def signing_keys(self) -> dict[str, Any] | str | None:
+        """Where this client's RFC 7523 assertion keys are: its document's inline
+        `jwks`, or its `jwks_uri`; None for a client that has none."""
+        if self.auth_method != PRIVATE_KEY_JWT:
+            return None
+        return self.metadata.get("jwks") or self.metadata.get("jwks_uri")
+
+    @property
     def is_resource_server(self) -> bool:
         """Made by the operator to introspect every token (RFC 7662 §4)."""
         return self.record.get("resource_server") is True
@@ -128,6 +136,9 @@ class Client(ClientMixin):
         # clients register the RFC 7591 default, client_secret_basic, and then post.
         if self.is_public:
             return method == "none" and endpoint != "introspection"
+        if self.auth_method == PRIVATE_KEY_JWT:
+            # bound to the key its document publishes: nothing else stands for it
+            return method == PRIVATE_KEY_JWT and endpoint != "introspection"
         return method in CONFIDENTIAL_AUTH_METHODS
 
     def check_response_type(self, response_type: str) -> bool:

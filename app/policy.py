@@ -133,6 +133,11 @@ def resource_for_url(config: Config, scheme: str, host: str, raw_path: str) -> s
 #: register the RFC 7591 default, client_secret_basic, and then post it).
 CONFIDENTIAL_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 AUTH_METHODS = [*CONFIDENTIAL_AUTH_METHODS, "none"]
+#: RFC 7523 §2.2 client assertions, signed with a key its metadata document publishes
+#: (app/oauth2/rfc7523.py): only a metadata-document client has one, never a
+#: registration. Tried last: a request that carries no assertion is judged as before.
+PRIVATE_KEY_JWT = "private_key_jwt"
+TOKEN_AUTH_METHODS = [*AUTH_METHODS, PRIVATE_KEY_JWT]
 
 
 # -- scopes ------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import RSAKey
 
 from .config import Config
-from .policy import AUTH_METHODS, check_redirect_uri
+from .policy import TOKEN_AUTH_METHODS, check_redirect_uri
 
 Check = Callable[[Any], bool]
 
@@ -61,7 +61,7 @@ def client_metadata(value: Any) -> bool:
     return (
         isinstance(value, dict)
         and strings(value.get("redirect_uris", []))
-        and value.get("token_endpoint_auth_method", "none") in AUTH_METHODS
+        and value.get("token_endpoint_auth_method", "none") in TOKEN_AUTH_METHODS
         and strings(value.get("grant_types", []))
         and strings(value.get("response_types", []))
         and isinstance(value.get("client_name", ""), str)

@@ -416,7 +416,10 @@ class GrantRepository:
         resource: list[str],
         refresh_token: str | None,
         provider: str,
+        expires_in: int | None = None,
     ) -> Grant:
+        """A new grant, for the refresh token's lifetime (or `expires_in` seconds: a
+        grant with no refresh token lives as long as its access token)."""
         now = time.time()
         record = {
             "grant_id": grant_id,
@@ -427,7 +430,7 @@ class GrantRepository:
             "resource": resource,
             "issued_at": now,
             "refreshed_at": None,
-            "expires_at": now + self.config.refresh_token_ttl,
+            "expires_at": now + (self.config.refresh_token_ttl if expires_in is None else expires_in),
             TOKEN_HASHES: {hash_secret(refresh_token): None} if refresh_token else {},
         }
         self.store.put("grants", grant_id, record)

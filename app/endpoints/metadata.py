@@ -15,7 +15,8 @@ from ..config import Config
 from ..cors import HEADERS as CORS_HEADERS
 from ..errors import SECURITY_HEADERS
 from ..keys import KeyManager
-from ..policy import AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS
+from ..oauth2.rfc7523 import ALGORITHMS, ID_JAG_PROFILE, JWT_BEARER
+from ..policy import AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS, TOKEN_AUTH_METHODS
 from ..routes import cross_origin, path_of
 from ..services import services
 
@@ -37,20 +38,26 @@ def endpoint_urls(app: Flask, config: Config) -> dict[str, str]:
 
 
 def authorization_server_metadata(config: Config, urls: dict[str, str]) -> dict:
+    # private_key_jwt is for metadata-document clients, ID-JAGs for trusted IdPs' (RFC 7523)
+    client_auth = TOKEN_AUTH_METHODS if config.cimd else AUTH_METHODS
+    assertions: dict = {"token_endpoint_auth_signing_alg_values_supported": ALGORITHMS} if config.cimd else {}
+    if config.trusted_idps:
+        assertions["authorization_grant_profiles_supported"] = [ID_JAG_PROFILE]
     return {
         "issuer": config.issuer,
         **urls,
         "scopes_supported": list(config.scopes),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token"],
-        "token_endpoint_auth_methods_supported": AUTH_METHODS,
-        "revocation_endpoint_auth_methods_supported": AUTH_METHODS,
+        "grant_types_supported": ["authorization_code", "refresh_token", *([JWT_BEARER] * bool(config.trusted_idps))],
+        "token_endpoint_auth_methods_supported": client_auth,
+        "revocation_endpoint_auth_methods_supported": client_auth,
         "introspection_endpoint_auth_methods_supported": CONFIDENTIAL_AUTH_METHODS,
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": True,
         "resource_indicators_supported": True,
         "client_id_metadata_document_supported": config.cimd,
+        **assertions,
     }
 
 

@@ -24,7 +24,7 @@ from authlib.oauth2.rfc6749 import (
 
 from ..models import AuthorizationCode, Client, Grant, Person
 from ..observability import REPLAYS, TOKENS_ISSUED, audit, note
-from ..policy import AUTH_METHODS, requested_scopes
+from ..policy import TOKEN_AUTH_METHODS, requested_scopes
 from ..security import new_id
 from .rfc8707 import resolve_resources
 from .tokens import TokenSubject
@@ -57,7 +57,7 @@ def issued(event: str, grant_type: str, client_id: str, subject: str, grant_id: 
 
 
 class AuthorizationCodeGrant(_TokenIssuing, grants.AuthorizationCodeGrant):
-    TOKEN_ENDPOINT_AUTH_METHODS = AUTH_METHODS
+    TOKEN_ENDPOINT_AUTH_METHODS = TOKEN_AUTH_METHODS
 
     def generate_authorization_code(self) -> str:
         # 256 bits in one read of the OS's CSPRNG (RFC 6749 §10.10); Authlib's default
@@ -166,7 +166,7 @@ class AuthorizationCodeGrant(_TokenIssuing, grants.AuthorizationCodeGrant):
 
 
 class RefreshTokenGrant(_TokenIssuing, grants.RefreshTokenGrant):
-    TOKEN_ENDPOINT_AUTH_METHODS = AUTH_METHODS
+    TOKEN_ENDPOINT_AUTH_METHODS = TOKEN_AUTH_METHODS
     INCLUDE_NEW_REFRESH_TOKEN = True
 
     def authenticate_refresh_token(self, refresh_token: str) -> Grant | None:

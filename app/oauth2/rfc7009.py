@@ -8,7 +8,7 @@ from authlib.oauth2.rfc7009 import RevocationEndpoint
 
 from ..models import AccessToken, Grant
 from ..observability import TOKENS_REVOKED, audit
-from ..policy import AUTH_METHODS
+from ..policy import TOKEN_AUTH_METHODS
 from .tokens import find_token
 
 if TYPE_CHECKING:
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 
 class Revocation(RevocationEndpoint):
-    CLIENT_AUTH_METHODS = AUTH_METHODS
+    CLIENT_AUTH_METHODS = TOKEN_AUTH_METHODS
     server: OAuthServer
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> AccessToken | Grant | None:

@@ -4,11 +4,13 @@ place, on Authlib's Flask `AuthorizationServer`.
 Authlib does the protocol (request validation, client authentication, PKCE, error
 responses); the rest of this package supplies what it leaves to the application:
 where codes and grants live (codes.py, grants.py), the RFC 9068 access token (tokens.py),
-RFC 8707 resource indicators, RFC 9207 `iss`, revocation, introspection, registration.
+RFC 8707 resource indicators, RFC 9207 `iss`, revocation, introspection, registration,
+RFC 7523 client assertions and the jwt-bearer grant for ID-JAGs (rfc7523.py).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,6 +20,7 @@ from authlib.oauth2.rfc6749 import InvalidClientError, InvalidScopeError, OAuth2
 from flask import Response
 from flask import request as flask_request
 
+from ..cimd import DocumentFetcher
 from ..config import Config
 from ..keys import KeyManager
 from ..policy import requested_scopes
@@ -27,6 +30,7 @@ from .codes import CodeStore
 from .grants import AuthorizationCodeGrant, RefreshTokenGrant
 from .requests import SafeJsonPayload, StoredPayload
 from .rfc7009 import Revocation
+from .rfc7523 import IdentityAssertionGrant, PrivateKeyJWT, TrustedIdentityProviders
 from .rfc7591 import RegistrationEndpoint, claims_class
 from .rfc7592 import ConfigurationEndpoint
 from .rfc7636 import S256CodeChallenge
@@ -59,6 +63,14 @@ class OAuthServer(AuthorizationServer):
         self.register_token_generator("default", AccessTokenGenerator(config, keys))
         self.register_grant(AuthorizationCodeGrant, [S256CodeChallenge(required=True), ResourceIndicator(config)])
         self.register_grant(RefreshTokenGrant)
+        #: when this process started: an ID-JAG issued before is refused where the
+        #: replay set lives in the process (rfc7523.py)
+        self.started_at = time.time()
+        fetcher = clients.documents or (DocumentFetcher(config, shared) if config.trusted_idps else None)
+        self.register_client_auth_method(PrivateKeyJWT.CLIENT_AUTH_METHOD, PrivateKeyJWT(self, clients.documents))
+        if config.trusted_idps and fetcher is not None:
+            self.identity_providers = TrustedIdentityProviders(config.trusted_idps, fetcher)
+            self.register_grant(IdentityAssertionGrant)
         self.register_extension(Issuer(config.issuer))
         self.register_endpoint(Revocation)
         self.introspection = Introspection(self)

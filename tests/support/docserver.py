@@ -1,7 +1,9 @@
 """An https server of client metadata documents for the CIMD tests, with misbehaving
 ones: `python docserver.py PORT CERT KEY LOG`. Every request's path is appended to LOG
 first, so a test can show that a refused fetch never connected. `/hold/NAME/…` answers
-only once a file NAME exists beside LOG (or after 6 s): a slow host a test releases."""
+only once a file NAME exists beside LOG (or after 6 s): a slow host a test releases.
+`/file/NAME` serves docs/NAME beside LOG as a document naming itself, `/raw/PATH`
+serves docs/raw/PATH as it is (a key set, an identity provider's discovery)."""
 
 from __future__ import annotations
 
@@ -49,6 +51,16 @@ class Documents(BaseHTTPRequestHandler):
                 self._send(404, b"{}")
                 return
             self._send(200, json.dumps({**written, "client_id": own_url}).encode(), Cache_Control="no-store")
+        elif kind == "raw":  # /raw/PATH: docs/raw/PATH beside the log, as it is (key sets, an IdP's discovery)
+            relative = self.path.split("?", 1)[0][len("/raw/") :]
+            if ".." in relative.split("/"):
+                self._send(404, b"{}")
+                return
+            try:
+                with open(os.path.join(os.path.dirname(log_path), "docs", "raw", relative), "rb") as file:
+                    self._send(200, file.read(), Cache_Control="max-age=60")
+            except OSError:
+                self._send(404, b"{}")
         elif kind == "other":
             self._send(200, json.dumps({**document, "client_id": "https://elsewhere.example/doc"}).encode())
         elif kind == "big":
