@@ -15,6 +15,7 @@ from ..config import Config
 from ..cors import HEADERS as CORS_HEADERS
 from ..errors import SECURITY_HEADERS
 from ..keys import KeyManager
+from ..oauth2.rfc9449 import ALGORITHMS
 from ..policy import AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS
 from ..routes import cross_origin, path_of
 from ..services import services
@@ -51,6 +52,7 @@ def authorization_server_metadata(config: Config, urls: dict[str, str]) -> dict:
         "authorization_response_iss_parameter_supported": True,
         "resource_indicators_supported": True,
         "client_id_metadata_document_supported": config.cimd,
+        "dpop_signing_alg_values_supported": list(ALGORITHMS),  # RFC 9449 §5.1
     }
 
 
@@ -60,6 +62,7 @@ def protected_resource_metadata(config: Config, resource: str) -> dict:
         "authorization_servers": [config.issuer],
         "scopes_supported": list(config.scopes),
         "bearer_methods_supported": ["header"],
+        "dpop_signing_alg_values_supported": list(ALGORITHMS),  # RFC 9728 §2, RFC 9449
         "resource_name": "MCP server",
     }
 

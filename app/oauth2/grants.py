@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from authlib.oauth2.rfc6749 import (
@@ -37,9 +38,13 @@ class _TokenIssuing:
     """Shared by both grants: sign the access token for a grant."""
 
     server: OAuthServer
+    request: OAuth2Request
     GRANT_TYPE: str
 
     def _issue(self, client: Client, subject: TokenSubject, scope: str, refresh: bool) -> dict:
+        jkt = getattr(self.request, "dpop_jkt", None)  # RFC 9449: rfc9449.DPoPBinding
+        if jkt:
+            subject = replace(subject, jkt=jkt)
         return self.server.generate_token(
             grant_type=self.GRANT_TYPE,
             client=client,
@@ -47,6 +52,11 @@ class _TokenIssuing:
             scope=scope,
             include_refresh_token=refresh,
         )
+
+    def _binds_refresh(self, client: Client) -> str | None:
+        """RFC 9449 §5: a public client's refresh token is bound to the key of the
+        proof it got it with (a confidential client's is bound by its authentication)."""
+        return getattr(self.request, "dpop_jkt", None) if client.is_public else None
 
 
 def issued(event: str, grant_type: str, client_id: str, subject: str, grant_id: str, token: dict) -> None:
@@ -151,6 +161,7 @@ class AuthorizationCodeGrant(_TokenIssuing, grants.AuthorizationCodeGrant):
                 resource=code.resource,
                 refresh_token=token.get("refresh_token"),
                 provider=person.provider,
+                dpop_jkt=self._binds_refresh(client),
             )
             code.redeemed_at = time.time()
             code.grant_id = subject.grant_id
@@ -192,7 +203,7 @@ class RefreshTokenGrant(_TokenIssuing, grants.RefreshTokenGrant):
         person = self.authenticate_user(grant)
         self.request.user = person
         token = self._issue(client, TokenSubject(person, grant.grant_id, resource), scope, refresh=True)
-        if not self.server.grants.rotate(grant, token["refresh_token"]):
+        if not self.server.grants.rotate(grant, token["refresh_token"], dpop_jkt=self._binds_refresh(client)):
             raise InvalidGrantError("The refresh token is no longer valid.")
         self.server.clients.touch(client)
         issued("token.refreshed", self.GRANT_TYPE, client.client_id, grant.subject, grant.grant_id, token)
