@@ -28,6 +28,7 @@ from ..observability import REPLAYS, TOKENS_ISSUED, audit, note
 from ..policy import AUTH_METHODS, requested_scopes
 from ..security import new_id
 from .rfc8707 import resolve_resources
+from .rfc9449 import bind_token_request
 from .tokens import TokenSubject
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ class _TokenIssuing:
     GRANT_TYPE: str
 
     def _issue(self, client: Client, subject: TokenSubject, scope: str, refresh: bool) -> dict:
-        jkt = getattr(self.request, "dpop_jkt", None)  # RFC 9449: rfc9449.DPoPBinding
+        jkt = getattr(self.request, "dpop_jkt", None)  # RFC 9449: rfc9449.bind_token_request
         if jkt:
             subject = replace(subject, jkt=jkt)
         return self.server.generate_token(
@@ -117,6 +118,8 @@ class AuthorizationCodeGrant(_TokenIssuing, grants.AuthorizationCodeGrant):
             if code.response is None or time.time() - code.redeemed_at > window:
                 self._refuse_replay(code)
                 raise InvalidGrantError("The authorization code was already used.")
+        # After the replay rules: a replayed code revokes its grant whatever its proof.
+        bind_token_request(self.server.dpop, self.request)
 
     def _refuse_replay(self, code: AuthorizationCode | None) -> None:
         """RFC 6749 §4.1.2: a code used twice revokes what it issued."""
@@ -179,6 +182,10 @@ class AuthorizationCodeGrant(_TokenIssuing, grants.AuthorizationCodeGrant):
 class RefreshTokenGrant(_TokenIssuing, grants.RefreshTokenGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = AUTH_METHODS
     INCLUDE_NEW_REFRESH_TOKEN = True
+
+    def validate_token_request(self) -> None:
+        super().validate_token_request()
+        bind_token_request(self.server.dpop, self.request)
 
     def authenticate_refresh_token(self, refresh_token: str) -> Grant | None:
         return self.server.grants.present_refresh_token(refresh_token)

@@ -6,8 +6,8 @@ that very request (§7). A token stolen from a log or a proxy is useless without
 private key.
 
 Authlib 1.9.9 has no DPoP support (its own source says so), so the proof is checked
-here with joserfc, our one JOSE library; `DPoPBinding` hooks it into Authlib's token
-grants. Server nonces (§8) are optional and not used: `iat` within `WINDOW` seconds and
+here with joserfc, our one JOSE library; the grants (grants.py) call
+`bind_token_request`. Server nonces (§8) are optional and not used: `iat` within `WINDOW` seconds and
 a `jti` seen once (in the shared state, so across instances on PostgreSQL) bound
 replay instead (§11.1).
 """
@@ -28,15 +28,22 @@ from authlib.oauth2.rfc6749 import InvalidGrantError, OAuth2Error
 from joserfc import jws
 from joserfc.errors import JoseError, SecurityWarning
 from joserfc.jwk import JWKRegistry
+from joserfc.jws import JWSRegistry
 
 from ..models import Grant
 from ..repositories import DPOP_JKT
 from ..storage.base import JSONValue, SharedState
 
 #: RFC 9449 §5.1 metadata `dpop_signing_alg_values_supported`: asymmetric only (§4.3
-#: point 5: never `none`, never a MAC), and the key type each takes
-ALGORITHMS = ("ES256", "RS256", "EdDSA")
-KEY_TYPES = {"ES256": ("EC", ("P-256",)), "RS256": ("RSA", ()), "EdDSA": ("OKP", ("Ed25519", "Ed448"))}
+#: point 5: never `none`, never a MAC), and the key type each takes. `Ed25519` is RFC
+#: 9864's fully specified name for EdDSA with that curve, the one oauth4webapi signs with.
+ALGORITHMS = ("ES256", "RS256", "EdDSA", "Ed25519")
+KEY_TYPES = {
+    "ES256": ("EC", ("P-256",)),
+    "RS256": ("RSA", ()),
+    "EdDSA": ("OKP", ("Ed25519", "Ed448")),
+    "Ed25519": ("OKP", ("Ed25519",)),
+}
 #: RFC 7518 §3.3: an RSA key for RS256 has at least 2048 bits
 MIN_RSA_BITS = 2048
 #: JWK members that only a private (or symmetric) key has (RFC 7518 §6): §4.3 point 7
@@ -50,8 +57,19 @@ MAX_PROOF = 8 * 1024
 MAX_SEEN = 100_000
 REQUIRED_CLAIMS = ("jti", "htm", "htu", "iat")
 
+
+class _ProofRegistry(JWSRegistry):
+    """joserfc's JWS rules with room for a key in the header: its default 512 bytes
+    would refuse an RSA `jwk` (§4.2 puts the public key there)."""
+
+    max_header_length = 4 * 1024
+    max_payload_length = 4 * 1024
+
+
+REGISTRY = _ProofRegistry(algorithms=list(ALGORITHMS))
+
 # joserfc marks "EdDSA" deprecated in favour of RFC 9864's fully specified names; the
-# contract and today's clients (oauth4webapi) name it "EdDSA", so it stays, unwarned.
+# contract and many clients still name it "EdDSA", so it stays, unwarned.
 warnings.filterwarnings("ignore", message="EdDSA is deprecated", category=SecurityWarning)
 
 
@@ -121,7 +139,7 @@ def normal_url(url: str) -> tuple[str, str, int, str] | None:
 def _header_and_claims(value: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """The proof's JOSE header and claims, unverified (the key is in the header)."""
     try:
-        compact = jws.extract_compact(value.encode("ascii"))
+        compact = jws.extract_compact(value.encode("ascii"), registry=REGISTRY)
         claims = json.loads(compact.payload)
     except (JoseError, ValueError, TypeError, UnicodeError):
         raise InvalidProof("The DPoP proof is not a JWT.") from None
@@ -179,7 +197,7 @@ class ProofChecker:
             raise InvalidProof("The DPoP proof's typ must be dpop+jwt.")
         key = _public_key(header)
         try:
-            jws.deserialize_compact(value.strip(), key, algorithms=[header["alg"]])
+            jws.deserialize_compact(value.strip(), key, algorithms=[header["alg"]], registry=REGISTRY)
         except (JoseError, ValueError, TypeError):
             raise InvalidProof("The DPoP proof's signature does not verify with its jwk.") from None
         for name in REQUIRED_CLAIMS:
@@ -225,32 +243,23 @@ def bound_key(claims: dict[str, Any]) -> str | None:
     return jkt if isinstance(jkt, str) else None
 
 
-class DPoPBinding:
-    """An Authlib grant extension: at /token, a `DPoP` proof (for POST at the token
-    endpoint's URL) is checked once the grant's request is valid, and its key's
-    thumbprint kept as `request.dpop_jkt` for the token issued (tokens.py). A refresh
-    token bound to a key (a public client's, §5) needs a proof of that key."""
-
-    def __init__(self, proofs: ProofChecker):
-        self.proofs = proofs
-
-    def __call__(self, grant: Any) -> None:
-        grant.register_hook("after_validate_token_request", self.validate)
-
-    def validate(self, grant: Any, result: object = None) -> None:
-        request = grant.request
-        refresh = getattr(request, "refresh_token", None)
-        bound = refresh.record.get(DPOP_JKT) if isinstance(refresh, Grant) else None
-        value = request.headers.get("DPoP")
-        request.dpop_jkt = None
-        if value is None and bound is None:
-            return  # a Bearer token, as before
-        if value is None:
-            raise InvalidGrantError("This refresh token is bound to a DPoP key: send a DPoP proof made with it.")
-        try:
-            proof = self.proofs.check(value, "POST", request.uri)
-        except InvalidProof as exc:
-            raise InvalidDPoPProofError(str(exc)) from None
-        if bound is not None and not hmac.compare_digest(bound, proof.jkt):
-            raise InvalidGrantError("This refresh token is bound to another DPoP key.")
-        request.dpop_jkt = proof.jkt
+def bind_token_request(proofs: ProofChecker, request: Any) -> None:
+    """At /token (RFC 9449 §5), once the grant's request is valid: the `DPoP` proof,
+    for POST at the token endpoint's URL, is checked and its key's thumbprint kept as
+    `request.dpop_jkt` for the token issued (tokens.py); a refresh token bound to a
+    key (a public client's) needs a proof of that key. Called by both grants."""
+    refresh = getattr(request, "refresh_token", None)
+    bound = refresh.record.get(DPOP_JKT) if isinstance(refresh, Grant) else None
+    value = request.headers.get("DPoP")
+    request.dpop_jkt = None
+    if value is None and bound is None:
+        return  # a Bearer token, as before
+    if value is None:
+        raise InvalidGrantError("This refresh token is bound to a DPoP key: send a DPoP proof made with it.")
+    try:
+        proof = proofs.check(value, "POST", request.uri)
+    except InvalidProof as exc:
+        raise InvalidDPoPProofError(str(exc)) from None
+    if bound is not None and not hmac.compare_digest(bound, proof.jkt):
+        raise InvalidGrantError("This refresh token is bound to another DPoP key.")
+    request.dpop_jkt = proof.jkt

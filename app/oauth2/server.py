@@ -33,7 +33,7 @@ from .rfc7636 import S256CodeChallenge
 from .rfc7662 import Introspection
 from .rfc8707 import ResourceIndicator
 from .rfc9207 import Issuer
-from .rfc9449 import DPoPBinding, ProofChecker
+from .rfc9449 import ProofChecker
 from .tokens import AccessTokenGenerator, AccessTokenVerifier
 
 
@@ -58,11 +58,10 @@ class OAuthServer(AuthorizationServer):
         self.client_authenticated_paths: frozenset[str] = frozenset()
 
         self.register_token_generator("default", AccessTokenGenerator(config, keys))
-        #: RFC 9449 DPoP proofs, at /token (`DPoPBinding`) and at the resources (verify.py)
+        #: RFC 9449 DPoP proofs, at /token (the grants) and at the resources (verify.py)
         self.dpop = ProofChecker(shared)
-        dpop = DPoPBinding(self.dpop)
-        self.register_grant(AuthorizationCodeGrant, [S256CodeChallenge(required=True), ResourceIndicator(config), dpop])
-        self.register_grant(RefreshTokenGrant, [dpop])
+        self.register_grant(AuthorizationCodeGrant, [S256CodeChallenge(required=True), ResourceIndicator(config)])
+        self.register_grant(RefreshTokenGrant)
         self.register_extension(Issuer(config.issuer))
         self.register_endpoint(Revocation)
         self.introspection = Introspection(self)
