@@ -69,9 +69,8 @@ log = logging.getLogger(__name__)
 #: may write.
 DROPPED_REQUEST_HEADERS = {
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te",
-    "trailer", "transfer-encoding", "upgrade", "host", "authorization", "dpop", "cookie",
-    "content-length",
-    "x-auth-subject", "x-auth-client-id", "x-auth-scope",
+    "trailer", "transfer-encoding", "upgrade", "host", "authorization", "cookie", "content-length",
+    "dpop", "x-auth-subject", "x-auth-client-id", "x-auth-scope",
     "forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-forwarded-port",
     "x-forwarded-prefix", "x-forwarded-uri", "x-forwarded-server", "x-real-ip",
 }  # fmt: skip
