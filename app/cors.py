@@ -15,16 +15,18 @@ from .routes import Routes
 HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "GET, POST, PUT, DELETE, OPTIONS",
-    "Access-Control-Allow-Headers": "Authorization, Content-Type, MCP-Protocol-Version",
+    # DPoP: RFC 9449 proofs at /token
+    "Access-Control-Allow-Headers": "Authorization, Content-Type, MCP-Protocol-Version, DPoP",
     "Access-Control-Expose-Headers": "WWW-Authenticate",
     "Access-Control-Max-Age": "600",
 }
 
 #: The gateway (app/endpoints/gateway/): the request headers of MCP's Streamable HTTP
 #: transport (2026-07-28: Mcp-Method, Mcp-Name, Mcp-Param-*; before it, the session
-#: and resumption headers) besides the token and the content negotiation.
+#: and resumption headers) besides the token (and its RFC 9449 proof) and the content
+#: negotiation.
 GATEWAY_REQUEST_HEADERS = (
-    "Authorization", "Content-Type", "Accept", "Mcp-Method", "Mcp-Name", "MCP-Protocol-Version",
+    "Authorization", "DPoP", "Content-Type", "Accept", "Mcp-Method", "Mcp-Name", "MCP-Protocol-Version",
     "Mcp-Session-Id", "Last-Event-ID",
 )  # fmt: skip
 #: One header per tool parameter a server asks to see (`Mcp-Param-<name>`); CORS has no

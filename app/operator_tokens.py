@@ -32,10 +32,6 @@ class OperatorTokenError(Exception):
     """A token that cannot be issued as asked; the message is one line."""
 
 
-#: what marks a grant made by `issue-token` (listings show it)
-ISSUED_BY_OPERATOR = "operator"
-
-
 def issue_token(
     svc: Services,
     user: str,
@@ -63,18 +59,11 @@ def issue_token(
         raise OperatorTokenError(f"--ttl must be between 1 and {config.refresh_token_ttl} seconds")
 
     grant_id = new_id(18)
-    svc.grants.create(grant_id, client.client_id, user, granted, [audience], None, config.provider)
-    expires_at = time.time() + ttl
-
-    def mark(record: dict[str, Any]) -> dict[str, Any]:
-        record.update(expires_at=expires_at, issued_by=ISSUED_BY_OPERATOR)
-        return record
-
-    record = svc.store.change("grants", grant_id, mark)
+    grant = svc.grants.create(grant_id, client.client_id, user, granted, [audience], None, config.provider, ttl)
     generator = AccessTokenGenerator(dataclasses.replace(config, access_token_ttl=ttl), svc.keys)
     person = Person(subject=user, provider=config.provider)
     token = generator.access_token_generator(client, "operator", TokenSubject(person, grant_id, [audience]), granted)
-    return token, record or {}
+    return token, grant.record
 
 
 def inspect_token(svc: Services, token: str) -> dict[str, Any]:

@@ -41,6 +41,8 @@ SEARCHED_TOKEN_HASHES = "refresh_token_hashes"
 #: window: the next such presentation replaces it instead of adding another, so a grant
 #: holds at most two live tokens however often a rotated one comes back.
 GRACE_TOKEN_HASH = "grace_token_hash"
+#: the thumbprint of the DPoP key a grant's refresh tokens are bound to (RFC 9449 §5)
+DPOP_JKT = "dpop_jkt"
 #: last_used_at is written at most this often per client, not on every request.
 TOUCH_INTERVAL = 300
 
@@ -417,9 +419,11 @@ class GrantRepository:
         refresh_token: str | None,
         provider: str,
         expires_in: int | None = None,
+        dpop_jkt: str | None = None,
     ) -> Grant:
         """A new grant, for the refresh token's lifetime (or `expires_in` seconds: a
-        grant with no refresh token lives as long as its access token)."""
+        grant with no refresh token lives as long as its access token); `dpop_jkt`: its
+        refresh tokens are bound to that DPoP key (RFC 9449 §5, app/oauth2/rfc9449.py)."""
         now = time.time()
         record = {
             "grant_id": grant_id,
@@ -433,6 +437,8 @@ class GrantRepository:
             "expires_at": now + (self.config.refresh_token_ttl if expires_in is None else expires_in),
             TOKEN_HASHES: {hash_secret(refresh_token): None} if refresh_token else {},
         }
+        if dpop_jkt:
+            record[DPOP_JKT] = dpop_jkt
         self.store.put("grants", grant_id, record)
         return Grant(record)
 
@@ -494,9 +500,11 @@ class GrantRepository:
             return None
         return Grant(record, token_hash)
 
-    def rotate(self, grant: Grant, new_refresh_token: str) -> bool:
+    def rotate(self, grant: Grant, new_refresh_token: str, dpop_jkt: str | None = None) -> bool:
         """Replace the presented token by a new one, atomically. False when, under the
-        lock, the presented token turned out no longer usable (a concurrent replay)."""
+        lock, the presented token turned out no longer usable (a concurrent replay),
+        or the grant's DPoP key is not `dpop_jkt` (bound meanwhile). An unbound grant
+        is bound to `dpop_jkt` from now on (RFC 9449 §5)."""
         presented = grant.presented_hash
         now = time.time()
         if presented is None:
@@ -506,6 +514,10 @@ class GrantRepository:
             hashes: dict[str, float | None] = record.setdefault(_token_hashes_field(record), {})
             if presented not in hashes:
                 return "gone"
+            if record.get(DPOP_JKT, dpop_jkt) != dpop_jkt:
+                return "gone"
+            if dpop_jkt:
+                record[DPOP_JKT] = dpop_jkt
             rotated_at = hashes[presented]
             if rotated_at is not None and now - rotated_at > self.config.refresh_grace:
                 return "replay"

@@ -51,6 +51,14 @@ def bearer_token(environ: dict[str, Any] | None = None) -> str | None:
     return (value.strip() or None) if scheme.lower() == "bearer" else None
 
 
+def access_token(environ: dict[str, Any]) -> tuple[str, str] | None:
+    """The scheme (`bearer` or `dpop`, RFC 9449 §7.1) and token of the request's
+    `Authorization` header, or None when it carries neither."""
+    scheme, _, value = (environ.get("HTTP_AUTHORIZATION") or "").partition(" ")
+    scheme, value = scheme.lower(), value.strip()
+    return (scheme, value) if value and scheme in ("bearer", "dpop") else None
+
+
 def csrf_token() -> str:
     """The CSRF token of this browser session (synchronizer token pattern)."""
     token = session.get(CSRF_FIELD)

@@ -16,6 +16,7 @@ from ..cors import HEADERS as CORS_HEADERS
 from ..errors import SECURITY_HEADERS
 from ..keys import KeyManager
 from ..oauth2.rfc7523 import ALGORITHMS, ID_JAG_PROFILE, JWT_BEARER
+from ..oauth2.rfc9449 import ALGORITHMS as DPOP_ALGORITHMS
 from ..policy import AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS, TOKEN_AUTH_METHODS
 from ..routes import cross_origin, path_of
 from ..services import services
@@ -58,6 +59,7 @@ def authorization_server_metadata(config: Config, urls: dict[str, str]) -> dict:
         "resource_indicators_supported": True,
         "client_id_metadata_document_supported": config.cimd,
         **assertions,
+        "dpop_signing_alg_values_supported": list(DPOP_ALGORITHMS),  # RFC 9449 §5.1
     }
 
 
@@ -67,6 +69,7 @@ def protected_resource_metadata(config: Config, resource: str) -> dict:
         "authorization_servers": [config.issuer],
         "scopes_supported": list(config.scopes),
         "bearer_methods_supported": ["header"],
+        "dpop_signing_alg_values_supported": list(DPOP_ALGORITHMS),  # RFC 9728 §2, RFC 9449
         "resource_name": "MCP server",
     }
 

@@ -9,7 +9,9 @@ grant still exist.
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
@@ -21,9 +23,10 @@ from ..config import Config
 from ..errors import SECURITY_HEADERS, Answer, json_error
 from ..forwarded import WSGIEnviron, forwarded_url
 from ..oauth2 import InvalidAccessToken
+from ..oauth2.rfc9449 import ALGORITHMS, InvalidProof, bound_key
 from ..observability import note
 from ..policy import InvalidPath, check_path_escapes, resource_for_url
-from ..security import bearer_token
+from ..security import access_token
 from ..services import services
 from ..storage import StoreError
 from .metadata import resource_metadata_url
@@ -75,12 +78,18 @@ def quoted(value: str) -> str:
 
 @dataclass
 class Refusal:
-    """Why a bearer token does not pass: an RFC 6750 §3 challenge to answer."""
+    """Why a token does not pass: an RFC 6750 §3 (or RFC 9449 §7.1) challenge to answer."""
 
     status: int
     error: str | None  # None when no token was sent (RFC 6750 §3.1)
     description: str
     scope: str = ""
+    #: the challenge's scheme: `DPoP` for a request or token that is DPoP (RFC 9449 §7.1)
+    scheme: str = "Bearer"
+
+
+#: RFC 9449 §7.1: a DPoP challenge names the proof algorithms taken
+DPOP_ALGS = f"algs={quoted(' '.join(ALGORITHMS))}"
 
 
 def challenge(config: Config, resource: str, refusal: Refusal, headers: dict[str, str] | None = None) -> Answer:
@@ -92,26 +101,77 @@ def challenge(config: Config, resource: str, refusal: Refusal, headers: dict[str
         params.append(f"scope={quoted(refusal.scope)}")
     if refusal.error:
         params.append(f"error_description={quoted(refusal.description)}")
+    if refusal.scheme == "DPoP":
+        params.append(DPOP_ALGS)
     return json_error(
         refusal.status,
         refusal.error or "invalid_request",
         refusal.description,
-        {"WWW-Authenticate": "Bearer " + ", ".join(params), **(headers or {})},
+        {"WWW-Authenticate": f"{refusal.scheme} " + ", ".join(params), **(headers or {})},
     )
 
 
-def check_bearer(svc: Services, environ: WSGIEnviron, resource: str, scope: str = "") -> dict[str, str] | Refusal:
-    """The X-Auth-* headers for the request's bearer token, or why it is refused.
-    Shared by /verify and the gateway."""
-    token = bearer_token(environ)
+#: the method and public URL a request was for (`htm`, `htu`: RFC 9449 §4.3), or None
+#: when they cannot be known
+Target = Callable[[WSGIEnviron], "tuple[str, str] | None"]
+
+
+def forwarded_target(config: Config, environ: WSGIEnviron) -> tuple[str, str] | None:
+    """/verify's `Target`: the URL and method a trusted proxy forwarded (X-Forwarded-*;
+    the method is the one /verify is asked with when no X-Forwarded-Method is sent, as
+    nginx's auth_request asks with the original method)."""
+    url = forwarded_url(config, environ)
+    if url is None:
+        return None
+    method = environ.get("HTTP_X_FORWARDED_METHOD") or environ.get("REQUEST_METHOD") or ""
+    return method.strip().upper(), f"{url.scheme}://{url.host}{url.raw_path}"
+
+
+def dpop_refusal(
+    svc: Services, environ: WSGIEnviron, claims: dict, scheme: str, token: str, target: Target, scope: str
+) -> Refusal | None:
+    """RFC 9449 §7: a DPoP-bound token passes only as `DPoP` with a proof of its key
+    for this request; a token that is not bound, only as `Bearer`."""
+    jkt = bound_key(claims)
+    if scheme == "bearer":
+        if jkt is None:
+            return None
+        return Refusal(
+            401, "invalid_token", "This access token is DPoP-bound: send it as DPoP with a proof.", scope, "DPoP"
+        )
+    if jkt is None:
+        return Refusal(401, "invalid_token", "This access token is not DPoP-bound: send it as Bearer.", scope, "DPoP")
+    where = target(environ)
+    if where is None:
+        description = "The URL this request was for is unknown (no X-Forwarded-* from a trusted proxy)."
+        return Refusal(401, "invalid_dpop_proof", description, scope, "DPoP")
+    try:
+        svc.server.dpop.check(environ.get("HTTP_DPOP"), where[0], where[1], access_token=token, jkt=jkt)
+    except InvalidProof as exc:
+        return Refusal(401, "invalid_dpop_proof", str(exc), scope, "DPoP")
+    return None
+
+
+def check_bearer(
+    svc: Services, environ: WSGIEnviron, resource: str, target: Target, scope: str = ""
+) -> dict[str, str] | Refusal:
+    """The X-Auth-* headers for the request's access token (Bearer, or DPoP with its
+    proof for `target`), or why it is refused. Shared by /verify and the gateway."""
+    presented = access_token(environ)
     # The scopes a request needs go in its 401 too, so a client asks for those
     # (RFC 6750 §3; the MCP authorization spec's scope selection reads them first).
-    if token is None:
+    if presented is None:
         return Refusal(401, None, "An access token is required.", scope)
+    scheme, token = presented
     try:
         access = svc.verifier.verify(token, resource)
     except InvalidAccessToken as exc:
-        return Refusal(401, "invalid_token", str(exc), scope)
+        return Refusal(401, "invalid_token", str(exc), scope, "DPoP" if scheme == "dpop" else "Bearer")
+    # After the verified-token cache, on every request: the cache keeps a token's
+    # claims, never the outcome of a proof (RFC 9449 §7).
+    refused = dpop_refusal(svc, environ, access.claims, scheme, token, target, scope)
+    if refused is not None:
+        return refused
     subject = str(access.claims.get("sub", ""))
     note(client_id=access.client_id, subject=subject)
     if set(scope.split()) - set(access.get_scope().split()):
@@ -144,7 +204,7 @@ def judge(svc: Services, environ: WSGIEnviron) -> Answer:
         return json_error(403, "invalid_target", "The request names no resource this server protects.")
     except InvalidPath:
         return json_error(400, "invalid_request", "The forwarded path is not a valid URI path.")
-    result = check_bearer(svc, environ, resource, scope)
+    result = check_bearer(svc, environ, resource, functools.partial(forwarded_target, svc.config), scope)
     if isinstance(result, Refusal):
         return challenge(svc.config, resource, result)
     return PASSED, [*result.items(), *PASSED_HEADERS.items(), ("Content-Length", "0")], [b""]

@@ -7,7 +7,7 @@
 - `requests.py`: requests built from a stored authorization or a WSGI environ.
 - one module per extension or endpoint standard: `rfc7009` (revocation),
   `rfc7591`/`rfc7592` (registration), `rfc7636` (PKCE), `rfc7662` (introspection),
-  `rfc8707` (resource indicators), `rfc9207` (`iss`).
+  `rfc8707` (resource indicators), `rfc9207` (`iss`), `rfc9449` (DPoP).
 """
 
 from .server import OAuthServer

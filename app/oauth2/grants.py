@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from authlib.oauth2.rfc6749 import (
@@ -27,6 +28,7 @@ from ..observability import REPLAYS, TOKENS_ISSUED, audit, note
 from ..policy import TOKEN_AUTH_METHODS, requested_scopes
 from ..security import new_id
 from .rfc8707 import resolve_resources
+from .rfc9449 import bind_token_request
 from .tokens import TokenSubject
 
 if TYPE_CHECKING:
@@ -37,9 +39,13 @@ class _TokenIssuing:
     """Shared by both grants: sign the access token for a grant."""
 
     server: OAuthServer
+    request: OAuth2Request
     GRANT_TYPE: str
 
     def _issue(self, client: Client, subject: TokenSubject, scope: str, refresh: bool) -> dict:
+        jkt = getattr(self.request, "dpop_jkt", None)  # RFC 9449: rfc9449.bind_token_request
+        if jkt:
+            subject = replace(subject, jkt=jkt)
         return self.server.generate_token(
             grant_type=self.GRANT_TYPE,
             client=client,
@@ -47,6 +53,11 @@ class _TokenIssuing:
             scope=scope,
             include_refresh_token=refresh,
         )
+
+    def _binds_refresh(self, client: Client) -> str | None:
+        """RFC 9449 §5: a public client's refresh token is bound to the key of the
+        proof it got it with (a confidential client's is bound by its authentication)."""
+        return getattr(self.request, "dpop_jkt", None) if client.is_public else None
 
 
 def issued(event: str, grant_type: str, client_id: str, subject: str, grant_id: str, token: dict) -> None:
@@ -107,6 +118,8 @@ class AuthorizationCodeGrant(_TokenIssuing, grants.AuthorizationCodeGrant):
             if code.response is None or time.time() - code.redeemed_at > window:
                 self._refuse_replay(code)
                 raise InvalidGrantError("The authorization code was already used.")
+        # After the replay rules: a replayed code revokes its grant whatever its proof.
+        bind_token_request(self.server.dpop, self.request)
 
     def _refuse_replay(self, code: AuthorizationCode | None) -> None:
         """RFC 6749 §4.1.2: a code used twice revokes what it issued."""
@@ -151,6 +164,7 @@ class AuthorizationCodeGrant(_TokenIssuing, grants.AuthorizationCodeGrant):
                 resource=code.resource,
                 refresh_token=token.get("refresh_token"),
                 provider=person.provider,
+                dpop_jkt=self._binds_refresh(client),
             )
             code.redeemed_at = time.time()
             code.grant_id = subject.grant_id
@@ -168,6 +182,10 @@ class AuthorizationCodeGrant(_TokenIssuing, grants.AuthorizationCodeGrant):
 class RefreshTokenGrant(_TokenIssuing, grants.RefreshTokenGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = TOKEN_AUTH_METHODS
     INCLUDE_NEW_REFRESH_TOKEN = True
+
+    def validate_token_request(self) -> None:
+        super().validate_token_request()
+        bind_token_request(self.server.dpop, self.request)
 
     def authenticate_refresh_token(self, refresh_token: str) -> Grant | None:
         return self.server.grants.present_refresh_token(refresh_token)
@@ -192,7 +210,7 @@ class RefreshTokenGrant(_TokenIssuing, grants.RefreshTokenGrant):
         person = self.authenticate_user(grant)
         self.request.user = person
         token = self._issue(client, TokenSubject(person, grant.grant_id, resource), scope, refresh=True)
-        if not self.server.grants.rotate(grant, token["refresh_token"]):
+        if not self.server.grants.rotate(grant, token["refresh_token"], dpop_jkt=self._binds_refresh(client)):
             raise InvalidGrantError("The refresh token is no longer valid.")
         self.server.clients.touch(client)
         issued("token.refreshed", self.GRANT_TYPE, client.client_id, grant.subject, grant.grant_id, token)

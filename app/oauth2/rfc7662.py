@@ -9,6 +9,7 @@ from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 
 from ..models import AccessToken, Client, Grant
 from ..policy import CONFIDENTIAL_AUTH_METHODS
+from .rfc9449 import bound_key
 from .tokens import find_token
 
 if TYPE_CHECKING:
@@ -34,9 +35,12 @@ class Introspection(IntrospectionEndpoint):
         config = self.server.config
         if isinstance(token, AccessToken):
             claims = token.claims
+            jkt = bound_key(claims)
+            # RFC 9449 §6.2: a DPoP-bound token says so, and to which key
+            bound = {"token_type": "DPoP", "cnf": {"jkt": jkt}} if jkt else {"token_type": "Bearer"}
             return {
                 "active": True,
-                "token_type": "Bearer",
+                **bound,
                 "client_id": claims["client_id"],
                 "scope": claims.get("scope", ""),
                 "sub": claims.get("sub"),

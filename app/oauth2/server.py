@@ -37,6 +37,7 @@ from .rfc7636 import S256CodeChallenge
 from .rfc7662 import Introspection
 from .rfc8707 import ResourceIndicator
 from .rfc9207 import Issuer
+from .rfc9449 import ProofChecker
 from .tokens import AccessTokenGenerator, AccessTokenVerifier
 
 
@@ -61,6 +62,8 @@ class OAuthServer(AuthorizationServer):
         self.client_authenticated_paths: frozenset[str] = frozenset()
 
         self.register_token_generator("default", AccessTokenGenerator(config, keys))
+        #: RFC 9449 DPoP proofs, at /token (the grants) and at the resources (verify.py)
+        self.dpop = ProofChecker(shared)
         self.register_grant(AuthorizationCodeGrant, [S256CodeChallenge(required=True), ResourceIndicator(config)])
         self.register_grant(RefreshTokenGrant)
         #: when this process started: an ID-JAG issued before is refused where the

@@ -45,6 +45,8 @@ class TokenSubject:
     person: Person
     grant_id: str
     resource: list[str]
+    #: RFC 9449: the thumbprint of the client's DPoP key the token is bound to, if any
+    jkt: str | None = None
 
     def get_user_id(self) -> str:
         return self.person.subject
@@ -71,7 +73,17 @@ class AccessTokenGenerator(JWTBearerTokenGenerator):
         return user.resource[0] if len(user.resource) == 1 else user.resource
 
     def get_extra_claims(self, client: Client, grant_type: str, user: TokenSubject, scope: str) -> dict[str, Any]:
+        if user.jkt:  # RFC 9449 §6.1: bound to the key of the token request's proof
+            return {"grant_id": user.grant_id, "cnf": {"jkt": user.jkt}}
         return {"grant_id": user.grant_id}
+
+    def generate(
+        self, grant_type: str, client: Client, user: TokenSubject | None = None, *args: Any, **kwargs: Any
+    ) -> dict:
+        token: dict = super().generate(grant_type, client, user, *args, **kwargs)
+        if user is not None and user.jkt:
+            token["token_type"] = "DPoP"  # RFC 9449 §5
+        return token
 
     def get_jti(self, client: Client, grant_type: str, user: TokenSubject, scope: str) -> str:
         return secrets.token_urlsafe(16)

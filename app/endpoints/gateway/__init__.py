@@ -31,7 +31,7 @@ from ...errors import Answer, json_error
 from ...observability import note
 from ...policy import InvalidPath, normalize_path, same_resource, within
 from ...routes import path_of
-from ...security import bearer_token
+from ...security import access_token
 from ...streams import StreamSlots
 from ..once import ahead, handed
 from ..verify import Refusal, challenge, check_bearer
@@ -101,12 +101,18 @@ class Gateway:
                 list(gateway_preflight(environ.get("HTTP_ACCESS_CONTROL_REQUEST_HEADERS", "")).items()),
                 [],
             )
-        result = check_bearer(self.services, environ, self.resource)
+        result = check_bearer(self.services, environ, self.resource, self.target)
         if isinstance(result, Refusal):
             return challenge(
                 self.config, self.resource, replace(result, scope=result.scope or self.scope), GATEWAY_HEADERS
             )
         return Passage(path[len(self.prefix) :], result, grant_of(environ))
+
+    def target(self, environ: dict[str, Any]) -> tuple[str, str]:
+        """The method and public URL of a gateway request (`htm`, `htu`: RFC 9449
+        §4.3): the issuer's origin and the path as sent (app.forwarded.IssuerOrigin)."""
+        path = environ.get("REQUEST_URI") or environ.get("PATH_INFO", "")
+        return environ.get("REQUEST_METHOD", ""), self.config.issuer_origin + path
 
     def forward(self, environ: dict[str, Any], passage: Passage) -> Answer:
         return self.upstream.forward(environ, passage.rest, passage.identity, self.config, passage.grant)
@@ -132,10 +138,10 @@ PREFLIGHT = "204 No Content"
 
 
 def grant_of(environ: dict[str, Any]) -> str:
-    """The `grant_id` claim of the request's bearer token, which `check_bearer` has
+    """The `grant_id` claim of the request's access token (Bearer or DPoP), which `check_bearer` has
     just verified (so its payload is read here without checking it again: a second
     verification would cost a store revision check per request)."""
-    token = bearer_token(environ) or ""
+    token = (access_token(environ) or ("", ""))[1]
     try:
         payload = token.split(".")[1]
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))

@@ -65,11 +65,12 @@ from ...streams import RETRY_AFTER, StreamSlots
 log = logging.getLogger(__name__)
 
 #: RFC 9110 §7.6.1 hop-by-hop headers, plus what we set or must not forward: the
-#: token, our identity headers, and forwarding headers only we may write.
+#: token and its RFC 9449 proof, our identity headers, and forwarding headers only we
+#: may write.
 DROPPED_REQUEST_HEADERS = {
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te",
     "trailer", "transfer-encoding", "upgrade", "host", "authorization", "cookie", "content-length",
-    "x-auth-subject", "x-auth-client-id", "x-auth-scope",
+    "dpop", "x-auth-subject", "x-auth-client-id", "x-auth-scope",
     "forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-forwarded-port",
     "x-forwarded-prefix", "x-forwarded-uri", "x-forwarded-server", "x-real-ip",
 }  # fmt: skip
