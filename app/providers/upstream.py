@@ -8,9 +8,12 @@ flow (RFC 6749 §4.1) with `state` (§10.12) and PKCE S256 (RFC 7636), then the 
 exchanged at the upstream's token endpoint. What a subclass says: where the upstream
 is, how to learn who the person is from the token response (`claims`, `person`), and
 who may come in (`is_allowed`; `allowed_by_lists` judges OAUTH_ALLOWED_EMAILS and
-OAUTH_ALLOWED_DOMAINS). The upstream login only says who the person is: after the
+OAUTH_ALLOWED_DOMAINS). The upstream login says who the person is: after the
 callback the person sees our consent page, and our tokens never depend on upstream
-tokens (which are dropped).
+tokens. The upstream's token response goes to `upstream_token_received`: dropped, or
+with OAUTH_UPSTREAM_TOKENS kept for the MCP server (app/upstream_tokens.py), for which
+the login then also asks the upstream for OAUTH_UPSTREAM_SCOPES and a refresh token
+(`offline_scopes`, `offline_params`).
 
 The state data (PKCE verifier, nonce) stays on the server; the browser's session only
 marks that it started this login, so a callback is accepted once, from the browser
@@ -40,6 +43,7 @@ from .base import IdentityProvider, browser_id, login_failed
 
 if TYPE_CHECKING:
     from ..repositories import UserRepository
+    from ..upstream_tokens import UpstreamTokens
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +153,44 @@ class UpstreamProvider(IdentityProvider):
     def is_allowed(self, person: Person, claims: dict[str, Any]) -> bool:
         raise NotImplementedError
 
+    # -- the person's upstream token (OAUTH_UPSTREAM_TOKENS) --------------------------
+
+    #: set by the factory when OAUTH_UPSTREAM_TOKENS is on
+    upstream_tokens: UpstreamTokens | None = None
+
+    def offline_scopes(self) -> tuple[str, ...]:
+        """Scopes that make the upstream issue a refresh token (Entra: `offline_access`)."""
+        return ()
+
+    def offline_params(self) -> dict[str, Any]:
+        """Authorization parameters that make the upstream issue a refresh token
+        (Google: `access_type=offline`, `prompt=consent`)."""
+        return {}
+
+    def requested_scope(self) -> str:
+        """The login's scopes, and with OAUTH_UPSTREAM_TOKENS those the MCP server needs."""
+        scopes = self.scope.split()
+        if self.config.upstream_tokens:
+            scopes += [*self.offline_scopes(), *self.config.upstream_scopes]
+        return " ".join(dict.fromkeys(scopes))
+
+    def upstream_token_received(self, person: Person, token: dict[str, Any]) -> None:
+        """The upstream's token response for this person's login (allowed in): kept
+        with this browser's login for the grant it will make (app/upstream_tokens.py),
+        or dropped."""
+        if self.upstream_tokens is not None:
+            self.upstream_tokens.received(browser_id(), token)
+
+    def refresh_upstream_token(self, refresh_token: str) -> dict[str, Any]:
+        """The upstream's answer to a refresh (RFC 6749 §6), through Authlib's client as
+        the login's code exchange (same client authentication); raises `OAuthError` for
+        an error answer, `requests.RequestException` when unreachable."""
+        metadata = self.client.load_server_metadata()
+        # Authlib's own way to make a session with this client's settings.
+        with self.client._get_oauth_client(**metadata) as upstream:
+            url = self.client.access_token_url or metadata.get("token_endpoint")
+            return dict(upstream.refresh_token(url, refresh_token=refresh_token, timeout=15))
+
     # -- the flow ---------------------------------------------------------------------
 
     @property
@@ -162,7 +204,7 @@ class UpstreamProvider(IdentityProvider):
             self.name,
             client_id=self.client_id(),
             client_secret=self.client_secret(),
-            client_kwargs={"scope": self.scope, "code_challenge_method": "S256", "timeout": 15},
+            client_kwargs={"scope": self.requested_scope(), "code_challenge_method": "S256", "timeout": 15},
             **self.endpoints(),
         )
         # Named as before the OAuth 2 base was split off: metrics label requests with it.
@@ -173,7 +215,8 @@ class UpstreamProvider(IdentityProvider):
     def start_login(self, pending: PendingAuthorization) -> ResponseReturnValue:
         session[PENDING_KEY] = pending.id
         try:
-            return self.client.authorize_redirect(self.config.url(self.callback_path), **self.authorize_params())
+            params = {**self.authorize_params(), **(self.offline_params() if self.config.upstream_tokens else {})}
+            return self.client.authorize_redirect(self.config.url(self.callback_path), **params)
         except (requests.RequestException, AuthlibBaseError, ValueError) as exc:
             log.warning("%s discovery failed: %s", self.name, type(exc).__name__)
             return self._page(502, "Sign-in is unavailable", f"{self.title} could not be reached. Try again later.")
@@ -220,6 +263,7 @@ class UpstreamProvider(IdentityProvider):
                 403, "Access denied", "This account may not use this server. Ask its operator to allow it."
             )
         session.pop(PENDING_KEY, None)
+        self.upstream_token_received(person, token)
         return self.logged_in(person, pending)
 
     @staticmethod
