@@ -31,6 +31,7 @@ import requests
 from authlib.common.errors import AuthlibBaseError
 from authlib.integrations.base_client import MismatchingStateError, OAuthError
 from authlib.integrations.flask_client import OAuth
+from authlib.integrations.requests_client import OAuth2Session
 from flask import Blueprint, Flask, render_template, session
 from flask.typing import ResponseReturnValue
 
@@ -185,10 +186,14 @@ class UpstreamProvider(IdentityProvider):
         """The upstream's answer to a refresh (RFC 6749 §6), through Authlib's client as
         the login's code exchange (same client authentication); raises `OAuthError` for
         an error answer, `requests.RequestException` when unreachable."""
-        metadata = self.client.load_server_metadata()
-        # Authlib's own way to make a session with this client's settings.
-        with self.client._get_oauth_client(**metadata) as upstream:
-            url = self.client.access_token_url or metadata.get("token_endpoint")
+        url = self.client.access_token_url or self.client.load_server_metadata().get("token_endpoint")
+        # A plain requests session, not the Flask client's: the gateway's fast front
+        # asks outside any Flask context (whose token-update signal needs one).
+        settings = {k: v for k, v in self.client.client_kwargs.items() if k == "token_endpoint_auth_method"}
+        with OAuth2Session(self.client_id(), self.client_secret(), **settings) as upstream:
+            if self.client.compliance_fix:
+                self.client.compliance_fix(upstream)
+            upstream.headers["Accept"] = "application/json"  # GitHub answers a form otherwise
             return dict(upstream.refresh_token(url, refresh_token=refresh_token, timeout=15))
 
     # -- the flow ---------------------------------------------------------------------
