@@ -77,10 +77,14 @@ class Sealer:
     def __init__(self, keys: KeyManager):
         self.keys = keys
 
+    def _associated_data(self, bound_to: str) -> bytes:
+        """What a ciphertext is bound to (NIST SP 800-38D: authenticated, not secret)."""
+        return self.PREFIX + bound_to.encode()
+
     def seal(self, bound_to: str, value: dict[str, Any]) -> dict[str, str]:
         kid, keys = self.keys.encryption_keys()
         nonce = os.urandom(12)
-        ciphertext = AESGCM(keys[kid]).encrypt(nonce, json.dumps(value).encode(), self.PREFIX + bound_to.encode())
+        ciphertext = AESGCM(keys[kid]).encrypt(nonce, json.dumps(value).encode(), self._associated_data(bound_to))
         return {"kid": kid, "sealed": base64.b64encode(nonce + ciphertext).decode()}
 
     def open(self, bound_to: str, box: Any) -> dict[str, Any] | None:
@@ -94,7 +98,7 @@ class Sealer:
             return None
         try:
             raw = base64.b64decode(box.get("sealed", ""))
-            value = json.loads(AESGCM(key).decrypt(raw[:12], raw[12:], self.PREFIX + bound_to.encode()))
+            value = json.loads(AESGCM(key).decrypt(raw[:12], raw[12:], self._associated_data(bound_to)))
         except (InvalidTag, ValueError, TypeError):
             return None
         return value if isinstance(value, dict) else None
