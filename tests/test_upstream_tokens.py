@@ -205,7 +205,8 @@ def test_a_failed_upstream_refresh_means_no_header_and_the_request_served(make_s
     control(idp, expires_in=5, refresh_mode="fail")
     server = make_server(users={}, **google_env(idp, OAUTH_UPSTREAM_URL=upstream))
     _, tokens, _ = connect(server, idp)
-    seen = echo(server.url("/mcp/echo"), tokens["access_token"])  # expiring at once: refreshed, refused
+    # expiring at once: refreshed, refused; and what the client sends in its name is dropped
+    seen = echo(server.url("/mcp/echo"), tokens["access_token"], **{"X-Auth-Upstream-Token": "forged"})
     assert "x-auth-upstream-token" not in seen.json()["headers"]
     assert seen.json()["headers"]["x-auth-subject"] == "g-42"
     assert "upstream_token.refresh_failed" in server.output and "reason=invalid_grant" in server.output
