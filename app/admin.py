@@ -404,7 +404,7 @@ def _label(collection: str, record: dict[str, Any], client_names: dict[str, str]
     if collection == "users":
         return record["username"]
     if collection == "upstream_tokens":
-        return "upstream token (sealed)"
+        return "sealed"
     if record.get("use") == "session":
         return "session secret"
     if record.get("use") == "enc":

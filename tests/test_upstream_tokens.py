@@ -195,6 +195,18 @@ def test_deleting_the_client_or_the_grant_deletes_the_upstream_token(make_server
     grant, other_grant = (t["refresh_token"].partition(".")[0] for t in (tokens, other_tokens))
     assert upstream_token_grants(server) == {grant, other_grant}  # each grant its own
 
+    # A backup (its sealed tokens and their key checked like every record) restores
+    # whole; an older backup, written before the collection existed, still restores.
+    backups = sorted((server.workdir / "backups").glob("oauth-backup-*.json"))
+    restored = server.cli("restore", str(backups[-1]), "--clear", "--yes")
+    assert restored.returncode == 0, restored.stderr
+    assert upstream_token_grants(server) == {grant, other_grant}
+    older = json.loads(backups[-1].read_text())
+    del older["upstream_tokens"]
+    (server.workdir / "older.json").write_text(json.dumps(older))
+    dry = server.cli("restore", str(server.workdir / "older.json"), "--clear", "--dry-run")
+    assert dry.returncode == 0 and dry.stdout.count("remove upstream token") == 2, dry.stdout + dry.stderr
+
     assert server.cli("delete-client", client["client_id"], "--yes").returncode == 0
     assert upstream_token_grants(server) == {other_grant}
     assert server.cli("delete-token", other_grant).returncode == 0
