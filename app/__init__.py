@@ -13,6 +13,7 @@ import contextlib
 import functools
 import sys
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from flask import Flask, Request, request
 from flask.json.provider import DefaultJSONProvider
@@ -31,6 +32,10 @@ from .providers import provider_class
 from .repositories import ClientRepository, GrantRepository, UserRepository, open_store
 from .services import Services, services
 from .storage import Store, StoreError
+
+if TYPE_CHECKING:
+    from .providers.base import IdentityProvider
+    from .upstream_tokens import UpstreamTokens
 
 __all__ = ["Services", "__version__", "create_app", "create_cli_app", "services"]
 
@@ -80,6 +85,7 @@ def create_app(config: Config | None = None, *, for_cli: bool = False) -> Flask:
     server = OAuthServer(config, clients, grants, keys)
     pending = PendingAuthorizations(ttl=config.auth_code_ttl, state=store.shared)
     provider = provider_type.create(config, provider_settings, users=users, pending=pending)
+    server.upstream_tokens = upstream_tokens = _upstream_tokens(config, store, keys, provider)
     app.extensions["oauth"] = Services(
         config=config,
         store=store,
@@ -93,6 +99,7 @@ def create_app(config: Config | None = None, *, for_cli: bool = False) -> Flask:
         provider=provider,
         admin=Admin(config, store, clients, grants, users, keys),
         jwks=JWKSDocument(keys),
+        upstream_tokens=upstream_tokens,
     )
 
     from . import cli, cors, display, errors
@@ -143,6 +150,22 @@ def create_app(config: Config | None = None, *, for_cli: bool = False) -> Flask:
         app.secret_key = keys.session_secret()
         provider.on_startup()
     return app
+
+
+def _upstream_tokens(
+    config: Config, store: Store, keys: KeyManager, provider: IdentityProvider
+) -> UpstreamTokens | None:
+    """With OAUTH_UPSTREAM_TOKENS, what keeps the person's upstream tokens for the MCP
+    server (app/upstream_tokens.py), told of each login by the provider; else None."""
+    if not config.upstream_tokens:
+        return None
+    from .providers.upstream import UpstreamProvider
+    from .upstream_tokens import UpstreamTokens
+
+    assert isinstance(provider, UpstreamProvider)  # app/config.py refuses the others
+    tokens = UpstreamTokens(store, keys, provider.refresh_upstream_token, provider.name, config.auth_code_ttl)
+    provider.upstream_tokens = tokens
+    return tokens
 
 
 class UnsortedJSON(DefaultJSONProvider):

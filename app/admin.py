@@ -40,6 +40,8 @@ RESTORE_MODES = ("clear", "merge", "auto")
 #: What makes a store "with data" for `auto` (a fresh start's signing keys do not:
 #: no token can exist without a client).
 DATA_COLLECTIONS = ("clients", "grants", "users")
+#: collections a backup written before they existed lacks: read as empty
+ADDED_LATER = ("upstream_tokens",)
 
 
 @dataclass(frozen=True)
@@ -179,6 +181,8 @@ class Admin:
         self.store.delete_where(collection, lambda record: True)
         if collection == "clients":
             self.store.delete_where("grants", lambda record: True)
+        if collection in ("clients", "grants"):  # the upstream tokens go with the grants
+            self.store.delete_where("upstream_tokens", lambda record: True)
 
     def purge_expired(self, dry_run: bool = False) -> dict[str, Any]:
         """Expired grants and idle-expired clients off the disk, and the grants of
@@ -187,10 +191,14 @@ class Admin:
         clients = self.store.purge("clients", dry_run=dry_run)
         live = set(self.store.scan("clients")) - {c["client_id"] for c in clients}
         grants = self.store.purge("grants", extra=lambda g: g.get("client_id") not in live, dry_run=dry_run)
+        # an upstream token goes with its grant, expired or purged just now
+        kept = set(self.store.scan("grants")) - {g["grant_id"] for g in grants}
+        upstream = self.store.purge("upstream_tokens", extra=lambda t: t.get("grant_id") not in kept, dry_run=dry_run)
         return {
             "dry_run": dry_run,
             "clients_removed": [c["client_id"] for c in clients],
             "grants_removed": [g["grant_id"] for g in grants],
+            "upstream_tokens_removed": len(upstream),
             "short_lived_removed": self.store.shared.purge(dry_run),
         }
 
@@ -213,6 +221,8 @@ class Admin:
             raise AdminError("not an mcp-oauth backup")
         if document.get("version") != 1:
             raise AdminError(f"unsupported backup version {document.get('version')!r}")
+        for name in ADDED_LATER:
+            document.setdefault(name, {})
         for name in COLLECTIONS:
             items = document.get(name)
             if not isinstance(items, dict):
@@ -260,8 +270,16 @@ class Admin:
         changes: list[Change] = []
         result: dict[str, dict[str, Any]] = {}
         if mode == "clear":
+            # An upstream token whose grant is not restored (it had expired when the
+            # backup was taken) is useless: it stays out.
+            incoming_of = {
+                **document,
+                "upstream_tokens": {
+                    k: r for k, r in document["upstream_tokens"].items() if r["grant_id"] in document["grants"]
+                },
+            }
             for name in COLLECTIONS:
-                incoming, held_now = document[name], current[name]
+                incoming, held_now = incoming_of[name], current[name]
                 for key in held_now.keys() - incoming.keys():
                     changes.append(Change("remove", name, key, _label(name, held_now[key], names)))
                 for key, record in incoming.items():
@@ -385,8 +403,12 @@ def _label(collection: str, record: dict[str, Any], client_names: dict[str, str]
         return f"{record.get('subject')} via {client}"
     if collection == "users":
         return record["username"]
+    if collection == "upstream_tokens":
+        return "sealed"
     if record.get("use") == "session":
         return "session secret"
+    if record.get("use") == "enc":
+        return "upstream-token key"
     return "signing key, " + ("retired" if record.get("retired_at") is not None else "current")
 
 

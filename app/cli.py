@@ -542,7 +542,7 @@ def _redact(value: Any, key: str = "") -> Any:
         return {k: _redact(v, k) for k, v in value.items()}
     if isinstance(value, list):
         return [_redact(v) for v in value]
-    if key.endswith("_hash") or key in ("jwk", "secret", "token_hashes", "refresh_token_hashes"):
+    if key.endswith("_hash") or key in ("jwk", "secret", "token_hashes", "refresh_token_hashes", "key", "sealed"):
         return REDACTED
     return value
 

@@ -89,6 +89,10 @@ class Config:
     trusted_idps: tuple[str, ...] = ()
     metrics_allow: tuple[IPNetwork, ...] = (ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("::1/128"))
     log_format: str = "text"
+    #: keep the person's upstream tokens for the MCP server (app/upstream_tokens.py),
+    #: and the upstream scopes asked for beyond the login's own
+    upstream_tokens: bool = False
+    upstream_scopes: tuple[str, ...] = ()
     #: the environment this was read from, for the identity provider's own variables
     #: (`Setting`); never printed (it holds secrets)
     env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
@@ -272,6 +276,11 @@ def _parse(env: Mapping[str, str]) -> Config:
     if upstream:
         upstream = _absolute_url("OAUTH_UPSTREAM_URL", upstream).rstrip("/")
 
+    upstream_tokens = _flag(env, "OAUTH_UPSTREAM_TOKENS", False)
+    if upstream_tokens and provider == "custom":
+        # Only a login at an upstream has an upstream token to keep.
+        raise ConfigError("OAUTH_UPSTREAM_TOKENS needs an upstream OAUTH_PROVIDER (google, azure, github, oidc)")
+
     return Config(
         issuer=issuer,
         host=_get(env, "HOST", "127.0.0.1"),
@@ -315,6 +324,8 @@ def _parse(env: Mapping[str, str]) -> Config:
         trusted_idps=_trusted_idps(env),
         metrics_allow=_networks(env, "OAUTH_METRICS_ALLOW", "127.0.0.1,::1"),
         log_format=parse_log_format(env),
+        upstream_tokens=upstream_tokens,
+        upstream_scopes=_list(env, "OAUTH_UPSTREAM_SCOPES", " "),
         env=MappingProxyType(dict(env)),
     )
 

@@ -3,10 +3,16 @@ tokens they signed have expired, and the secret that signs the login session coo
 
 Keys are created on first use and rotated by `flask oauth rotate-keys`. A retired key
 keeps verifying for one access-token lifetime, then the store's expiry rule drops it.
+
+With OAUTH_UPSTREAM_TOKENS the file also holds the AES-256 keys that seal the person's
+upstream tokens (records of `use: "enc"`, app/upstream_tokens.py): the newest seals,
+every one still opens what it sealed (they never expire), and `rotate-keys` adds a new
+one once there is any.
 """
 
 from __future__ import annotations
 
+import base64
 import secrets
 import time
 from typing import Any
@@ -17,6 +23,9 @@ from .storage import Store
 
 ALGORITHM = "RS256"
 SESSION_ENTRY = "session"
+#: the `use` of an upstream-token encryption key's record
+ENCRYPTION = "enc"
+ENCRYPTION_KEY_BYTES = 32
 
 
 def key_expires_at(record: dict[str, Any], access_token_ttl: int) -> float | None:
@@ -34,6 +43,8 @@ class KeyManager:
         self._verifiers: KeySet | None = None
         self._session_secret: str | None = None
         self._session_from: object = None
+        #: (the revision read at, the current encryption key's kid, every one by kid)
+        self._encryption: tuple[object, str, dict[str, bytes]] | None = None
 
     def ensure(self) -> None:
         """Create the signing key and the session secret if the file has none."""
@@ -51,7 +62,36 @@ class KeyManager:
         new = _new_key_record()
         self.store.put("signing_keys", new["kid"], new)
         self._retire_older_keys()
+        if any(r.get("use") == ENCRYPTION for r in self.store.scan("signing_keys").values()):
+            # new upstream tokens are sealed with a new key; the old ones still open
+            self.new_encryption_key()
         return new["kid"]
+
+    # -- the keys that seal upstream tokens ----------------------------------------------
+
+    def new_encryption_key(self) -> str:
+        """A new current encryption key; the kid."""
+        record = _new_encryption_record()
+        self.store.put("signing_keys", record["kid"], record)
+        return record["kid"]
+
+    def encryption_keys(self) -> tuple[str, dict[str, bytes]]:
+        """(the kid of the key that seals, every key that opens by kid), made on first
+        use; read again only when the keys changed, in any process."""
+        revision = self.store.revision("signing_keys")
+        cached = self._encryption
+        if cached is not None and cached[0] == revision:
+            return cached[1], cached[2]
+        records = [r for r in self.store.scan("signing_keys").values() if r.get("use") == ENCRYPTION]
+        if not records:
+            record = _new_encryption_record()
+            self.store.add("signing_keys", record["kid"], record)
+            revision = self.store.revision("signing_keys")
+            records = [r for r in self.store.scan("signing_keys").values() if r.get("use") == ENCRYPTION]
+        current = max(records, key=lambda r: (r["created_at"], r["kid"]))
+        keys = {r["kid"]: base64.urlsafe_b64decode(r["key"]) for r in records}
+        self._encryption = (revision, current["kid"], keys)
+        return current["kid"], keys
 
     def _retire_older_keys(self) -> None:
         """Every live key but the newest only verifies from now on."""
@@ -139,6 +179,15 @@ class KeyManager:
             for r in self.store.scan("signing_keys").values()
             if r.get("use") == "sig"
         ]
+
+
+def _new_encryption_record() -> dict[str, Any]:
+    return {
+        "kid": "enc-" + secrets.token_urlsafe(12),
+        "use": ENCRYPTION,
+        "key": base64.urlsafe_b64encode(secrets.token_bytes(ENCRYPTION_KEY_BYTES)).decode(),
+        "created_at": time.time(),
+    }
 
 
 def _new_session_record() -> dict[str, Any]:

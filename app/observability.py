@@ -81,6 +81,11 @@ STORE_WRITE = Histogram(
 UPSTREAM_ERRORS = Counter(
     "mcp_oauth_gateway_upstream_errors", "Gateway requests the MCP server failed, by kind.", ["kind"]
 )
+UPSTREAM_TOKEN_REFRESHES = Counter(
+    "mcp_oauth_upstream_token_refreshes",
+    "Refreshes of people's upstream tokens for the MCP server, by outcome (refreshed, failed).",
+    ["outcome"],
+)
 OPEN_STREAMS = Gauge("mcp_oauth_gateway_open_streams", "Gateway responses being streamed from the MCP server now.")
 #: `mcp_oauth_build_info{version="…"} 1` (set by app/endpoints/metrics.py)
 BUILD_INFO = Info("mcp_oauth_build", "The release serving.")

@@ -109,6 +109,22 @@ def token_hashes(value: Any) -> bool:
     return isinstance(value, dict) and all(sha256_hex(k) and optional(number)(v) for k, v in value.items())
 
 
+def aes256_key(value: Any) -> bool:
+    """A 256-bit key, URL-safe base64 (app/keys.py `_new_encryption_record`)."""
+    try:
+        return isinstance(value, str) and len(base64.urlsafe_b64decode(value.encode())) == 32
+    except (ValueError, binascii.Error):
+        return False
+
+
+def sealed(value: Any) -> bool:
+    """Base64 of a nonce, a ciphertext and its tag (app/upstream_tokens.py `Sealer`)."""
+    try:
+        return isinstance(value, str) and len(base64.b64decode(value.encode(), validate=True)) > 12 + 16
+    except (ValueError, binascii.Error):
+        return False
+
+
 #: RSA signing keys shorter than this are refused (NIST SP 800-57: 2048 bits at least;
 #: keys.py makes 2048-bit keys): a restored short key would sign every token.
 MIN_RSA_BITS = 2048
@@ -208,6 +224,11 @@ RULES: dict[str, tuple[str, dict[str, Check]]] = {
             "grace_token_hash": optional(sha256_hex),
         },
     ),
+    # sealed: only ciphertext is ever stored or backed up
+    "upstream_tokens": (
+        "grant_id",
+        {"grant_id": text, "kid": text, "sealed": sealed, "updated_at": number},
+    ),
     "users": (
         "username",
         {
@@ -229,6 +250,15 @@ SIGNING_KEY: dict[str, Check] = {
 SESSION_SECRET: dict[str, Check] = {"kid": text, "use": lambda v: v == "session", "secret": text}
 
 
+ENCRYPTION_KEY: dict[str, Check] = {
+    "kid": text,
+    "use": lambda v: v == "enc",
+    "key": aes256_key,
+    "created_at": number,
+}
+SIGNING_KEY_RULES = {"session": SESSION_SECRET, "enc": ENCRYPTION_KEY}
+
+
 #: the rule a field breaks, where its name alone does not say it
 RULE_NAMES = {
     "jwk": f"jwk (a private RSA key of at least {MIN_RSA_BITS} bits)",
@@ -241,7 +271,7 @@ def problem(collection: str, key: str, record: Any) -> str | None:
     if not isinstance(record, dict):
         return "is not an object"
     if collection == "signing_keys":
-        id_field, fields = "kid", SESSION_SECRET if record.get("use") == "session" else SIGNING_KEY
+        id_field, fields = "kid", SIGNING_KEY_RULES.get(str(record.get("use")), SIGNING_KEY)
     elif collection in RULES:
         id_field, fields = RULES[collection]
     else:

@@ -43,6 +43,8 @@ SEARCHED_TOKEN_HASHES = "refresh_token_hashes"
 GRACE_TOKEN_HASH = "grace_token_hash"
 #: the thumbprint of the DPoP key a grant's refresh tokens are bound to (RFC 9449 §5)
 DPOP_JKT = "dpop_jkt"
+#: the collection of the person's upstream tokens, by grant id (app/upstream_tokens.py)
+UPSTREAM_TOKENS = "upstream_tokens"
 #: last_used_at is written at most this often per client, not on every request.
 TOUCH_INTERVAL = 300
 
@@ -469,6 +471,7 @@ class GrantRepository:
         # The grant holds the token, rotated more than the grace window ago: a replay.
         grant_id = found["grant_id"]
         revoked = self.store.delete("grants", grant_id) if grant_id else None
+        self._forget_upstream_tokens([grant_id])
         if revoked is not None:
             REPLAYS.labels("refresh_token").inc()
             audit(
@@ -557,7 +560,9 @@ class GrantRepository:
     def revoke(self, grant_id: str | None) -> bool:
         if not grant_id:
             return False
-        return self.store.delete("grants", grant_id) is not None
+        revoked = self.store.delete("grants", grant_id) is not None
+        self._forget_upstream_tokens([grant_id])
+        return revoked
 
     def delete_for_client(self, client_id: str, dry_run: bool = False) -> int:
         """The grants of a client deleted (with `dry_run`: counted)."""
@@ -587,7 +592,20 @@ class GrantRepository:
     def _delete_where(self, doomed: Callable[[Record], bool], dry_run: bool) -> int:
         if dry_run:
             return sum(1 for record in self.store.scan("grants").values() if doomed(record))
-        return len(self.store.delete_where("grants", doomed))
+        deleted = self.store.delete_where("grants", doomed)
+        self._forget_upstream_tokens([record["grant_id"] for record in deleted])
+        return len(deleted)
+
+    def _forget_upstream_tokens(self, grant_ids: list[str]) -> None:
+        """A deleted grant takes the person's upstream token along (app/upstream_tokens.py):
+        every deletion of grants here calls this (the operator's bulk ones in app/admin.py
+        clear the collection themselves)."""
+        grant_ids = [grant_id for grant_id in grant_ids if grant_id]
+        if len(grant_ids) == 1:
+            self.store.delete(UPSTREAM_TOKENS, grant_ids[0])
+        elif grant_ids:
+            doomed = set(grant_ids)
+            self.store.delete_where(UPSTREAM_TOKENS, lambda record: record.get("grant_id") in doomed)
 
 
 class UserRepository:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .providers.base import IdentityProvider
     from .repositories import ClientRepository, GrantRepository, UserRepository
     from .storage import Store
+    from .upstream_tokens import UpstreamTokens
 
 
 @dataclass
@@ -40,6 +41,8 @@ class Services:
     provider: IdentityProvider
     admin: Admin
     jwks: JWKSDocument
+    #: with OAUTH_UPSTREAM_TOKENS (None without: nothing on a hot path asks)
+    upstream_tokens: UpstreamTokens | None = None
 
 
 def services() -> Services:

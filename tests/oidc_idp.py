@@ -7,6 +7,11 @@ PKCE verifier and returns an RS256-signed ID token. `mode` makes it misbehave on
 purpose: a bad signature, a wrong `aud`, `iss` or `nonce`, an expired token, or an
 `access_denied` answer; `root_discovery_issuer` makes the discovery document at the
 root name another issuer. GET /_stats counts token requests.
+
+For the upstream-token tests it also issues refresh tokens and access tokens that live
+`expires_in` seconds (POST /_control), refreshes them (`refresh_mode: "fail"` refuses
+with `invalid_grant`), and reports the latest access token it issued and what the last
+authorization request asked for (`scope`, `access_type`, `prompt`).
 """
 
 from __future__ import annotations
@@ -29,7 +34,17 @@ MULTI_TENANT = {"common", "organizations", "consumers"}
 app = Flask(__name__)
 signing_key = RSAKey.generate_key(2048, parameters={"kid": "idp-key", "alg": "RS256", "use": "sig"}, private=True)
 rogue_key = RSAKey.generate_key(2048, parameters={"kid": "idp-key", "alg": "RS256", "use": "sig"}, private=True)
-state: dict = {"user": {"sub": "user-1"}, "mode": "ok", "token_requests": 0, "codes": {}}
+state: dict = {
+    "user": {"sub": "user-1"},
+    "mode": "ok",
+    "token_requests": 0,
+    "codes": {},
+    "refresh_tokens": {},
+    "refreshes": 0,
+    "last_access_token": None,
+    "last_authorize": {},
+    "issued": [],
+}
 lock = threading.Lock()
 
 
@@ -78,7 +93,41 @@ def control():
 
 @app.get("/_stats")
 def stats():
-    return jsonify(token_requests=state["token_requests"])
+    return jsonify(
+        token_requests=state["token_requests"],
+        refreshes=state["refreshes"],
+        last_access_token=state["last_access_token"],
+        last_authorize=state["last_authorize"],
+        issued=state["issued"],
+    )
+
+
+def new_tokens(client_id: str) -> dict:
+    """An access token living `expires_in` seconds, and a refresh token for it."""
+    access, refresh = "up-at-" + secrets.token_urlsafe(16), "up-rt-" + secrets.token_urlsafe(16)
+    state["refresh_tokens"][refresh] = client_id
+    state["last_access_token"] = access
+    state["issued"] += [access, refresh]
+    return {
+        "access_token": access,
+        "token_type": "Bearer",
+        "expires_in": state.get("expires_in") or 3600,
+        "refresh_token": refresh,
+    }
+
+
+def refresh_grant():
+    """RFC 6749 §6, the refresh token rotated."""
+    client_id = request.form.get("client_id") or (request.authorization.username if request.authorization else None)
+    secret = request.form.get("client_secret") or (request.authorization.password if request.authorization else None)
+    if secret != state.get("client_secret", "idp-secret"):
+        return jsonify(error="invalid_client"), 401
+    with lock:
+        owner = state["refresh_tokens"].pop(request.form.get("refresh_token", ""), None)
+        if owner is None or owner != client_id or state.get("refresh_mode") == "fail":
+            return jsonify(error="invalid_grant"), 400
+        state["refreshes"] += 1
+        return jsonify(new_tokens(client_id))
 
 
 @app.get("/authorize")
@@ -92,6 +141,7 @@ def authorize(tenant: str | None = None):
         abort(400, "PKCE S256 and nonce are required")
     code = secrets.token_urlsafe(16)
     with lock:
+        state["last_authorize"] = {k: args.get(k) for k in ("scope", "access_type", "prompt")}
         state["codes"][code] = {
             "client_id": args["client_id"],
             "redirect_uri": target,
@@ -105,6 +155,8 @@ def authorize(tenant: str | None = None):
 @app.post("/token")
 @app.post("/<tenant>/oauth2/v2.0/token")
 def token(tenant: str | None = None):
+    if request.form.get("grant_type") == "refresh_token":
+        return refresh_grant()
     with lock:
         state["token_requests"] += 1
         grant = state["codes"].pop(request.form.get("code", ""), None)
@@ -133,7 +185,8 @@ def token(tenant: str | None = None):
     }
     key = rogue_key if mode == "bad_signature" else signing_key
     id_token = jwt.encode({"alg": "RS256", "kid": key.kid}, claims, key)
-    return jsonify(access_token=secrets.token_urlsafe(16), token_type="Bearer", expires_in=3600, id_token=id_token)
+    with lock:
+        return jsonify(id_token=id_token, **new_tokens(client_id))
 
 
 if __name__ == "__main__":

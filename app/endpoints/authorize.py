@@ -34,7 +34,7 @@ from ..policy import redirect_destination
 from ..providers.base import browser_id, current_person
 from ..routes import for_people
 from ..security import check_csrf
-from ..services import services
+from ..services import Services, services
 
 #: a client id as the request log names it: at most this many characters
 LOGGED_CLIENT_ID = 200
@@ -108,6 +108,18 @@ def _validate(params: dict[str, list[str]], user: Person | None = None) -> Any:
         ) from None
 
 
+def _logged_in(svc: Services) -> Person | None:
+    """The person this browser is logged in as. With OAUTH_UPSTREAM_TOKENS, only while
+    the upstream token of that login waits here: each grant gets a token of its own
+    (two grants sharing one refresh token would break each other when the upstream
+    rotates it), so the person passes through the upstream login again."""
+    identity = current_person(svc.provider)
+    tokens = svc.upstream_tokens
+    if identity is not None and tokens is not None and not tokens.has_login_token(browser_id()):
+        return None
+    return identity
+
+
 def _asks_for_consent(params: dict[str, list[str]]) -> bool:
     """OIDC `prompt=consent`: show the page even when the approval is remembered."""
     return "consent" in (params.get("prompt") or [""])[0].split()
@@ -132,7 +144,7 @@ def authorize() -> ResponseReturnValue:
                 OAuth2Error(f"The client's metadata document cannot be used: {exc}.", error="invalid_client"),
                 reason="document_unusable",
             )
-    identity = current_person(svc.provider)
+    identity = _logged_in(svc)
     try:
         grant = _validate(params, identity)
     except OAuth2Error as error:
@@ -180,7 +192,7 @@ def consent() -> ResponseReturnValue:
             ),
             400,
         )
-    identity = current_person(svc.provider)
+    identity = _logged_in(svc)
     if identity is None:
         return svc.provider.start_login(pending)
     try:
@@ -231,6 +243,8 @@ def consent() -> ResponseReturnValue:
         resources=resource,
         shown=shown,
         changed=changed,
+        # the MCP server will act with the person's upstream account (OAUTH_UPSTREAM_TOKENS)
+        upstream_account=getattr(svc.provider, "title", None) if svc.upstream_tokens is not None else None,
     )
 
 
@@ -253,4 +267,6 @@ def _finish(pending: PendingAuthorization, grant: Any, user: Person | None) -> R
     """Issue the code (or access_denied) to the client's redirect URI, with iss."""
     svc = services()
     svc.pending.finish(pending.id)
+    if user is None and svc.upstream_tokens is not None:
+        svc.upstream_tokens.discard_login_token(browser_id())  # denied: no grant will use it
     return svc.server.create_authorization_response(request=pending.params, grant_user=user, grant=grant)

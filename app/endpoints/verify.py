@@ -21,7 +21,7 @@ from flask import Blueprint, Response, jsonify, request
 from .. import __version__
 from ..config import Config
 from ..errors import SECURITY_HEADERS, Answer, json_error
-from ..forwarded import WSGIEnviron, forwarded_url
+from ..forwarded import WSGIEnviron, forwarded_url, peer_is_trusted
 from ..oauth2 import InvalidAccessToken
 from ..oauth2.rfc9449 import ALGORITHMS, InvalidProof, bound_key
 from ..observability import note
@@ -35,6 +35,8 @@ from .once import handed
 if TYPE_CHECKING:
     from .. import Services
 
+#: the person's upstream token for the MCP server (app/upstream_tokens.py)
+UPSTREAM_TOKEN_HEADER = "X-Auth-Upstream-Token"
 #: RFC 6749 §3.3 scope-token characters.
 SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
 
@@ -153,10 +155,18 @@ def dpop_refusal(
 
 
 def check_bearer(
-    svc: Services, environ: WSGIEnviron, resource: str, target: Target, scope: str = ""
+    svc: Services,
+    environ: WSGIEnviron,
+    resource: str,
+    target: Target,
+    scope: str = "",
+    *,
+    upstream_token: bool = True,
 ) -> dict[str, str] | Refusal:
     """The X-Auth-* headers for the request's access token (Bearer, or DPoP with its
-    proof for `target`), or why it is refused. Shared by /verify and the gateway."""
+    proof for `target`), or why it is refused. Shared by /verify and the gateway. With
+    OAUTH_UPSTREAM_TOKENS and `upstream_token`, the person's upstream token too, for
+    the MCP server (app/upstream_tokens.py)."""
     presented = access_token(environ)
     # The scopes a request needs go in its 401 too, so a client asks for those
     # (RFC 6750 §3; the MCP authorization spec's scope selection reads them first).
@@ -176,11 +186,16 @@ def check_bearer(
     note(client_id=access.client_id, subject=subject)
     if set(scope.split()) - set(access.get_scope().split()):
         return Refusal(403, "insufficient_scope", "The access token lacks a required scope.", scope)
-    return {
+    headers = {
         "X-Auth-Subject": subject,
         "X-Auth-Client-Id": access.client_id,
         "X-Auth-Scope": access.get_scope(),
     }
+    if svc.upstream_tokens is not None and upstream_token:
+        value = svc.upstream_tokens.header_for(access.claims.get("grant_id"))
+        if value is not None:
+            headers[UPSTREAM_TOKEN_HEADER] = value
+    return headers
 
 
 #: on every 200 from /verify
@@ -204,7 +219,10 @@ def judge(svc: Services, environ: WSGIEnviron) -> Answer:
         return json_error(403, "invalid_target", "The request names no resource this server protects.")
     except InvalidPath:
         return json_error(400, "invalid_request", "The forwarded path is not a valid URI path.")
-    result = check_bearer(svc, environ, resource, functools.partial(forwarded_target, svc.config), scope)
+    # The upstream token goes to the proxy only: /verify asked by anyone else (a
+    # client calling it itself) never gets it.
+    target = functools.partial(forwarded_target, svc.config)
+    result = check_bearer(svc, environ, resource, target, scope, upstream_token=peer_is_trusted(svc.config, environ))
     if isinstance(result, Refusal):
         return challenge(svc.config, resource, result)
     return PASSED, [*result.items(), *PASSED_HEADERS.items(), ("Content-Length", "0")], [b""]

@@ -26,6 +26,7 @@ from authlib.oauth2.rfc6749 import (
 from ..models import AuthorizationCode, Client, Grant, Person
 from ..observability import REPLAYS, TOKENS_ISSUED, audit, note
 from ..policy import TOKEN_AUTH_METHODS, requested_scopes
+from ..providers.base import browser_id
 from ..security import new_id
 from .rfc8707 import resolve_resources
 from .rfc9449 import bind_token_request
@@ -78,6 +79,13 @@ class AuthorizationCodeGrant(_TokenIssuing, grants.AuthorizationCodeGrant):
     def save_authorization_code(self, code: str, request: OAuth2Request) -> None:
         data = request.payload.data
         user: Person = request.user
+        extra: dict = {"provider": user.provider}
+        if self.server.upstream_tokens is not None:
+            # The person's upstream token from this browser's login goes with the code
+            # to the grant it makes (app/upstream_tokens.py).
+            upstream = self.server.upstream_tokens.take_for_code(browser_id(), code)
+            if upstream is not None:
+                extra["upstream"] = upstream
         self.server.codes.save(
             AuthorizationCode(
                 code=code,
@@ -89,7 +97,7 @@ class AuthorizationCodeGrant(_TokenIssuing, grants.AuthorizationCodeGrant):
                 code_challenge=data.get("code_challenge"),
                 code_challenge_method=data.get("code_challenge_method", "S256"),
                 expires_at=time.time() + self.server.config.auth_code_ttl,
-                extra={"provider": user.provider},
+                extra=extra,
             )
         )
 
@@ -166,6 +174,9 @@ class AuthorizationCodeGrant(_TokenIssuing, grants.AuthorizationCodeGrant):
                 provider=person.provider,
                 dpop_jkt=self._binds_refresh(client),
             )
+            upstream = code.extra.pop("upstream", None)  # the code keeps it no longer
+            if upstream is not None and self.server.upstream_tokens is not None:
+                self.server.upstream_tokens.keep_for_grant(subject.grant_id, code.code, upstream)
             code.redeemed_at = time.time()
             code.grant_id = subject.grant_id
             code.response = dict(token)

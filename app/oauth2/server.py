@@ -11,7 +11,7 @@ RFC 7523 client assertions and the jwt-bearer grant for ID-JAGs (rfc7523.py).
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
@@ -40,6 +40,9 @@ from .rfc9207 import Issuer
 from .rfc9449 import ProofChecker
 from .tokens import AccessTokenGenerator, AccessTokenVerifier
 
+if TYPE_CHECKING:
+    from ..upstream_tokens import UpstreamTokens
+
 
 class OAuthServer(AuthorizationServer):
     def __init__(self, config: Config, clients: ClientRepository, grants: GrantRepository, keys: KeyManager):
@@ -56,6 +59,9 @@ class OAuthServer(AuthorizationServer):
         self.registration_rate = SlidingWindow(config.registration_rate, 60, shared, "registration")
         self._query_client = clients.resolve
         self.scopes_supported = list(config.scopes)
+        #: the person's upstream tokens, moved from the login to the code to the grant
+        #: (set by the factory with OAUTH_UPSTREAM_TOKENS)
+        self.upstream_tokens: UpstreamTokens | None = None
         #: where a failed client authentication is a 401 (see handle_error_response): the
         #: paths of the endpoints declared `authenticates_clients`, read from the URL map
         #: once every route is registered (app/routes.py)

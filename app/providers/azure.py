@@ -46,6 +46,9 @@ class AzureProvider(OIDCProvider):
     def discovery_url(self) -> str:
         return f"{self.authority}/.well-known/openid-configuration"
 
+    def offline_scopes(self) -> tuple[str, ...]:
+        return ("offline_access",)  # Microsoft identity platform: a refresh token
+
     def claims_options(self) -> dict[str, Any]:
         template = self.client.load_server_metadata()["issuer"]
         tenant = self.settings["AZURE_TENANT_ID"].lower()

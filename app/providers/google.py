@@ -31,6 +31,11 @@ class GoogleProvider(OIDCProvider):
     def discovery_url(self) -> str:
         return self.settings["GOOGLE_DISCOVERY_URL"]
 
+    def offline_params(self) -> dict[str, Any]:
+        # Google issues a refresh token only for offline access, and again only when
+        # the person is asked to consent (a second login would get none).
+        return {"access_type": "offline", "prompt": "consent"}
+
     def person(self, claims: dict[str, Any]) -> Person:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:

@@ -8,10 +8,12 @@ flow (RFC 6749 §4.1) with `state` (§10.12) and PKCE S256 (RFC 7636), then the 
 exchanged at the upstream's token endpoint. What a subclass says: where the upstream
 is, how to learn who the person is from the token response (`claims`, `person`), and
 who may come in (`is_allowed`; `allowed_by_lists` judges OAUTH_ALLOWED_EMAILS and
-OAUTH_ALLOWED_DOMAINS). The upstream login only says who the person is: after the
+OAUTH_ALLOWED_DOMAINS). The upstream login says who the person is: after the
 callback the person sees our consent page, and our tokens never depend on upstream
-tokens. The upstream's token response goes to `upstream_token_received` (nothing by
-default: the token is dropped).
+tokens. The upstream's token response goes to `upstream_token_received`: dropped, or
+with OAUTH_UPSTREAM_TOKENS kept for the MCP server (app/upstream_tokens.py), for which
+the login then also asks the upstream for OAUTH_UPSTREAM_SCOPES and a refresh token
+(`offline_scopes`, `offline_params`).
 
 The state data (PKCE verifier, nonce) stays on the server; the browser's session only
 marks that it started this login, so a callback is accepted once, from the browser
@@ -29,6 +31,7 @@ import requests
 from authlib.common.errors import AuthlibBaseError
 from authlib.integrations.base_client import MismatchingStateError, OAuthError
 from authlib.integrations.flask_client import OAuth
+from authlib.integrations.requests_client import OAuth2Session
 from flask import Blueprint, Flask, render_template, session
 from flask.typing import ResponseReturnValue
 
@@ -41,6 +44,7 @@ from .base import IdentityProvider, browser_id, login_failed
 
 if TYPE_CHECKING:
     from ..repositories import UserRepository
+    from ..upstream_tokens import UpstreamTokens
 
 log = logging.getLogger(__name__)
 
@@ -157,9 +161,47 @@ class UpstreamProvider(IdentityProvider):
     def is_allowed(self, person: Person, claims: dict[str, Any]) -> bool:
         raise NotImplementedError
 
+    # -- the person's upstream token (OAUTH_UPSTREAM_TOKENS) --------------------------
+
+    #: set by the factory when OAUTH_UPSTREAM_TOKENS is on
+    upstream_tokens: UpstreamTokens | None = None
+
+    def offline_scopes(self) -> tuple[str, ...]:
+        """Scopes that make the upstream issue a refresh token (Entra: `offline_access`)."""
+        return ()
+
+    def offline_params(self) -> dict[str, Any]:
+        """Authorization parameters that make the upstream issue a refresh token
+        (Google: `access_type=offline`, `prompt=consent`)."""
+        return {}
+
+    def requested_scope(self) -> str:
+        """The login's scopes, and with OAUTH_UPSTREAM_TOKENS those the MCP server needs."""
+        scopes = self.upstream_scope().split()
+        if self.config.upstream_tokens:
+            scopes += [*self.offline_scopes(), *self.config.upstream_scopes]
+        return " ".join(dict.fromkeys(scopes))
+
     def upstream_token_received(self, person: Person, token: dict[str, Any]) -> None:
-        """The upstream's token response for a person just admitted (before consent).
-        Nothing by default: the login only says who the person is."""
+        """The upstream's token response for this person's login (allowed in): kept
+        with this browser's login for the grant it will make (app/upstream_tokens.py),
+        or dropped."""
+        if self.upstream_tokens is not None:
+            self.upstream_tokens.received(browser_id(), token)
+
+    def refresh_upstream_token(self, refresh_token: str) -> dict[str, Any]:
+        """The upstream's answer to a refresh (RFC 6749 §6), through Authlib's client as
+        the login's code exchange (same client authentication); raises `OAuthError` for
+        an error answer, `requests.RequestException` when unreachable."""
+        url = self.client.access_token_url or self.client.load_server_metadata().get("token_endpoint")
+        # A plain requests session, not the Flask client's: the gateway's fast front
+        # asks outside any Flask context (whose token-update signal needs one).
+        settings = {k: v for k, v in self.client.client_kwargs.items() if k == "token_endpoint_auth_method"}
+        with OAuth2Session(self.client_id(), self.client_secret(), **settings) as upstream:
+            if self.client.compliance_fix:
+                self.client.compliance_fix(upstream)
+            upstream.headers["Accept"] = "application/json"  # GitHub answers a form otherwise
+            return dict(upstream.refresh_token(url, refresh_token=refresh_token, timeout=15))
 
     # -- the flow ---------------------------------------------------------------------
 
@@ -175,7 +217,7 @@ class UpstreamProvider(IdentityProvider):
             client_id=self.client_id(),
             client_secret=self.client_secret(),
             client_kwargs={
-                "scope": self.upstream_scope(),
+                "scope": self.requested_scope(),
                 "code_challenge_method": "S256",
                 "token_endpoint_auth_method": self.token_endpoint_auth_method,
                 "timeout": 15,
@@ -190,7 +232,8 @@ class UpstreamProvider(IdentityProvider):
     def start_login(self, pending: PendingAuthorization) -> ResponseReturnValue:
         session[PENDING_KEY] = pending.id
         try:
-            return self.client.authorize_redirect(self.config.url(self.callback_path), **self.authorize_params())
+            params = {**self.authorize_params(), **(self.offline_params() if self.config.upstream_tokens else {})}
+            return self.client.authorize_redirect(self.config.url(self.callback_path), **params)
         except SignInFailed as exc:
             login_failed(self.name, exc.reason, **exc.fields)
             return self._page(exc.status, exc.title, exc.message)
@@ -241,6 +284,7 @@ class UpstreamProvider(IdentityProvider):
             )
         self.upstream_token_received(person, token)
         session.pop(PENDING_KEY, None)
+        self.upstream_token_received(person, token)
         return self.logged_in(person, pending)
 
     @staticmethod

@@ -35,6 +35,8 @@ COLLECTIONS: dict[str, str] = {
     "grants": "refresh_tokens.json",
     "users": "users.json",
     "signing_keys": "signing_keys.json",
+    # the person's upstream tokens, sealed, by grant id (app/upstream_tokens.py)
+    "upstream_tokens": "upstream_tokens.json",
 }
 
 

@@ -70,13 +70,14 @@ log = logging.getLogger(__name__)
 DROPPED_REQUEST_HEADERS = {
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te",
     "trailer", "transfer-encoding", "upgrade", "host", "authorization", "cookie", "content-length",
-    "dpop", "x-auth-subject", "x-auth-client-id", "x-auth-scope",
+    "dpop", "x-auth-subject", "x-auth-client-id", "x-auth-scope", "x-auth-upstream-token",
     "forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-forwarded-port",
     "x-forwarded-prefix", "x-forwarded-uri", "x-forwarded-server", "x-real-ip",
 }  # fmt: skip
 DROPPED_RESPONSE_HEADERS = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
     "transfer-encoding", "upgrade", "set-cookie",
+    "x-auth-upstream-token",  # the person's upstream token never reaches the client
 })  # fmt: skip
 CONNECT_TIMEOUT = 10
 MAX_BODY = 32 * 1024 * 1024
