@@ -238,7 +238,7 @@ def test_each_provider_declares_reads_and_checks_its_own_variables():
 
     declared = {name: [s.name for s in provider_class(name).declared_settings()] for name in REGISTRY}
     assert declared == {
-        "custom": [],
+        "custom": ["OAUTH_PASSKEYS"],
         "google": [
             "OAUTH_ALLOWED_EMAILS", "OAUTH_ALLOWED_DOMAINS",
             "GOOGLE_CLIENT_ID", "GOOGLE_CLIENT_SECRET", "GOOGLE_DISCOVERY_URL",
@@ -269,7 +269,7 @@ def test_each_provider_declares_reads_and_checks_its_own_variables():
         google.read_settings({"GOOGLE_CLIENT_ID": "id", "GOOGLE_CLIENT_SECRET": " "})
     with pytest.raises(ConfigError, match="^GOOGLE_DISCOVERY_URL "):
         google.read_settings({"GOOGLE_CLIENT_ID": "id", "GOOGLE_CLIENT_SECRET": "s", "GOOGLE_DISCOVERY_URL": "x"})
-    assert provider_class("custom").read_settings({}) == {}
+    assert provider_class("custom").read_settings({}) == {"OAUTH_PASSKEYS": "optional"}
     github = provider_class("github").read_settings(
         {"GITHUB_CLIENT_ID": "id", "GITHUB_CLIENT_SECRET": "s", "OAUTH_ALLOWED_ORGS": "Acme-Corp"}
     )
