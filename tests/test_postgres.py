@@ -531,6 +531,12 @@ def test_every_store_counts_and_evicts_never_used_clients_alike(tmp_path, postgr
             assert store.evict_oldest_unused_client() is None, store
             assert sorted(store.scan("clients")) == ["operator", "used"]
             assert store.unused_clients_from("2001:db8::/64") == 0
+            # Counted as it changes, after it was counted once (the file store keeps an
+            # index of the never-used clients by network that follows each write).
+            store.put("clients", "late", client("late", 50, registered_from="2001:db8::/64"))
+            assert store.unused_clients_from("2001:db8::/64") == 1
+            store.put("clients", "late", client("late", 50, used=True, registered_from="2001:db8::/64"))
+            assert store.unused_clients_from("2001:db8::/64") == 0
     finally:
         postgres.close()
 

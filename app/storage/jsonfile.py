@@ -102,12 +102,16 @@ class _State:
     items: dict[str, Record]
     #: field -> value -> key, built on first use and kept up to date (see `find`)
     indexes: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: the never-used clients of each network (`unused_clients_from`), built on first
+    #: use and kept up to date like the indexes, so that a registration's check costs
+    #: the network's few clients, not a pass over every client
+    unused_by_network: dict[str, set[str]] | None = None
     version: int = 0  # counts the changes applied in this process
 
     def apply(self, entries: list[dict[str, Any]], size: int) -> _State:
         """Apply journal `entries` (of `size` bytes) in place; the indexes follow the
         changed records only, so a write never rebuilds them. Call under the view lock."""
-        items, indexes = self.items, self.indexes
+        items, indexes, by_network = self.items, self.indexes, self.unused_by_network
         for entry in entries:
             key = entry["put"] if "put" in entry else entry["del"]
             old = items.pop(key, None)
@@ -116,11 +120,15 @@ class _State:
                     for value in indexed_values(old, name):
                         if index.get(value) == key:
                             del index[value]
+                if by_network is not None and (network := unused_client_network(old)) is not None:
+                    by_network.get(network, set()).discard(key)
             if "put" in entry:
                 items[key] = entry["record"]
                 for name, index in indexes.items():
                     for value in indexed_values(entry["record"], name):
                         index[value] = key
+                if by_network is not None and (network := unused_client_network(entry["record"])) is not None:
+                    by_network.setdefault(network, set()).add(key)
         self.offset += size
         self.entries += len(entries)
         self.version += 1
@@ -414,17 +422,20 @@ class PersistentStore:
         return self.get(collection, key) if key is not None else None
 
     def unused_clients_from(self, network: str) -> int:
-        """See the interface (base.py): one pass over the clients in memory (a
-        registration's cost, a fraction of its journal write's)."""
+        """See the interface (base.py): through an index of the never-used clients by
+        network, built once per view of the collection and kept up to date as changes
+        are applied (so a registration pays for the network's few clients only)."""
         now = time.time()
         state = self._load("clients")
         with self._view_locks["clients"]:
-            records = list(state.items.values())
-        return sum(
-            1
-            for record in records
-            if unused_client_network(record) == network and not self._is_expired("clients", record, now)
-        )
+            if state.unused_by_network is None:
+                by_network: dict[str, set[str]] = {}
+                for key, record in state.items.items():
+                    if (held := unused_client_network(record)) is not None:
+                        by_network.setdefault(held, set()).add(key)
+                state.unused_by_network = by_network
+            records = [state.items[key] for key in state.unused_by_network.get(network, ())]
+        return sum(1 for record in records if not self._is_expired("clients", record, now))
 
     def evict_oldest_unused_client(self) -> Record | None:
         """See the interface (base.py): chosen and deleted under the lock."""
