@@ -18,7 +18,7 @@ from support.harness import free_port
 from support.npm import npm_ci
 from support.oauth import Browser, register
 
-SUITE_DIR = Path(__file__).parent / "conformance"
+SUITE_DIR = Path(__file__).parents[1] / "conformance"
 pytestmark = pytest.mark.skipif(not shutil.which("npm"), reason="npm is not installed")
 
 

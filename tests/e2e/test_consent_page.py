@@ -20,11 +20,10 @@ from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 import pytest
-import requests
+from support.consent_page import BIDI_NAME, BIDI_NAME_SHOWN
 from support.harness import PASSWORD
-from support.oauth import Browser, auth_params, csrf_of, pkce_pair, register, request_id_of
+from support.oauth import auth_params, pkce_pair, register
 
-from app.config import Config, ConfigError
 from app.display import BIDI_CONTROLS
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -33,11 +32,6 @@ needs_chromium = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="chromium 
 
 PHONE = (390, 844)
 DESKTOP = (1280, 900)
-#: a name with a right-to-left override (and an isolate) in it: unneutralised, the
-#: override (never closed) would show "Code" reversed and carry the rest of the
-#: heading with it
-BIDI_NAME = "Evil \u2067x\u2069 \u202eedoC Notes"
-BIDI_NAME_SHOWN = "Evil [U+2067]x[U+2069] [U+202E]edoC Notes"
 LONG_HOST = "connector-callbacks-for-people.a-rather-long-organisation-name.example"
 
 
@@ -197,38 +191,6 @@ def test_bidi_controls_in_a_name_are_neutralised_and_cannot_reorder_the_page(ser
     assert chromium.execute_script("return document.querySelector('.provenance.vouched')") is None
 
 
-def test_the_login_page_names_the_app_asking_and_the_server(server):
-    """Before signing in, the person sees which app asks (marked as its own claim when
-    self-registered, bidi controls escaped) and which server they sign in to."""
-    client = register(server, client_name=BIDI_NAME, redirect_uris=["https://app.example/cb"])
-    _, challenge = pkce_pair()
-    browser = Browser(server)
-    login = browser.get(browser.absolute(browser.get(server.url("/authorize?" + urlencode(
-        auth_params(client, challenge)))).headers["Location"]))  # fmt: skip
-    assert login.status_code == 200
-    host = urlsplit(server.issuer).netloc
-    assert f"<h1>Sign in to {_host(host)}</h1>" in login.text
-    assert f'An app that calls itself <strong class="client claimed">“<bdi>{BIDI_NAME_SHOWN}</bdi>”' in login.text
-    assert "this name was not checked" in login.text
-    assert not set(login.text) & set(BIDI_CONTROLS)
-
-
-def _host(host: str) -> str:
-    from app.display import host_html
-
-    return str(host_html(host))
-
-
-# -- the document client -----------------------------------------------------------------------
-
-
-@pytest.fixture
-def cimd_server(make_server, documents, monkeypatch):
-    _, ca_file, _ = documents
-    monkeypatch.setenv("SSL_CERT_FILE", ca_file)  # read by the fetcher, in this process
-    return make_server(in_thread=True, OAUTH_CIMD_ALLOW_PRIVATE="1")
-
-
 @needs_chromium
 def test_a_document_client_is_named_by_its_host_and_a_claimed_name_differs_visibly(
     cimd_server, documents, chromium, shots
@@ -276,18 +238,6 @@ def test_a_document_client_is_named_by_its_host_and_a_claimed_name_differs_visib
     assert "named by its document on localhost" in text_of(chromium, ".provenance")
 
 
-def test_the_login_page_names_a_document_client_by_its_host(cimd_server, documents):
-    base, _, _ = documents
-    _, challenge = pkce_pair()
-    client = {"client_id": f"{base}/good/app.json", "redirect_uris": ["https://app.example/cb"]}
-    browser = Browser(cimd_server)
-    first = browser.get(cimd_server.url("/authorize?" + urlencode(auth_params(client, challenge))))
-    login = browser.get(browser.absolute(first.headers["Location"]))
-    assert '<strong class="client vouched"><bdi>Doc Client</bdi></strong> asks to connect' in login.text
-    assert f'named by its document on <strong class="document-host">{_host("localhost")}</strong>' in login.text
-    assert "not checked" not in login.text
-
-
 # -- a phone ---------------------------------------------------------------------------------
 
 
@@ -317,47 +267,3 @@ def test_at_phone_width_no_host_breaks_inside_a_label(make_server, chromium, sho
     )
     assert descriptions[:2] == ["mcp Use the tools of this MCP server", "files Read and change your files"]
     assert descriptions[2:] == ["mail", "calendar", "shell", "contacts"]
-
-
-# -- scope descriptions --------------------------------------------------------------------------
-
-
-def test_scope_descriptions_come_from_the_configuration_and_mcp_has_one_by_default(make_server):
-    """OAUTH_SCOPE_DESCRIPTIONS adds descriptions (and may reword `mcp`'s); a scope
-    without one is shown by its name."""
-    for descriptions, expected in (
-        ("", {"mcp": "Use the tools of this MCP server", "files": None}),
-        ("files=Read your files,mcp=Run the tools", {"mcp": "Run the tools", "files": "Read your files"}),
-    ):
-        server = make_server(in_thread=True, OAUTH_SCOPES="mcp files", OAUTH_SCOPE_DESCRIPTIONS=descriptions)
-        client = register(server, redirect_uris=["https://app.example/cb"])
-        page = _consent_page(server, client, scope="mcp files")
-        for scope, description in expected.items():
-            shown = f'<span class="scope">{scope}</span>'
-            assert (
-                shown + (f' <span class="scope-description">{description}</span>' if description else "</li>")
-            ) in page
-
-
-def test_a_bad_scope_description_is_a_one_line_error_naming_the_variable():
-    for bad in ("mcp", "=Use the tools", "mcp=", "two words=x"):
-        with pytest.raises(ConfigError) as raised:
-            Config.from_env({"OAUTH_SCOPE_DESCRIPTIONS": bad}, env_file=None)
-        assert "OAUTH_SCOPE_DESCRIPTIONS" in str(raised.value) and "\n" not in str(raised.value)
-
-
-def _consent_page(server, client: dict, **extra) -> str:
-    """The consent page's HTML for `client`, as alice (over HTTP)."""
-    browser = Browser(server)
-    _, challenge = pkce_pair()
-    first = browser.get(server.url("/authorize?" + urlencode(auth_params(client, challenge, **extra))))
-    login_url = browser.absolute(first.headers["Location"])
-    login = browser.get(login_url)
-    consent = browser.post(
-        server.url("/login"),
-        data={"csrf_token": csrf_of(login.text), "request_id": request_id_of(login_url), "username": "alice",
-              "password": PASSWORD},
-    )  # fmt: skip
-    page = browser.get(browser.absolute(consent.headers["Location"]))
-    assert page.status_code == 200 and isinstance(page, requests.Response)
-    return page.text

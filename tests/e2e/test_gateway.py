@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import hashlib
 import http.server
-import io
 import itertools
 import json
 import re
@@ -17,7 +16,6 @@ import signal
 import socket
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -25,8 +23,6 @@ import requests
 from support.harness import free_port
 from support.mcp import MemoryStorage, PersonAtTheBrowser, call_tools
 from support.oauth import tokens_for
-
-HERE = Path(__file__).parent
 
 
 @pytest.fixture
@@ -120,30 +116,6 @@ def test_a_large_request_body_reaches_upstream_whole(gateway):
     assert response.status_code == 200, response.text
     echoed = response.json()
     assert echoed["length"] == len(large) and echoed["sha256"] == hashlib.sha256(large).hexdigest()
-
-
-def test_a_body_of_unknown_length_is_chunked_again(upstream, tmp_path):
-    """Waitress reads a chunked body whole and gives its length; a WSGI server that
-    streams it leaves the length unknown, and the gateway chunks it on (RFC 9112 §7.1)."""
-    from app.config import Config
-    from app.endpoints.gateway import Upstream
-
-    config = Config.from_env({"OAUTH_DATA_DIR": str(tmp_path)}, env_file=None)
-    body = b"first block " + b"x" * 100_000 + b" last"
-    environ = {
-        "REQUEST_METHOD": "POST",
-        "QUERY_STRING": "",
-        "REMOTE_ADDR": "127.0.0.1",
-        "CONTENT_TYPE": "application/octet-stream",
-        "HTTP_TRANSFER_ENCODING": "chunked",
-        "wsgi.input": io.BytesIO(body),
-        "wsgi.input_terminated": True,
-    }
-    status, headers, answer = Upstream(upstream, 5).forward(environ, "/echo", {"X-Auth-Subject": "alice"}, config)
-    assert status.startswith("200 "), (status, answer)
-    echoed = json.loads(b"".join(answer))
-    assert echoed["length"] == len(body) and echoed["sha256"] == hashlib.sha256(body).hexdigest()
-    assert echoed["headers"]["transfer-encoding"] == "chunked" and "content-length" not in echoed["headers"]
 
 
 class ScriptedUpstream:

@@ -23,7 +23,7 @@ from support.harness import end, free_port
 from support.npm import npm_ci
 from support.oauth import Browser
 
-BRIDGE_DIR = Path(__file__).parent / "mcp_remote"
+BRIDGE_DIR = Path(__file__).parents[1] / "mcp_remote"
 NODE = BRIDGE_DIR / "node_modules" / ".bin" / "node"
 PROXY = BRIDGE_DIR / "node_modules" / "mcp-remote" / "dist" / "proxy.js"
 pytestmark = pytest.mark.skipif(not shutil.which("npm"), reason="npm is not installed")

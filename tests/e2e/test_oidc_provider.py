@@ -4,8 +4,8 @@ tests/oidc_provider with Node 22 from npm), standing in for Google at the root, 
 Entra ID tenant under `/<tenant>/v2.0` and for a self-hosted provider (Authelia,
 Keycloak…) under a realm's path. It requires PKCE, signs its ID tokens with its own keys and shows its
 own login and consent pages, which the test fills in as the person would. Skipped where
-npm is not installed. (tests/test_providers.py covers the refusals against a small IdP
-of ours that can misbehave on purpose.)"""
+npm is not installed. (tests/http/test_providers.py and tests/e2e/test_providers.py
+cover the refusals against a small IdP of ours that can misbehave on purpose.)"""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ from support.oauth import (
     verify,
 )
 
-IDP_DIR = Path(__file__).parent / "oidc_provider"
+IDP_DIR = Path(__file__).parents[1] / "oidc_provider"
 NODE = IDP_DIR / "node_modules" / ".bin" / "node"
 CLIENT_ID = "mcp-oauth-upstream"
 SECRET = "upstream-secret-of-at-least-32-characters"

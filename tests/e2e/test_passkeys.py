@@ -349,34 +349,6 @@ def test_oauth_passkeys_must_be_optional_or_required(tmp_path):
     assert "OAUTH_PASSKEYS" in line and "optional or required" in line
 
 
-def test_restore_checks_the_passkeys_of_a_user_record():
-    good = {
-        "username": "alice",
-        "password_hash": "scrypt:32768:8:1$abcdefgh$" + "0" * 128,
-        "passkeys": {
-            "AbC-_9": {
-                "public_key": "pQECAyYgASFYIA",
-                "sign_count": 3,
-                "transports": ["internal"],
-                "user_handle": "q83v",
-                "created_at": 1.0,
-                "last_used_at": None,
-            }
-        },
-    }
-    assert records.problem("users", "alice", good) is None
-    for bad in (
-        {"sign_count": "3"},
-        {"sign_count": -1},
-        {"public_key": ""},
-        {"user_handle": None},
-        {"created_at": "x"},
-    ):
-        passkey = {**good["passkeys"]["AbC-_9"], **bad}
-        assert records.problem("users", "alice", {**good, "passkeys": {"AbC-_9": passkey}}), bad
-    assert records.problem("users", "alice", {**good, "passkeys": {"not base64url!": good["passkeys"]["AbC-_9"]}})
-
-
 def test_a_ceremony_begun_at_one_instance_completes_at_another(make_server, postgres_url):
     """On PostgreSQL the challenges are in the shared state: options from one instance,
     the answer to another (behind one balancer, one issuer), once only."""

@@ -483,13 +483,13 @@ def test_a_kept_connection_the_database_closed_is_replaced_before_use(make_serve
 
 
 def test_the_per_address_client_cap_on_postgresql(make_server, postgres_url):
-    from test_registration import check_the_per_address_cap
+    from support.registration import check_the_per_address_cap
 
     check_the_per_address_cap(make_server(in_thread=True, OAUTH_STORE=postgres_url, OAUTH_MAX_CLIENTS_PER_ADDRESS="3"))
 
 
 def test_eviction_at_the_client_cap_on_postgresql(make_server, postgres_url):
-    from test_registration import check_eviction_at_the_cap
+    from support.registration import check_eviction_at_the_cap
 
     check_eviction_at_the_cap(make_server(in_thread=True, OAUTH_STORE=postgres_url, OAUTH_MAX_CLIENTS="3"))
 

@@ -16,8 +16,8 @@ import pytest
 import requests
 from joserfc import jwt
 from joserfc.jwk import ECKey, OctKey, RSAKey
+from support.cimd import document_params, walk
 from support.oauth import exchange, pkce_pair, refresh, verify
-from test_cimd import _params, _walk
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 REDIRECT = "https://app.example/cb"
@@ -73,7 +73,7 @@ def signed(value: str) -> dict:
 
 def _code(server, client_id: str) -> tuple[str, str]:
     verifier, challenge = pkce_pair()
-    final, _ = _walk(server, _params(client_id, REDIRECT, challenge))
+    final, _ = walk(server, document_params(client_id, REDIRECT, challenge))
     return parse_qs(urlsplit(final.headers["Location"]).query)["code"][0], verifier
 
 
@@ -154,9 +154,3 @@ def test_chatgpt_and_claude_shaped_documents_are_accepted(cimd_server, documents
     client = {"client_id": chatgpt, "redirect_uris": [REDIRECT]}
     tokens = exchange(cimd_server, client, code, verifier, **signed(assertion(key, chatgpt, cimd_server.url("/token"))))
     assert tokens.status_code == 200, tokens.text
-
-
-def test_metadata_lists_private_key_jwt_and_its_algorithms(server):
-    metadata = requests.get(server.url("/.well-known/oauth-authorization-server"), timeout=10).json()
-    assert "private_key_jwt" in metadata["token_endpoint_auth_methods_supported"]
-    assert metadata["token_endpoint_auth_signing_alg_values_supported"] == ["RS256", "ES256", "EdDSA"]

@@ -7,18 +7,10 @@ from urllib.parse import urlencode
 
 import pytest
 import requests
-from support.harness import failed_start, free_port, helper_process
+from support.harness import failed_start, free_port
 from support.jwt import jwt_parts
 from support.oauth import Browser, auth_params, exchange, pkce_pair, redirect_params, register, shown_of
-
-CLIENT_ID = "our-client-id"
-SECRET = "idp-secret"
-
-
-@pytest.fixture(scope="module")
-def idp(tmp_path_factory):
-    for port in helper_process("oidc_idp.py", tmp_path_factory.mktemp("idp")):
-        yield f"http://127.0.0.1:{port}"
+from support.providers import CLIENT_ID, SECRET, as_user, login, token_requests
 
 
 def upstream_callback(server) -> tuple[Browser, str]:
@@ -29,16 +21,6 @@ def upstream_callback(server) -> tuple[Browser, str]:
     browser = Browser(server)
     start = browser.get(server.url("/authorize?" + urlencode(auth_params(client, challenge))))
     return browser, browser.get(start.headers["Location"]).headers["Location"]
-
-
-def as_user(idp: str, user: dict, mode: str = "ok", issuer_override: str | None = None) -> None:
-    """Whom the IdP logs in next, and how it misbehaves."""
-    body = {"user": user, "mode": mode, "issuer_override": issuer_override}
-    requests.post(f"{idp}/_control", json=body, timeout=5).raise_for_status()
-
-
-def token_requests(idp: str) -> int:
-    return requests.get(f"{idp}/_stats", timeout=5).json()["token_requests"]
 
 
 @pytest.fixture
@@ -70,15 +52,6 @@ def azure(make_server, idp):
         )
 
     return factory
-
-
-def login(server, idp, **extra) -> requests.Response:
-    """The person's walk from /authorize through the IdP; returns where it ended."""
-    client = register(server)
-    _, challenge = pkce_pair()
-    browser = Browser(server)
-    browser.also_follow = [idp]
-    return browser.authorize(auth_params(client, challenge, **extra)), client, browser
 
 
 def test_google_login_consent_and_tokens(google, idp):
@@ -287,36 +260,6 @@ def test_each_provider_declares_reads_and_checks_its_own_variables():
         provider_class("oidc").read_settings({**oidc, "OIDC_ISSUER": ""})
 
 
-def test_nothing_below_the_endpoints_imports_the_factory():
-    """Providers, the CLI, the admin service and the rest get what they need handed to
-    them (or, at the endpoints' level, from app/services.py): only the endpoints, the
-    fast front and the entry points may import the `app` package itself."""
-    import ast
-
-    from support.harness import ROOT
-
-    allowed = {"__init__.py", "hotpath.py", "serve.py", "console.py"}
-    offenders = []
-    for path in sorted((ROOT / "app").rglob("*.py")):
-        relative = path.relative_to(ROOT / "app")
-        if relative.parts[0] == "endpoints" or str(relative) in allowed:
-            continue
-        depth = len(relative.parts)  # the level of a relative import that names `app`
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom):
-                names = {alias.name for alias in node.names} - {"__version__"}
-                # a module of the package is no part of the factory
-                names = {
-                    n
-                    for n in names
-                    if n == "services" or not ((ROOT / "app" / f"{n}.py").exists() or (ROOT / "app" / n).is_dir())
-                }
-                to_app = (node.level == depth and not node.module) or (node.level == 0 and node.module == "app")
-                if to_app and names:
-                    offenders.append(f"{relative}: {sorted(names)}")
-    assert offenders == []
-
-
 def test_expired_pending_authorization_is_a_clear_page(google, idp):
     import time
 
@@ -383,87 +326,3 @@ def test_a_google_login_started_at_one_instance_ends_at_another(google, idp, pos
         },
     )
     assert "code" in redirect_params(approved)
-
-
-# -- any OpenID Provider (OAUTH_PROVIDER=oidc) -------------------------------------------
-
-
-@pytest.fixture
-def any_oidc(make_server, idp):
-    def factory(**env):
-        return make_server(
-            users={},
-            OAUTH_PROVIDER="oidc",
-            OIDC_ISSUER=idp,
-            OIDC_CLIENT_ID=CLIENT_ID,
-            OIDC_CLIENT_SECRET=SECRET,
-            OIDC_NAME="Example SSO",
-            in_thread=True,
-            **env,
-        )
-
-    return factory
-
-
-def test_any_openid_provider_s_forged_or_wrong_id_tokens_are_refused(any_oidc, idp):
-    server = any_oidc()
-    for mode in ("bad_signature", "wrong_aud", "wrong_iss", "wrong_nonce"):
-        as_user(idp, {"sub": "u-1", "email": "alice@example.com", "email_verified": True}, mode=mode)
-        final, _, _ = login(server, idp)
-        assert final.status_code == 401, (mode, final.status_code, final.text[:300])
-        assert "The identity token from Example SSO could not be verified" in final.text
-    as_user(idp, {"sub": "u-1", "email": "alice@example.com", "email_verified": True})
-    assert "code" in redirect_params(login(server, idp)[0])  # the same, well formed, is fine
-
-
-def test_a_discovery_document_naming_another_issuer_stops_the_login_before_it_starts(any_oidc, idp):
-    """OpenID Connect Discovery §4.3: the document at OIDC_ISSUER must name OIDC_ISSUER.
-    One naming another (whose keys and tokens would then be believed) ends the login at
-    once, even with ID tokens that name that other issuer."""
-    requests.post(f"{idp}/_control", json={"root_discovery_issuer": "http://127.0.0.1:9/evil"}, timeout=5)
-    try:
-        server = any_oidc()
-        as_user(idp, {"sub": "u-1", "email": "a@example.com", "email_verified": True},
-                issuer_override="http://127.0.0.1:9/evil")  # fmt: skip
-        before = token_requests(idp)
-        final, _, browser = login(server, idp)
-        assert final.status_code == 502, (final.status_code, final.text[:300])
-        assert "not set up correctly" in final.text
-        assert not any(url.startswith(idp) for url in browser.visited)  # never sent there
-        assert token_requests(idp) == before
-    finally:
-        requests.post(f"{idp}/_control", json={"root_discovery_issuer": None}, timeout=5)
-
-
-def admitted(server, idp: str, user: dict) -> bool:
-    """Whether `user`'s login ends with a code for the client (else: our 403 page)."""
-    as_user(idp, {"sub": "u-7", **user})
-    final, _, _ = login(server, idp)
-    if final.status_code == 302:
-        return "code" in redirect_params(final)
-    assert final.status_code == 403 and "may not use this server" in final.text, final.status_code
-    return False
-
-
-def test_any_openid_provider_s_groups_allow_list(any_oidc, idp):
-    server = any_oidc(OAUTH_ALLOWED_GROUPS="mcp-users,ops")
-    assert admitted(server, idp, {"groups": ["staff", "mcp-users"]})
-    assert admitted(server, idp, {"groups": "ops"})  # one name
-    assert not admitted(server, idp, {"groups": ["staff", "MCP-users"]})  # names as the provider sends them
-    assert not admitted(server, idp, {"email": "a@example.com", "email_verified": True})  # no groups claim
-
-
-def test_any_openid_provider_s_email_allow_lists_count_verified_addresses_only(any_oidc, idp):
-    server = any_oidc(OAUTH_ALLOWED_EMAILS="alice@example.com", OAUTH_ALLOWED_DOMAINS="corp.example")
-    assert admitted(server, idp, {"email": "Alice@example.com", "email_verified": True})
-    assert admitted(server, idp, {"email": "bob@corp.example", "email_verified": True})
-    assert not admitted(server, idp, {"email": "bob@corp.example"})  # unverified
-    assert not admitted(server, idp, {"email": "alice@example.com", "email_verified": "true"})  # not `true`
-    assert not admitted(server, idp, {"email": "carol@example.org", "email_verified": True})
-
-
-def test_any_openid_provider_s_allow_lists_are_alternatives(any_oidc, idp):
-    server = any_oidc(OAUTH_ALLOWED_GROUPS="admins", OAUTH_ALLOWED_DOMAINS="example.com")
-    assert admitted(server, idp, {"email": "c@example.com", "email_verified": True, "groups": []})
-    assert admitted(server, idp, {"groups": ["admins"]})
-    assert not admitted(server, idp, {"email": "c@example.org", "email_verified": True, "groups": ["staff"]})

@@ -10,7 +10,6 @@ while the others run."""
 from __future__ import annotations
 
 import contextlib
-import json
 import select
 import socket
 import ssl
@@ -21,50 +20,12 @@ from dataclasses import dataclass, field
 
 import pytest
 from support.harness import Server, free_port
+from support.slow_clients import DEAD_UPSTREAM, KIB, Outcome, ask, connect, head_of, read_to_end
 
 from app.serving import BODY_ALLOWANCE, HEADER_TIMEOUT
 
-DEAD_UPSTREAM = "http://127.0.0.1:9/mcp"  # gateway mode; nothing here reaches the upstream
 GAP = 2.0  # seconds between two bytes of a trickle
 GIVE_UP = 16.0  # a trickle still served after this was never cut
-KIB = 1024
-
-
-@dataclass
-class Outcome:
-    """How a trickle ended: after how many seconds the server closed (None: it never
-    did before GIVE_UP), and what it answered."""
-
-    seconds: float | None
-    answer: bytes = b""
-
-    @property
-    def status(self) -> int | None:
-        line = self.answer.split(b"\r\n", 1)[0].split()
-        return int(line[1]) if len(line) > 1 and line[1].isdigit() else None
-
-    def json(self) -> dict:
-        return json.loads(self.answer.split(b"\r\n\r\n", 1)[1])
-
-
-def connect(port: int, source: str = "127.0.0.1", tls: ssl.SSLContext | None = None) -> socket.socket:
-    sock = socket.socket()
-    sock.bind((source, 0))
-    sock.settimeout(10)
-    sock.connect(("127.0.0.1", port))
-    if tls is not None:
-        from support.tls import TEST_HOST
-
-        sock = tls.wrap_socket(sock, server_hostname=TEST_HOST)
-    return sock
-
-
-def read_to_end(sock: socket.socket) -> bytes:
-    data = b""
-    with contextlib.suppress(OSError):
-        while chunk := sock.recv(65536):
-            data += chunk
-    return data
 
 
 def trickle(sock: socket.socket, first: bytes, rest: bytes, gap: float = GAP, size: int = 1) -> Outcome:
@@ -146,16 +107,6 @@ def proxied(site, tmp_path_factory) -> Iterator[tuple[int, ssl.SSLContext]]:
             site.trickles["nginx headers"].result(GIVE_UP + 5)  # before nginx stops
 
 
-def ask(
-    port: int, request: bytes, source: str = "127.0.0.1", tls: ssl.SSLContext | None = None, whole: bool = True
-) -> Outcome:
-    """Send `request` (headers, maybe a body) and read the answer to its end (or, not
-    `whole`, its first part)."""
-    with connect(port, source, tls) as sock:
-        sock.sendall(request)
-        return Outcome(0, read_to_end(sock) if whole else sock.recv(65536))
-
-
 def held(port: int, source: str, tls: ssl.SSLContext | None = None, host: str = "a") -> socket.socket:
     """A connection that was served once and is kept open."""
     sock = connect(port, source, tls)
@@ -228,14 +179,6 @@ def test_one_address_holds_at_most_50_connections_a_trusted_proxy_more(site):
             sock.close()
 
 
-# -- body size per path -----------------------------------------------------------------
-
-
-def _head(method: str, path: str, length: int, *extra: str) -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", "Host: a", "Content-Type: application/json", f"Content-Length: {length}"]
-    return ("\r\n".join([*lines, *extra]) + "\r\n\r\n").encode()
-
-
 @pytest.mark.parametrize(
     ("method", "path", "limit"),
     [
@@ -256,13 +199,13 @@ def test_a_body_over_its_path_limit_is_refused_before_it_is_sent(site, method, p
     for extra in ((), ("Expect: 100-continue",)):
         with connect(port, "127.0.0.4") as sock:
             sock.settimeout(5)
-            sock.sendall(_head(method, path, limit + 1, *extra))
+            sock.sendall(head_of(method, path, limit + 1, *extra))
             answer = Outcome(0, read_to_end(sock))
         assert answer.status == 413, answer.answer[:300]
         assert answer.json()["error"] == "invalid_request"
         assert str(limit) in answer.json()["error_description"]
     # At the limit, the body is read and the app answers.
-    at_limit = ask(port, _head(method, path, limit, "Connection: close") + b"x" * limit, "127.0.0.4")
+    at_limit = ask(port, head_of(method, path, limit, "Connection: close") + b"x" * limit, "127.0.0.4")
     assert at_limit.status not in (413, None), at_limit.answer[:300]
 
 
@@ -278,19 +221,8 @@ def test_a_chunked_body_is_cut_off_past_its_path_limit(site):
 
 def test_the_gateway_path_takes_large_bodies(site):
     body = b"x" * (1024 * KIB)
-    answer = ask(site.server.port, _head("POST", "/mcp/echo", len(body), "Connection: close") + body, "127.0.0.4")
+    answer = ask(site.server.port, head_of("POST", "/mcp/echo", len(body), "Connection: close") + body, "127.0.0.4")
     assert answer.status == 401, answer.answer[:300]  # read whole, then refused for its missing token
-
-
-def test_the_limits_follow_an_issuer_with_a_path(make_server):
-    port = free_port()
-    server = make_server(
-        in_thread=True, PORT=str(port), OAUTH_ISSUER=f"http://127.0.0.1:{port}/auth", OAUTH_UPSTREAM_URL=DEAD_UPSTREAM
-    )
-    assert ask(server.port, _head("POST", "/auth/register", 16 * KIB + 1)).status == 413
-    assert ask(server.port, _head("POST", "/mcp", 64 * KIB + 1)).status == 413  # the gateway is /auth/mcp
-    body = b"x" * (1024 * KIB)
-    assert ask(server.port, _head("POST", "/auth/mcp", len(body), "Connection: close") + body).status == 401
 
 
 # -- the trickles, started with the module ----------------------------------------------

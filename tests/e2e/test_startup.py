@@ -17,7 +17,7 @@ import pytest
 from support.harness import ROOT, Server, base_env, free_port, run_cli
 from support.oauth import Browser, get_code, refresh
 
-FIXTURE = Path(__file__).parent / "fixtures" / "store-before-1.0.0"
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "store-before-1.0.0"
 
 
 def refused_start(workdir: Path, data_dir: Path | str, prefix: tuple[str, ...] = (), **env: str) -> str:

@@ -13,7 +13,7 @@ import pytest
 from support.harness import PASSWORD
 from support.npm import npm_ci
 
-CLIENT_DIR = Path(__file__).parent / "ts_client"
+CLIENT_DIR = Path(__file__).parents[1] / "ts_client"
 pytestmark = pytest.mark.skipif(not (shutil.which("node") and shutil.which("npm")), reason="node/npm not installed")
 
 

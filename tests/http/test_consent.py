@@ -11,14 +11,13 @@ import time
 from pathlib import Path
 from urllib.parse import urlencode
 
-import pytest
 import requests
+from support.consent import approve, authorize, finish_sign_in, flood_sign_ins, person_signs_in
 from support.harness import PASSWORD, free_port
 from support.oauth import (
     Browser,
     auth_params,
     csrf_of,
-    get_code,
     pkce_pair,
     redirect_params,
     refresh,
@@ -32,57 +31,6 @@ from app import records
 
 APP = "https://app.example/cb"
 NEW_HOST = "https://new.example/cb"
-
-
-def authorize(browser: Browser, server, client: dict, **extra) -> str:
-    """What a person with a login session gets from /authorize: `code` (at once, no
-    page), `consent` (the page is shown) or `login`."""
-    _, challenge = pkce_pair()
-    params = auth_params(client, challenge, **extra)
-    response = browser.get(server.url("/authorize?" + urlencode(params, doseq=True)))
-    assert response.status_code == 302, response.text[:300]
-    location = response.headers["Location"]
-    if "/consent" in location:
-        page = browser.get(browser.absolute(location))
-        if page.status_code == 302:  # remembered at /consent: the code
-            assert "code=" in page.headers["Location"]
-            return "code"
-        assert 'value="approve"' in page.text
-        return "consent"
-    if "/login" in location:
-        return "login"
-    assert location.startswith(params["redirect_uri"]) and "code=" in location, location
-    return "code"
-
-
-def approve(browser: Browser, server, client: dict, **extra) -> None:
-    """Log in if needed, and approve on the consent page."""
-    get_code(server, client, browser=browser, **extra)
-
-
-def asked_after_login(server, client: dict, username: str, password: str = PASSWORD) -> bool:
-    """A new browser logs in: is the consent page shown (True) or the code sent at once?"""
-    browser = Browser(server, username, password)
-    _, challenge = pkce_pair()
-    first = browser.get(server.url("/authorize?" + urlencode(auth_params(client, challenge))))
-    login_url = browser.absolute(first.headers["Location"])
-    page = browser.get(login_url)
-    logged_in = browser.post(
-        server.url("/login"),
-        data={
-            "csrf_token": csrf_of(page.text),
-            "request_id": request_id_of(login_url),
-            "username": username,
-            "password": password,
-        },
-    )
-    assert logged_in.status_code == 302 and "/consent" in logged_in.headers["Location"], logged_in.text[:300]
-    consent = browser.get(browser.absolute(logged_in.headers["Location"]))
-    if consent.status_code == 302:
-        assert "code=" in consent.headers["Location"]
-        return False
-    assert consent.status_code == 200 and 'value="approve"' in consent.text
-    return True
 
 
 def _manage(client: dict, method: str, **body) -> requests.Response:
@@ -180,23 +128,6 @@ def test_an_approval_written_before_approvals_named_a_redirect_uri_asks_once(ser
     assert "approvals" in (records.problem("clients", client["client_id"], bad) or "")
 
 
-@pytest.mark.parametrize("store", ["file", "postgresql"])
-def test_delete_user_forgets_their_approvals(make_server, request, store):
-    """A user deleted and made again with the same name is a new person: asked again,
-    never sent a code on the old one's approval. Others keep theirs."""
-    env = {"OAUTH_STORE": request.getfixturevalue("postgres_url")} if store == "postgresql" else {}
-    server = make_server(in_thread=True, users={"alice": PASSWORD, "bob": PASSWORD}, **env)
-    client = register(server)
-    alice = Browser(server)
-    approve(alice, server, client)
-    approve(Browser(server, "bob"), server, client)
-    deleted = server.cli("delete-user", "bob")
-    assert deleted.returncode == 0, deleted.stderr
-    assert server.app.extensions["oauth"].users.set_password("bob", "another password", create=True)
-    assert asked_after_login(server, client, "bob", "another password")
-    assert authorize(alice, server, client) == "code"
-
-
 # -- no redirect before the person is known; pending sign-ins bounded ----------------------
 
 
@@ -212,62 +143,14 @@ def test_an_authorize_query_over_8_kib_is_shown_and_not_kept(server):
     assert "<code>invalid_request</code>" in too_long.text
 
 
-def _flood(server, client: dict, addresses, count: int) -> list[int]:
-    """`count` sign-ins started (never finished) from each of `addresses` in turn."""
-    _, challenge = pkce_pair()
-    url = server.url("/authorize?" + urlencode(auth_params(client, challenge)))
-    with requests.Session() as session:
-        return [
-            session.get(url, headers={"X-Forwarded-For": address}, allow_redirects=False, timeout=10).status_code
-            for address in addresses
-            for _ in range(count)
-        ]
-
-
-def _person_signs_in(server, client: dict, address: str) -> tuple[Browser, str, dict]:
-    """A person starts a sign-in from `address`: (browser, login URL, params)."""
-    browser = Browser(server)
-    browser.session.headers["X-Forwarded-For"] = address
-    _, challenge = pkce_pair()
-    params = auth_params(client, challenge)
-    started = browser.get(server.url("/authorize?" + urlencode(params)))
-    assert started.status_code == 302 and "/login" in started.headers["Location"]
-    return browser, browser.absolute(started.headers["Location"]), params
-
-
-def _finish_sign_in(server, browser: Browser, login_url: str) -> dict:
-    page = browser.get(login_url)
-    assert page.status_code == 200 and 'name="request_id"' in page.text
-    response = browser.post(
-        server.url("/login"),
-        data={
-            "csrf_token": csrf_of(page.text),
-            "request_id": request_id_of(login_url),
-            "username": "alice",
-            "password": PASSWORD,
-        },
-    )
-    consent_url = browser.absolute(response.headers["Location"])
-    consent = browser.get(consent_url)
-    if consent.status_code == 302:  # approved before: remembered
-        return redirect_params(consent)
-    assert consent.status_code == 200, consent.text[:300]
-    decided = browser.post(
-        server.url("/consent"),
-        data={"csrf_token": csrf_of(consent.text), "request_id": request_id_of(consent_url),
-              "shown": shown_of(consent.text), "decision": "approve"},
-    )
-    return redirect_params(decided)
-
-
 def test_one_network_holds_at_most_100_pending_sign_ins_and_cannot_push_out_anothers(server):
     """A flood of /authorize from one address (or one IPv6 /64) is refused past 100
     pending (429, Retry-After) instead of dropping anyone's: a person's sign-in started
     elsewhere, or before the flood from the same address, completes."""
     client = register(server)
-    person, login_url, params = _person_signs_in(server, client, "198.51.100.7")
-    neighbour, neighbour_login, _ = _person_signs_in(server, client, "203.0.113.9")
-    statuses = _flood(server, client, ["203.0.113.9"], 100)
+    person, login_url, params = person_signs_in(server, client, "198.51.100.7")
+    neighbour, neighbour_login, _ = person_signs_in(server, client, "203.0.113.9")
+    statuses = flood_sign_ins(server, client, ["203.0.113.9"], 100)
     assert statuses == [302] * 99 + [429] * 1  # the neighbour's sign-in holds one of the 100
     refused = requests.get(
         server.url("/authorize?" + urlencode(params)),
@@ -278,27 +161,13 @@ def test_one_network_holds_at_most_100_pending_sign_ins_and_cannot_push_out_anot
     assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
     assert "Location" not in refused.headers
     # One /64 is one network, whatever its addresses; the next /64 is another.
-    ipv6 = _flood(server, client, [f"2001:db8:1:2::{n:x}" for n in range(1, 102)], 1)
+    ipv6 = flood_sign_ins(server, client, [f"2001:db8:1:2::{n:x}" for n in range(1, 102)], 1)
     assert ipv6 == [302] * 100 + [429]
-    assert _flood(server, client, ["2001:db8:1:3::1"], 1) == [302]
-    assert "code" in _finish_sign_in(server, person, login_url)
-    assert "code" in _finish_sign_in(server, neighbour, neighbour_login)
+    assert flood_sign_ins(server, client, ["2001:db8:1:3::1"], 1) == [302]
+    assert "code" in finish_sign_in(server, person, login_url)
+    assert "code" in finish_sign_in(server, neighbour, neighbour_login)
     # A finished sign-in leaves room for one more from its network.
-    assert _flood(server, client, ["203.0.113.9"], 2) == [302, 429]
-
-
-def test_instances_sharing_postgresql_share_the_pending_limit(make_server, postgres_url):
-    """The 100 pending of one address are counted in the shared database: spread over
-    two instances, the 101st is refused at either."""
-    first = make_server(in_thread=True, OAUTH_STORE=postgres_url)
-    second = make_server(in_thread=True, users={}, OAUTH_STORE=postgres_url, OAUTH_ISSUER=first.issuer)
-    second.issuer = second.base  # only where the test sends its requests
-    client = register(first)
-    person, login_url, _ = _person_signs_in(first, client, "198.51.100.7")
-    assert _flood(first, client, ["203.0.113.9"], 60) == [302] * 60
-    assert _flood(second, client, ["203.0.113.9"], 41) == [302] * 40 + [429]
-    assert _flood(first, client, ["203.0.113.9"], 1) == [429]
-    assert "code" in _finish_sign_in(first, person, login_url)
+    assert flood_sign_ins(server, client, ["203.0.113.9"], 2) == [302, 429]
 
 
 # -- clients and grants expire by the README's rules -------------------------------------
@@ -357,13 +226,6 @@ def _document(documents, name: str, **metadata) -> str:
     folder.mkdir(exist_ok=True)
     (folder / name).write_text(json.dumps(metadata))
     return f"{base}/file/{name}"
-
-
-@pytest.fixture
-def cimd_server(make_server, documents, monkeypatch):
-    _, ca_file, _ = documents
-    monkeypatch.setenv("SSL_CERT_FILE", ca_file)  # read by the fetcher, in this process
-    return make_server(in_thread=True, OAUTH_CIMD_ALLOW_PRIVATE="1")
 
 
 def test_a_changed_metadata_document_asks_again(cimd_server, documents):

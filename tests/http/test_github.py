@@ -5,38 +5,14 @@ upstream login, our consent page, our code and our tokens."""
 
 from __future__ import annotations
 
-import asyncio
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 import requests
 from github_standin import CLIENT_ID, CLIENT_SECRET
-from support.harness import helper_process
+from support.github import ALICE, as_user, login
 from support.jwt import jwt_parts
-from support.mcp import MemoryStorage, PersonAtTheBrowser, call_tools
 from support.oauth import Browser, auth_params, exchange, pkce_pair, redirect_params, register, verify
-
-ALICE = {
-    "id": 4242,
-    "login": "alice-gh",
-    "name": "Alice",
-    "emails": [
-        {"email": "alice@personal.example", "primary": False, "verified": True, "visibility": None},
-        {"email": "alice@corp.example", "primary": True, "verified": True, "visibility": "private"},
-    ],
-    "orgs": {"acme": "active", "invited-org": "pending"},
-}
-
-
-@pytest.fixture(scope="module")
-def github(tmp_path_factory):
-    for port in helper_process("github_standin.py", tmp_path_factory.mktemp("github")):
-        yield f"http://127.0.0.1:{port}"
-
-
-def as_user(github: str, user: dict, app: str = "oauth", mode: str = "ok") -> None:
-    """Whom the stand-in logs in next, as which kind of app, and how it answers."""
-    requests.post(f"{github}/_control", json={"user": user, "app": app, "mode": mode}, timeout=5).raise_for_status()
 
 
 def stats(github: str) -> dict:
@@ -58,16 +34,6 @@ def server_for(make_server, github):
         )
 
     return start
-
-
-def login(server, github) -> tuple[requests.Response, dict, str, Browser]:
-    """The person's walk from /authorize through the stand-in and our consent page:
-    (where it ended, the client, its PKCE verifier, the browser)."""
-    client = register(server)
-    verifier, challenge = pkce_pair()
-    browser = Browser(server)
-    browser.also_follow = [github]
-    return browser.authorize(auth_params(client, challenge)), client, verifier, browser
 
 
 def test_github_login_consent_code_and_tokens(server_for, github):
@@ -128,26 +94,6 @@ def test_the_stand_in_answers_as_github_does(github):
     assert user.json()["id"] == 4242
     again = requests.post(f"{github}/login/oauth/access_token", data=grant, headers=json_accept, timeout=5).json()
     assert again["error"] == "bad_refresh_token"
-
-
-def test_the_mcp_sdk_client_through_a_github_login(make_server, github, upstream):
-    """The official MCP SDK client discovers, registers, sends the person through the
-    GitHub login and our consent, and calls a tool through the gateway as `github:<id>`."""
-    server = make_server(
-        users={},
-        OAUTH_PROVIDER="github",
-        GITHUB_CLIENT_ID=CLIENT_ID,
-        GITHUB_CLIENT_SECRET=CLIENT_SECRET,
-        GITHUB_URL=github,
-        GITHUB_API_URL=github,
-        OAUTH_UPSTREAM_URL=upstream,
-        in_thread=True,
-    )
-    as_user(github, ALICE)
-    person = PersonAtTheBrowser(server)
-    person.browser.also_follow = [github]
-    total, who = asyncio.run(call_tools(server, MemoryStorage(), person))
-    assert total == 42 and who["subject"] == "github:4242" and who["authorization"] is None
 
 
 def admitted(server, github: str, user: dict) -> bool:

@@ -1,6 +1,6 @@
 """The authorization-code store (app/oauth2/codes.py) over the short-lived state, in
 process (`LocalState`) and on PostgreSQL: what it keeps, and for how long. The protocol
-around it (retry window, replay revocation) is tested over HTTP in test_tokens.py."""
+around it (retry window, replay revocation) is tested over HTTP in tests/http/test_tokens.py."""
 
 from __future__ import annotations
 
