@@ -2,7 +2,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench mutants clean
+.PHONY: run test test-fast lint bench mutants clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ run: $(VENV)/.requirements
 ## Install the dev requirements and run the whole suite
 test: lint $(VENV_MCP2)/.requirements
 	$(BIN)/python -m pytest -q -n 2
+
+## The tiers without processes (tests/unit, app, http): under a minute, no lint
+test-fast: $(VENV)/.requirements-dev
+	$(BIN)/python -m pytest -q -n 2 tests/unit tests/app tests/http
 
 ## Our endpoints beside a bare Flask route on waitress, at 100 and 10,000 clients + grants
 bench: $(VENV)/.requirements-dev

@@ -134,3 +134,28 @@ def postgres():
 def postgres_url(postgres) -> str:
     """The URL of a fresh, empty database for this test."""
     return postgres.new_database()
+
+
+# -- stand-ins and servers that tests of several tiers use -----------------------------
+
+
+@pytest.fixture(scope="module")
+def idp(tmp_path_factory):
+    """An OpenID provider stand-in (tests/oidc_idp.py): its base URL."""
+    for port in helper_process("oidc_idp.py", tmp_path_factory.mktemp("idp")):
+        yield f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def github(tmp_path_factory):
+    """A GitHub stand-in (tests/github_standin.py): its base URL."""
+    for port in helper_process("github_standin.py", tmp_path_factory.mktemp("github")):
+        yield f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def cimd_server(make_server, documents, monkeypatch):
+    """The app in this process, fetching client metadata documents from `documents`."""
+    _, ca_file, _ = documents
+    monkeypatch.setenv("SSL_CERT_FILE", ca_file)  # read by the fetcher, in this process
+    return make_server(in_thread=True, OAUTH_CIMD_ALLOW_PRIVATE="1")

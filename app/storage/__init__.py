@@ -6,7 +6,7 @@ and memory stores keep their short-lived state in process (`local.py`).
 
 `open_store` is the one place a backend is chosen, by the scheme of its URL
 (`OAUTH_STORE`): a new backend is its module plus one line in `BACKENDS` (and one in
-the store contract test, tests/test_store_interface.py)."""
+the store contract test, tests/unit/test_store_interface.py)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """An MCP server that opens event streams and then says nothing: the gateway's upstream
-for the stream tests (tests/test_streams.py) and `make bench`'s idle streams.
+for the stream tests (tests/e2e/test_streams.py) and `make bench`'s idle streams.
 
 Every request is answered with `text/event-stream` headers (chunked, as uvicorn sends
 SSE) and then silence, as an MCP server's GET stream with no notification to send, or

@@ -4,7 +4,7 @@ verifies with py_webauthn exactly as it verifies a browser's. What a browser's
 authenticator would never do on its own (skip user verification, reuse a counter, sign
 for another origin) is a parameter, so each rule can be broken on purpose.
 
-The browser tests (tests/test_passkeys.py) use Chromium's own virtual authenticator."""
+The browser tests (tests/e2e/test_passkeys.py) use Chromium's own virtual authenticator."""
 
 from __future__ import annotations
 
