@@ -214,7 +214,7 @@ def test_the_gateway_takes_a_bound_token_only_with_a_fresh_proof_for_this_reques
         "another token": key.proof("POST", url, token + "x"),
         "no ath": key.proof("POST", url),
         "too old": key.proof("POST", url, token, iat=time.time() - 301),
-        "from the future": key.proof("POST", url, token, iat=time.time() + 301),
+        "from the future": key.proof("POST", url, token, iat=time.time() + 400),
         "another key": DPoPKey().proof("POST", url, token),
         "private key in the header": key.proof("POST", url, token, header={"jwk": key.key.as_dict(private=True)}),
         "typ": key.proof("POST", url, token, header={"typ": "JWT"}),

@@ -5,6 +5,7 @@ temporary data folder, and the CLI as a separate `flask oauth …` process."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import socket
 import subprocess
@@ -203,23 +204,32 @@ def failed_start(workdir: Path, data_dir: Path, **env: str) -> str:
 def seed_users(data_dir: Path, users: dict[str, str], store_url: str | None = None) -> None:
     """Create local users in a data folder (or the PostgreSQL database `store_url`)
     through the real store, in this process (what `flask oauth add-user` does, without
-    starting a process per test; the CLI itself is tested in test_cli.py)."""
-    from app.repositories import UserRepository
+    starting a process per test; the CLI itself is tested in test_cli.py). The records
+    are the ones `UserRepository.set_password` writes, with each password's scrypt hash
+    made once per test process (a tenth of a CPU-second each, for every server of the
+    suite otherwise)."""
     from app.storage import PersistentStore
 
     if store_url and store_url != "file":
         from app.storage.postgres import PostgresStore
 
-        store = PostgresStore(store_url)
-        try:
-            for name, password in users.items():
-                assert UserRepository(store).set_password(name, password, create=True)
-        finally:
-            store.close()
-        return
-    repository = UserRepository(PersistentStore(data_dir))
-    for name, password in users.items():
-        assert repository.set_password(name, password, create=True)
+        store: Any = PostgresStore(store_url)
+    else:
+        store = PersistentStore(data_dir)
+    try:
+        now = time.time()
+        for name, password in users.items():
+            record = {"username": name, "created_at": now, "password_hash": _hash(password), "password_changed_at": now}
+            assert store.add("users", name, record)
+    finally:
+        store.close()
+
+
+@functools.lru_cache(maxsize=32)
+def _hash(password: str) -> str:
+    from werkzeug.security import generate_password_hash
+
+    return generate_password_hash(password, method="scrypt")
 
 
 # -- helper processes ------------------------------------------------------------
