@@ -7,13 +7,13 @@ phone width in the test's tmp folder."""
 from __future__ import annotations
 
 import html
-import shutil
 import time
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 import requests
 from support.account import NEW_PASSWORD, connect, post_form
+from support.browser import needs_chromium, start_chromium
 from support.harness import PASSWORD
 from support.oauth import (
     Browser,
@@ -88,32 +88,12 @@ def test_an_unknown_or_deleted_client_is_told_what_to_do_and_logged(make_server)
 
 # -- in a real browser --------------------------------------------------------------------------
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = shutil.which("chromedriver")
-needs_chromium = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="chromium and chromedriver are not installed")
 DESKTOP, PHONE = (1280, 900), (390, 844)
 
 
 @pytest.fixture
 def chromium(tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--no-first-run",
-        "--hide-scrollbars",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
-    driver.set_page_load_timeout(20)
+    driver = start_chromium(tmp_path / "profile", "--hide-scrollbars")
     yield driver
     driver.quit()
 

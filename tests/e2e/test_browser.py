@@ -5,37 +5,19 @@ chromium chromium-driver`)."""
 
 from __future__ import annotations
 
-import shutil
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
+from support.browser import needs_chromium, start_chromium
 from support.harness import PASSWORD
 from support.oauth import auth_params, exchange, pkce_pair, register
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="chromium and chromedriver are not installed")
+pytestmark = needs_chromium
 
 
 @pytest.fixture
 def browser(tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--no-first-run",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
-    driver.set_page_load_timeout(20)
+    driver = start_chromium(tmp_path / "profile")
     yield driver
     driver.quit()
 

@@ -14,21 +14,17 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 import pytest
+from support.browser import needs_chromium, start_chromium
 from support.consent_page import BIDI_NAME, BIDI_NAME_SHOWN
 from support.harness import PASSWORD
 from support.oauth import auth_params, pkce_pair, register
 
 from app.display import BIDI_CONTROLS
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = shutil.which("chromedriver")
-needs_chromium = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="chromium and chromedriver are not installed")
 
 PHONE = (390, 844)
 DESKTOP = (1280, 900)
@@ -40,25 +36,7 @@ LONG_HOST = "connector-callbacks-for-people.a-rather-long-organisation-name.exam
 
 @pytest.fixture
 def chromium(tmp_path) -> Iterator:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--no-first-run",
-        "--hide-scrollbars",
-        f"--window-size={DESKTOP[0]},{DESKTOP[1]}",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
-    driver.set_page_load_timeout(20)
+    driver = start_chromium(tmp_path / "profile", "--hide-scrollbars", f"--window-size={DESKTOP[0]},{DESKTOP[1]}")
     yield driver
     driver.quit()
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import shutil
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 import requests
+from support.browser import needs_chromium, start_chromium
 from support.harness import PASSWORD, failed_start, free_port
 from support.oauth import (
     Browser,
@@ -30,9 +30,6 @@ from support.oauth import (
 from support.webauthn import SoftAuthenticator, b64
 
 from app import records
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = shutil.which("chromedriver")
 
 
 @pytest.fixture
@@ -372,30 +369,13 @@ def test_a_ceremony_begun_at_one_instance_completes_at_another(make_server, post
 
 # -- in a real browser: Chromium's virtual authenticator ---------------------------------------
 
-chromium_only = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="chromium and chromedriver are not installed")
 
 
 @pytest.fixture
 def chromium(tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.virtual_authenticator import Protocol, Transport, VirtualAuthenticatorOptions
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--no-first-run",
-        "--window-size=1280,900",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
-    driver.set_page_load_timeout(20)
+    driver = start_chromium(tmp_path / "profile", "--window-size=1280,900")
     # A platform authenticator with a screen lock the person just passed (WebAuthn
     # through DevTools: no dialog, no person).
     driver.add_virtual_authenticator(
@@ -453,7 +433,7 @@ def account_page(server) -> str:
     return server.url("/test-account")
 
 
-@chromium_only
+@needs_chromium
 def test_a_person_adds_a_passkey_and_signs_in_with_it_in_chromium(make_local, chromium, tmp_path):
     from selenium.webdriver.common.by import By
 
