@@ -89,8 +89,8 @@ def _options(json_text: str) -> Response:
     return Response(json_text, mimetype="application/json", headers={"Cache-Control": "no-store"})
 
 
-@bp.post("/register/options")
-def register_options() -> ResponseReturnValue:
+def _registering() -> tuple[dict[str, Any], CustomProvider, Person] | Response:
+    """A registration step's body, provider and signed-in person; or the error."""
     body = _ceremony_body()
     if isinstance(body, Response):
         return body
@@ -98,6 +98,15 @@ def register_options() -> ResponseReturnValue:
     person = current_person(provider)
     if person is None:
         return error_response(401, "login_required", "Sign in first.")
+    return body, provider, person
+
+
+@bp.post("/register/options")
+def register_options() -> ResponseReturnValue:
+    step = _registering()
+    if isinstance(step, Response):
+        return step
+    _, provider, person = step
     try:
         return _options(provider.passkeys.registration_options(person.subject, browser_id()))
     except PasskeyError as exc:
@@ -106,13 +115,10 @@ def register_options() -> ResponseReturnValue:
 
 @bp.post("/register")
 def register() -> ResponseReturnValue:
-    body = _ceremony_body()
-    if isinstance(body, Response):
-        return body
-    provider = _provider()
-    person = current_person(provider)
-    if person is None:
-        return error_response(401, "login_required", "Sign in first.")
+    step = _registering()
+    if isinstance(step, Response):
+        return step
+    body, provider, person = step
     try:
         credential_id = provider.passkeys.register(person.subject, browser_id(), body.get("credential"))
     except PasskeyError as exc:
