@@ -32,7 +32,12 @@ MAX_CLIENT_ID = 2000
 def front() -> ResponseReturnValue:
     """What this server is, for whoever opens its address (never a JSON 404)."""
     svc = services()
-    return render_template("front.html", issuer=svc.config.issuer, person=current_person(svc.provider))
+    # An upstream provider's name on the button (Google, GitHub, OIDC_NAME): who the
+    # person will sign in with.
+    upstream = getattr(svc.provider, "title", None)
+    return render_template(
+        "front.html", issuer=svc.config.issuer, person=current_person(svc.provider), upstream=upstream
+    )
 
 
 def _login_first() -> ResponseReturnValue:

@@ -90,3 +90,10 @@ def test_any_openid_provider_s_allow_lists_are_alternatives(any_oidc, idp):
     assert admitted(server, idp, {"email": "c@example.com", "email_verified": True, "groups": []})
     assert admitted(server, idp, {"groups": ["admins"]})
     assert not admitted(server, idp, {"email": "c@example.org", "email_verified": True, "groups": ["staff"]})
+
+
+def test_the_front_page_names_whom_the_person_signs_in_with(any_oidc):
+    """OIDC_NAME labels the sign-in button of the front page (the only button an
+    upstream login has: the person goes straight to their provider)."""
+    page = requests.get(any_oidc().url("/"), timeout=10)
+    assert page.status_code == 200 and "Sign in with Example SSO" in page.text
