@@ -73,6 +73,9 @@ class Connections:
         # connection failures so far: a kept connection from before the last one is
         # tested before use (the database may have restarted meanwhile)
         self._failures = 0
+        #: when the last one happened (monotonic): a connection back in the pool from
+        #: before it is tested at checkout
+        self._failed_at = -1.0
         self._pool_check = threading.Lock()
         try:
             self._pool.open(wait=True, timeout=CONNECT_TIMEOUT)
@@ -116,6 +119,7 @@ class Connections:
                 kept.used_at = time.monotonic()
         except (psycopg.OperationalError, PoolTimeout, psycopg.InterfaceError) as exc:
             self._failures += 1
+            self._failed_at = time.monotonic()
             self._check_pool_soon()
             raise StoreError(f"the database at {self.location} is unavailable ({type(exc).__name__})") from None
 
@@ -175,8 +179,11 @@ class Connections:
 
     def _check_if_idle(self, conn: psycopg.Connection) -> None:
         """The pool's check at checkout: a round trip only for a connection that
-        idled long enough for the database to have gone away meanwhile."""
-        if time.monotonic() - self._returned_at.get(conn, 0.0) > CHECK_AFTER_IDLE:
+        idled long enough for the database to have gone away meanwhile, or that came
+        back to the pool before the last failure (kept by a thread while the database
+        restarted, it may be dead without knowing it)."""
+        returned_at = self._returned_at.get(conn, 0.0)
+        if time.monotonic() - returned_at > CHECK_AFTER_IDLE or returned_at <= self._failed_at:
             ConnectionPool.check_connection(conn)
 
     def _check_pool_soon(self) -> None:
