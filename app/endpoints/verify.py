@@ -154,6 +154,11 @@ def dpop_refusal(
     return None
 
 
+#: where `check_bearer` leaves the grant of the token it passed (the gateway's per-grant
+#: stream cap reads it; a client's header can never name this environ key)
+VERIFIED_GRANT = "mcp_oauth.verified_grant"
+
+
 def check_bearer(
     svc: Services,
     environ: WSGIEnviron,
@@ -186,13 +191,15 @@ def check_bearer(
     note(client_id=access.client_id, subject=subject)
     if set(scope.split()) - set(access.get_scope().split()):
         return Refusal(403, "insufficient_scope", "The access token lacks a required scope.", scope)
+    grant_id = access.claims.get("grant_id")
+    environ[VERIFIED_GRANT] = grant_id if isinstance(grant_id, str) else ""
     headers = {
         "X-Auth-Subject": subject,
         "X-Auth-Client-Id": access.client_id,
         "X-Auth-Scope": access.get_scope(),
     }
     if svc.upstream_tokens is not None and upstream_token:
-        value = svc.upstream_tokens.header_for(access.claims.get("grant_id"))
+        value = svc.upstream_tokens.header_for(grant_id)
         if value is not None:
             headers[UPSTREAM_TOKEN_HEADER] = value
     return headers

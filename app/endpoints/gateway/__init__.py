@@ -16,8 +16,6 @@ instead, and any such headers the client sent are dropped.
 
 from __future__ import annotations
 
-import base64
-import json
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -31,10 +29,9 @@ from ...errors import Answer, json_error
 from ...observability import note
 from ...policy import InvalidPath, normalize_path, same_resource, within
 from ...routes import path_of
-from ...security import access_token
 from ...streams import StreamSlots
 from ..once import ahead, handed
-from ..verify import Refusal, challenge, check_bearer
+from ..verify import VERIFIED_GRANT, Refusal, challenge, check_bearer
 from .upstream import MAX_BODY, Upstream
 
 if TYPE_CHECKING:
@@ -138,17 +135,10 @@ PREFLIGHT = "204 No Content"
 
 
 def grant_of(environ: dict[str, Any]) -> str:
-    """The `grant_id` claim of the request's access token (Bearer or DPoP), which `check_bearer` has
-    just verified (so its payload is read here without checking it again: a second
-    verification would cost a store revision check per request)."""
-    token = (access_token(environ) or ("", ""))[1]
-    try:
-        payload = token.split(".")[1]
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except (IndexError, ValueError):
-        return ""
-    grant = claims.get("grant_id") if isinstance(claims, dict) else None
-    return grant if isinstance(grant, str) else ""
+    """The `grant_id` of the access token `check_bearer` has just passed ('' when it
+    names none)."""
+    grant: str = environ.get(VERIFIED_GRANT, "")
+    return grant
 
 
 class AnyPath(PathConverter):
