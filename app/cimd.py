@@ -292,6 +292,16 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
         self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
 
 
+def trusted_tls_context() -> ssl.SSLContext:
+    """TLS as the server trusts it when it fetches (documents, key sets, and the
+    deployment `check`): the system's CAs, plus those the standard `SSL_CERT_FILE` names."""
+    context = ssl.create_default_context()
+    extra = os.environ.get("SSL_CERT_FILE")
+    if extra and os.path.isfile(extra):
+        context.load_verify_locations(cafile=extra)  # trusted besides the system's
+    return context
+
+
 class DocumentFetcher:
     def __init__(self, config: Config, state: SharedState | None = None):
         self.config = config
@@ -302,10 +312,7 @@ class DocumentFetcher:
         self.state.bound(KIND, MAX_CACHED)
         self.state.bound(FETCHED, MAX_CACHED)
         self._slots = FetchSlots()
-        self._context = ssl.create_default_context()
-        extra = os.environ.get("SSL_CERT_FILE")
-        if extra and os.path.isfile(extra):
-            self._context.load_verify_locations(cafile=extra)  # trusted besides the system's
+        self._context = trusted_tls_context()
 
     def metadata(self, url: str) -> dict[str, Any]:
         """The validated client metadata of a document URL (cached), or raise

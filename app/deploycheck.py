@@ -11,8 +11,6 @@ gateway reaches its upstream, and the clocks agree (tokens carry `iat` and `exp`
 from __future__ import annotations
 
 import email.utils
-import os
-import ssl
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,6 +20,7 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
+from .cimd import trusted_tls_context
 from .config import Config, is_loopback_host
 from .policy import same_resource
 
@@ -164,11 +163,7 @@ class _TrustingAdapter(HTTPAdapter):
     replaces its bundle instead of adding to it)."""
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        context = ssl.create_default_context()
-        extra = os.environ.get("SSL_CERT_FILE")
-        if extra and os.path.isfile(extra):
-            context.load_verify_locations(cafile=extra)
-        kwargs["ssl_context"] = context
+        kwargs["ssl_context"] = trusted_tls_context()
         super().init_poolmanager(*args, **kwargs)
 
 
